@@ -1,0 +1,564 @@
+//! The one way braid starts a child process.
+//!
+//! Every child gets an explicit working directory, an environment without the variables that
+//! would point git at the user's own repository state, its own process group, and optionally
+//! a timeout and a cancellation token. When a child ends, whatever it left running in its
+//! process group is killed; children that carry a marker variable are also found and killed
+//! if they escaped the group. Output is either captured in memory (small commands such as git)
+//! or written to a log file with a size cap (agents and checks).
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// Environment variables removed from every child: each would redirect git away from the
+/// repository or worktree the child runs in, possibly onto the user's own index.
+const GIT_REDIRECTS: &[&str] = &[
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+];
+
+/// How long a stopped child gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_millis(500);
+
+/// How long to wait for output pipes to drain after the child is gone.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// Longest line sent to a line tap, in bytes.
+const TAP_LINE_MAX: usize = 512;
+
+/// Errors starting or supervising a child process.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The program could not be started (missing, not executable, bad working directory).
+    #[error("could not start `{program}` in {cwd}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The working directory.
+        cwd: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log file could not be created.
+    #[error("could not create log file {path}: {source}")]
+    Log {
+        /// The log file.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Waiting for the child failed.
+    #[error("could not wait for `{program}`: {source}")]
+    Wait {
+        /// The program.
+        program: String,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where a child's standard output and error go.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Kept in memory and returned in [`Finished`].
+    Capture,
+    /// Both streams appended to one file, at most `cap` bytes; the rest is dropped and a
+    /// note says so.
+    Log {
+        /// The log file; created or truncated.
+        path: PathBuf,
+        /// Largest size in bytes.
+        cap: u64,
+    },
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// It exited by itself with this code.
+    Exited(i32),
+    /// It was killed by this signal, not by braid.
+    Signalled(i32),
+    /// It ran past its timeout and braid stopped it.
+    TimedOut,
+    /// Its cancellation token fired and braid stopped it.
+    Cancelled,
+}
+
+impl Ending {
+    /// Whether the child exited with code 0.
+    pub fn success(self) -> bool {
+        self == Ending::Exited(0)
+    }
+
+    /// The exit code, when the child exited by itself.
+    pub fn code(self) -> Option<i32> {
+        match self {
+            Ending::Exited(code) => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A finished child.
+#[derive(Debug)]
+pub struct Finished {
+    /// How it ended.
+    pub ending: Ending,
+    /// Captured standard output (empty unless [`Output::Capture`]).
+    pub stdout: Vec<u8>,
+    /// Captured standard error (empty unless [`Output::Capture`]).
+    pub stderr: Vec<u8>,
+    /// Wall-clock time from start to end.
+    pub duration: Duration,
+}
+
+/// A child process to run. Build it with [`Cmd::new`], then [`Cmd::run`].
+#[derive(Debug)]
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    cwd: PathBuf,
+    env: Vec<(OsString, OsString)>,
+    stdin: Option<Vec<u8>>,
+    output: Output,
+    timeout: Option<Duration>,
+    cancel: Option<CancellationToken>,
+    tap: Option<mpsc::Sender<String>>,
+    marker: Option<(String, String)>,
+}
+
+impl Cmd {
+    /// A command that runs `program` in `cwd`, with captured output and no timeout.
+    pub fn new(program: impl AsRef<OsStr>, cwd: impl Into<PathBuf>) -> Self {
+        Cmd {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            cwd: cwd.into(),
+            env: Vec::new(),
+            stdin: None,
+            output: Output::Capture,
+            timeout: None,
+            cancel: None,
+            tap: None,
+            marker: None,
+        }
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets an environment variable on top of the inherited environment.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Feeds these bytes to standard input, then closes it. Without it, stdin is empty.
+    pub fn stdin(mut self, bytes: Vec<u8>) -> Self {
+        self.stdin = Some(bytes);
+        self
+    }
+
+    /// Sets where output goes.
+    pub fn output(mut self, output: Output) -> Self {
+        self.output = output;
+        self
+    }
+
+    /// Stops the child (and its process group) after this long. `None` means no limit.
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Stops the child when this token is cancelled.
+    pub fn cancel(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Sends output lines here too, dropping lines when the channel is full.
+    pub fn tap(mut self, tap: mpsc::Sender<String>) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
+    /// Marks the child and everything it starts with the variable `key=value`, so that
+    /// processes that left the process group are still found and stopped at the end.
+    pub fn marker(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self.marker = Some((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Runs the command to its end. Whatever it started is stopped when it ends.
+    pub async fn run(self) -> Result<Finished, ExecError> {
+        let started = Instant::now();
+        let program = self.program.to_string_lossy().into_owned();
+        #[allow(clippy::disallowed_methods)] // this is the one wrapper
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .args(&self.args)
+            .current_dir(&self.cwd)
+            .process_group(0)
+            .kill_on_drop(true)
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for key in GIT_REDIRECTS {
+            command.env_remove(key);
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+
+        let sink = match &self.output {
+            Output::Capture => None,
+            Output::Log { path, cap } => Some(Arc::new(Mutex::new(
+                LogSink::create(path, *cap).await?,
+            ))),
+        };
+
+        let mut child = command.spawn().map_err(|source| ExecError::Spawn {
+            program: program.clone(),
+            cwd: self.cwd.clone(),
+            source,
+        })?;
+        let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+
+        if let (Some(bytes), Some(mut pipe)) = (self.stdin, child.stdin.take()) {
+            // A child that does not read its input must not block us: write in the background
+            // and ignore a closed pipe.
+            tokio::spawn(async move {
+                let _ = pipe.write_all(&bytes).await;
+                let _ = pipe.shutdown().await;
+            });
+        }
+        let out = child.stdout.take().map(|pipe| {
+            tokio::spawn(drain(pipe, sink.clone(), self.tap.clone()))
+        });
+        let err = child.stderr.take().map(|pipe| {
+            tokio::spawn(drain(pipe, sink.clone(), self.tap.clone()))
+        });
+
+        let timeout = async {
+            match self.timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let cancelled = async {
+            match &self.cancel {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let wait_error = |source| ExecError::Wait {
+            program: program.clone(),
+            source,
+        };
+        let ending = tokio::select! {
+            status = child.wait() => ending_of(status.map_err(wait_error)?),
+            () = timeout => {
+                stop(&mut child, pgid).await;
+                Ending::TimedOut
+            }
+            () = cancelled => {
+                stop(&mut child, pgid).await;
+                Ending::Cancelled
+            }
+        };
+        // Whatever the child left running in its group goes with it.
+        if let Some(pgid) = pgid {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        if let Some((key, value)) = &self.marker {
+            kill_marked(key, value);
+        }
+
+        let stdout = collect(out).await;
+        let stderr = collect(err).await;
+        if let Some(sink) = sink {
+            sink.lock().await.finish().await;
+        }
+        Ok(Finished {
+            ending,
+            stdout,
+            stderr,
+            duration: started.elapsed(),
+        })
+    }
+}
+
+fn ending_of(status: std::process::ExitStatus) -> Ending {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Ending::Exited(code),
+        (None, Some(signal)) => Ending::Signalled(signal),
+        (None, None) => Ending::Exited(-1),
+    }
+}
+
+/// Asks the child's group to stop, then kills it after a grace period.
+async fn stop(child: &mut tokio::process::Child, pgid: Option<Pid>) {
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGTERM);
+    }
+    if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
+        if let Some(pgid) = pgid {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        let _ = child.kill().await;
+    }
+}
+
+/// Kills every process of this user whose environment holds `key=value`. Processes that
+/// put themselves into a new session or group are found this way.
+fn kill_marked(key: &str, value: &str) {
+    let needle = format!("{key}={value}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var == needle.as_bytes())
+        {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+async fn collect(reader: Option<tokio::task::JoinHandle<Vec<u8>>>) -> Vec<u8> {
+    let Some(handle) = reader else {
+        return Vec::new();
+    };
+    let abort = handle.abort_handle();
+    match tokio::time::timeout(DRAIN_WAIT, handle).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => Vec::new(),
+        Err(_) => {
+            // A process outside our reach still holds the pipe; stop reading.
+            abort.abort();
+            Vec::new()
+        }
+    }
+}
+
+/// Reads a pipe to its end into the log sink, or into memory when there is none.
+async fn drain(
+    mut pipe: impl AsyncRead + Unpin,
+    sink: Option<Arc<Mutex<LogSink>>>,
+    tap: Option<mpsc::Sender<String>>,
+) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut partial: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &buf[..n];
+        match &sink {
+            Some(sink) => sink.lock().await.write(chunk).await,
+            None => kept.extend_from_slice(chunk),
+        }
+        if let Some(tap) = &tap {
+            partial.extend_from_slice(chunk);
+            while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=end).collect();
+                send_line(tap, &line[..line.len() - 1]);
+            }
+            if partial.len() > TAP_LINE_MAX {
+                send_line(tap, &partial);
+                partial.clear();
+            }
+        }
+    }
+    if let Some(tap) = &tap {
+        if !partial.is_empty() {
+            send_line(tap, &partial);
+        }
+    }
+    kept
+}
+
+fn send_line(tap: &mpsc::Sender<String>, line: &[u8]) {
+    let line = &line[..line.len().min(TAP_LINE_MAX)];
+    let _ = tap.try_send(String::from_utf8_lossy(line).into_owned());
+}
+
+/// A log file with a size cap.
+struct LogSink {
+    file: tokio::fs::File,
+    written: u64,
+    cap: u64,
+    dropped: u64,
+}
+
+impl LogSink {
+    async fn create(path: &Path, cap: u64) -> Result<Self, ExecError> {
+        let log_error = |source| ExecError::Log {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(log_error)?;
+        }
+        let file = tokio::fs::File::create(path).await.map_err(log_error)?;
+        Ok(LogSink {
+            file,
+            written: 0,
+            cap,
+            dropped: 0,
+        })
+    }
+
+    async fn write(&mut self, chunk: &[u8]) {
+        let room = self.cap.saturating_sub(self.written) as usize;
+        let take = room.min(chunk.len());
+        if take > 0 && self.file.write_all(&chunk[..take]).await.is_ok() {
+            self.written += take as u64;
+        }
+        self.dropped += (chunk.len() - take) as u64;
+    }
+
+    async fn finish(&mut self) {
+        if self.dropped > 0 {
+            let note = format!(
+                "\n[braid: log cut at {} bytes; {} more bytes dropped]\n",
+                self.cap, self.dropped
+            );
+            let _ = self.file.write_all(note.as_bytes()).await;
+        }
+        let _ = self.file.flush().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Cmd {
+        Cmd::new("sh", std::env::temp_dir()).args(["-c", script])
+    }
+
+    #[tokio::test]
+    async fn captures_output_and_exit_code() {
+        let done = sh("echo out; echo err >&2; exit 3").run().await.unwrap();
+        assert_eq!(done.ending, Ending::Exited(3));
+        assert_eq!(done.stdout, b"out\n");
+        assert_eq!(done.stderr, b"err\n");
+    }
+
+    #[tokio::test]
+    async fn feeds_stdin() {
+        let done = Cmd::new("cat", std::env::temp_dir())
+            .stdin(b"hello".to_vec())
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(done.stdout, b"hello");
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let done = sh(&script)
+            .timeout(Some(Duration::from_millis(300)))
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(done.ending, Ending::TimedOut);
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| s.contains(") Z "))
+                    .unwrap_or(true),
+            "grandchild {pid} survived"
+        );
+    }
+
+    #[tokio::test]
+    async fn log_is_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        let done = sh("head -c 10000 /dev/zero | tr '\\0' a")
+            .output(Output::Log {
+                path: log.clone(),
+                cap: 100,
+            })
+            .run()
+            .await
+            .unwrap();
+        assert!(done.ending.success());
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.starts_with(&"a".repeat(100)));
+        assert!(text.contains("9900 more bytes dropped"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn cancel_stops_the_child() {
+        let token = CancellationToken::new();
+        let cancel = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            cancel.cancel();
+        });
+        let done = sh("sleep 30").cancel(token).run().await.unwrap();
+        assert_eq!(done.ending, Ending::Cancelled);
+        assert!(done.duration < Duration::from_secs(10));
+    }
+}

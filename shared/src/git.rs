@@ -1,0 +1,307 @@
+//! The git operations braid needs, run as `git` commands through [`crate::exec`].
+//!
+//! braid uses the git CLI rather than libgit2: `git merge-tree --write-tree` is merge-ort
+//! itself (rename handling, git's exact verdicts) and was measured 20x faster than libgit2's
+//! merge on a 20,000-file repository; `git checkout` moving a worktree rewrites only what
+//! differs, and a fresh `git worktree add` was 1.45x faster than libgit2's checkout.
+//!
+//! Every command runs with hooks disabled, signing off, automatic gc off and a fixed
+//! identity, so braid's commits are reproducible and no user hook runs on them.
+
+use std::path::{Path, PathBuf};
+
+use crate::exec::{Cmd, Ending, ExecError};
+
+/// The identity of every commit braid makes.
+pub const IDENTITY_NAME: &str = "braid";
+/// The e-mail of every commit braid makes.
+pub const IDENTITY_EMAIL: &str = "braid@localhost";
+
+/// A failed git operation.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// git could not be started.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// git ran and reported an error.
+    #[error("`git {args}` failed in {dir}: {stderr}")]
+    Failed {
+        /// The arguments, joined.
+        args: String,
+        /// Where it ran.
+        dir: PathBuf,
+        /// What git printed on standard error, trimmed.
+        stderr: String,
+    },
+    /// git printed something braid could not read.
+    #[error("could not read the output of `git {args}`: {detail}")]
+    Unreadable {
+        /// The arguments, joined.
+        args: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// Lines and files changed between two commits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiffStat {
+    /// Files changed.
+    pub files: u32,
+    /// Lines added.
+    pub insertions: u64,
+    /// Lines removed.
+    pub deletions: u64,
+}
+
+/// The outcome of a merge of two commits, as merge-ort decides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeTree {
+    /// No conflict; the merged tree.
+    Clean(String),
+    /// Conflicts in these paths (sorted, each once).
+    Conflicted(Vec<String>),
+}
+
+/// A repository or worktree that git commands run in.
+#[derive(Debug, Clone)]
+pub struct Git {
+    dir: PathBuf,
+}
+
+impl Git {
+    /// Commands will run in `dir`, which must be inside a repository or worktree.
+    pub fn at(dir: impl Into<PathBuf>) -> Self {
+        Git { dir: dir.into() }
+    }
+
+    /// The folder commands run in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn command<S: AsRef<str>>(&self, args: &[S]) -> Cmd {
+        Cmd::new("git", &self.dir)
+            .args([
+                "-c",
+                "core.hooksPath=/dev/null",
+                "-c",
+                "commit.gpgSign=false",
+                "-c",
+                "gc.auto=0",
+                "-c",
+                "maintenance.auto=false",
+            ])
+            .args(args.iter().map(AsRef::as_ref))
+            .env("GIT_AUTHOR_NAME", IDENTITY_NAME)
+            .env("GIT_AUTHOR_EMAIL", IDENTITY_EMAIL)
+            .env("GIT_COMMITTER_NAME", IDENTITY_NAME)
+            .env("GIT_COMMITTER_EMAIL", IDENTITY_EMAIL)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_OPTIONAL_LOCKS", "0")
+            .env("LC_ALL", "C")
+    }
+
+    /// Runs git and returns its exit code and output, whatever the exit code.
+    pub async fn raw<S: AsRef<str>>(&self, args: &[S]) -> Result<(i32, String, String), GitError> {
+        let done = self.command(args).run().await?;
+        let code = match done.ending {
+            Ending::Exited(code) => code,
+            _ => -1,
+        };
+        Ok((
+            code,
+            String::from_utf8_lossy(&done.stdout).into_owned(),
+            String::from_utf8_lossy(&done.stderr).trim().to_owned(),
+        ))
+    }
+
+    /// Runs git and returns its standard output; an exit code other than 0 is an error.
+    pub async fn run<S: AsRef<str>>(&self, args: &[S]) -> Result<String, GitError> {
+        let (code, stdout, stderr) = self.raw(args).await?;
+        if code != 0 {
+            return Err(self.failed(args, stderr));
+        }
+        Ok(stdout)
+    }
+
+    fn failed<S: AsRef<str>>(&self, args: &[S], stderr: String) -> GitError {
+        GitError::Failed {
+            args: join(args),
+            dir: self.dir.clone(),
+            stderr,
+        }
+    }
+
+    /// The commit `rev` names, or `None` when it names no commit.
+    pub async fn resolve_commit(&self, rev: &str) -> Result<Option<String>, GitError> {
+        let spec = format!("{rev}^{{commit}}");
+        let (code, stdout, _) = self
+            .raw(&["rev-parse", "--verify", "--quiet", "--end-of-options", &spec])
+            .await?;
+        Ok((code == 0).then(|| stdout.trim().to_owned()))
+    }
+
+    /// The repository's common git directory (shared by all its worktrees), absolute.
+    pub async fn common_dir(&self) -> Result<PathBuf, GitError> {
+        let out = self
+            .run(&["rev-parse", "--path-format=absolute", "--git-common-dir"])
+            .await?;
+        Ok(PathBuf::from(out.trim()))
+    }
+
+    /// The top of the working tree, absolute.
+    pub async fn toplevel(&self) -> Result<PathBuf, GitError> {
+        let out = self.run(&["rev-parse", "--show-toplevel"]).await?;
+        Ok(PathBuf::from(out.trim()))
+    }
+
+    /// Whether `ancestor` is an ancestor of (or equal to) `of`.
+    pub async fn is_ancestor(&self, ancestor: &str, of: &str) -> Result<bool, GitError> {
+        let args = ["merge-base", "--is-ancestor", ancestor, of];
+        match self.raw(&args).await? {
+            (0, _, _) => Ok(true),
+            (1, _, _) => Ok(false),
+            (_, _, stderr) => Err(self.failed(&args, stderr)),
+        }
+    }
+
+    /// Merges two commits in memory with merge-ort; writes only objects, no ref or index.
+    pub async fn merge_tree(&self, ours: &str, theirs: &str) -> Result<MergeTree, GitError> {
+        let args = [
+            "merge-tree",
+            "--write-tree",
+            "--name-only",
+            "--no-messages",
+            "-z",
+            ours,
+            theirs,
+        ];
+        let (code, stdout, stderr) = self.raw(&args).await?;
+        let mut fields = stdout.split('\0');
+        let tree = fields.next().unwrap_or_default().trim().to_owned();
+        match code {
+            0 => Ok(MergeTree::Clean(tree)),
+            1 => {
+                let mut paths: Vec<String> = fields
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                paths.sort();
+                paths.dedup();
+                Ok(MergeTree::Conflicted(paths))
+            }
+            _ => Err(self.failed(&args, stderr)),
+        }
+    }
+
+    /// Writes a commit object for `tree` with these parents; touches no ref.
+    pub async fn commit_tree(
+        &self,
+        tree: &str,
+        parents: &[&str],
+        message: &str,
+    ) -> Result<String, GitError> {
+        let mut args = vec!["commit-tree", tree];
+        for parent in parents {
+            args.push("-p");
+            args.push(parent);
+        }
+        args.push("-m");
+        args.push(message);
+        Ok(self.run(&args).await?.trim().to_owned())
+    }
+
+    /// Creates `refname` at `commit`; fails if it exists already, so no ref is ever
+    /// overwritten.
+    pub async fn create_ref(&self, refname: &str, commit: &str) -> Result<(), GitError> {
+        // An empty old value means "must not exist yet".
+        let (code, _, stderr) = self.raw(&["update-ref", refname, commit, ""]).await?;
+        if code != 0 {
+            return Err(self.failed(&["update-ref", refname, commit], stderr));
+        }
+        Ok(())
+    }
+
+    /// Files and lines changed from `from` to `to`.
+    pub async fn diff_stat(&self, from: &str, to: &str) -> Result<DiffStat, GitError> {
+        let args = ["diff", "--numstat", "-z", "--no-renames", from, to, "--"];
+        let out = self.run(&args).await?;
+        let mut stat = DiffStat::default();
+        for record in out.split('\0').filter(|r| !r.is_empty()) {
+            let mut cols = record.splitn(3, '\t');
+            let (Some(ins), Some(del)) = (cols.next(), cols.next()) else {
+                return Err(GitError::Unreadable {
+                    args: join(&args),
+                    detail: format!("unexpected record {record:?}"),
+                });
+            };
+            stat.files += 1;
+            // Binary files show "-" for both counts.
+            stat.insertions += ins.parse::<u64>().unwrap_or(0);
+            stat.deletions += del.parse::<u64>().unwrap_or(0);
+        }
+        Ok(stat)
+    }
+
+    /// Paths changed from `from` to `to`.
+    pub async fn changed_paths(&self, from: &str, to: &str) -> Result<Vec<String>, GitError> {
+        let out = self
+            .run(&["diff", "--name-only", "-z", "--no-renames", from, to, "--"])
+            .await?;
+        Ok(out
+            .split('\0')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Adds a detached worktree at `path` checked out at `commit`.
+    pub async fn worktree_add(&self, path: &Path, commit: &str) -> Result<(), GitError> {
+        let path = path.to_string_lossy();
+        self.run(&["worktree", "add", "--quiet", "--detach", &path, commit])
+            .await
+            .map(drop)
+    }
+
+    /// Removes the worktree at `path`, discarding anything in it.
+    pub async fn worktree_remove(&self, path: &Path) -> Result<(), GitError> {
+        let path = path.to_string_lossy();
+        self.run(&["worktree", "remove", "--force", "--force", &path])
+            .await
+            .map(drop)
+    }
+
+    /// Forgets worktrees whose folders are gone.
+    pub async fn worktree_prune(&self) -> Result<(), GitError> {
+        self.run(&["worktree", "prune"]).await.map(drop)
+    }
+
+    /// In a worktree: moves to `commit`, discarding local changes and untracked files.
+    /// Costs in proportion to what differs from the current checkout.
+    pub async fn reset_to(&self, commit: &str) -> Result<(), GitError> {
+        self.run(&["checkout", "--quiet", "--force", "--detach", commit])
+            .await?;
+        self.run(&["clean", "-ffdxq"]).await.map(drop)
+    }
+
+    /// In a worktree: stages everything (honouring `.gitignore`) and commits it if anything
+    /// changed. Returns the new HEAD.
+    pub async fn commit_all(&self, message: &str) -> Result<String, GitError> {
+        self.run(&["add", "--all"]).await?;
+        let args = ["diff", "--cached", "--quiet"];
+        match self.raw(&args).await? {
+            (0, _, _) => {}
+            (1, _, _) => {
+                self.run(&["commit", "--quiet", "--no-verify", "--allow-empty-message", "-m", message])
+                    .await?;
+            }
+            (_, _, stderr) => return Err(self.failed(&args, stderr)),
+        }
+        Ok(self.run(&["rev-parse", "HEAD"]).await?.trim().to_owned())
+    }
+}
+
+fn join<S: AsRef<str>>(args: &[S]) -> String {
+    args.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" ")
+}

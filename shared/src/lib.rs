@@ -1,0 +1,19 @@
+//! Types and helpers used by both sides of braid.
+//!
+//! - [`proto`]: the generated `braid.v1` gRPC code: the only types that cross the wire.
+//! - [`exec`]: the one wrapper through which braid starts child processes.
+//! - [`git`]: the git operations braid needs, run through [`exec`].
+//!
+//! Invariant: nothing here knows about plans, scheduling or reports.
+
+pub mod exec;
+pub mod git;
+
+/// The generated `braid.v1` protocol: messages, client and server.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("braid.v1");
+}
+
+/// The version every braid binary reports, on the wire and in reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -259,16 +259,16 @@ impl Cmd {
         if let (Some(bytes), Some(mut pipe)) = (self.stdin, child.stdin.take()) {
             // A child that does not read its input must not block us: write in the background
             // and ignore a closed pipe.
-            tokio::spawn(async move {
+            crate::task::spawn("stdin", async move {
                 let _ = pipe.write_all(&bytes).await;
                 let _ = pipe.shutdown().await;
             });
         }
         let out = child.stdout.take().map(|pipe| {
-            tokio::spawn(drain(pipe, sink.clone(), self.tap.clone()))
+            crate::task::spawn("stdout", drain(pipe, sink.clone(), self.tap.clone()))
         });
         let err = child.stderr.take().map(|pipe| {
-            tokio::spawn(drain(pipe, sink.clone(), self.tap.clone()))
+            crate::task::spawn("stderr", drain(pipe, sink.clone(), self.tap.clone()))
         });
 
         let timeout = async {
@@ -553,7 +553,7 @@ mod tests {
     async fn cancel_stops_the_child() {
         let token = CancellationToken::new();
         let cancel = token.clone();
-        tokio::spawn(async move {
+        crate::task::spawn("cancel", async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
             cancel.cancel();
         });

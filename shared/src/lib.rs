@@ -8,6 +8,7 @@
 
 pub mod exec;
 pub mod git;
+pub mod task;
 
 /// The generated `braid.v1` protocol: messages, client and server.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -1,0 +1,16 @@
+//! The braid worker: runs attempts that a coordinator assigns over the `braid.v1` stream.
+//!
+//! - [`runtime`]: the stream loop (register, slots, heartbeats, results, shutdown).
+//! - [`attempt`]: one attempt from worktree to result.
+//! - [`agent`]: the command agent.
+//! - [`checks`]: checks run in a worktree.
+//! - [`worktree_pool`]: worktrees reused from attempt to attempt.
+//!
+//! Invariant: the worker never touches the user's checkout, index, HEAD or branches; it
+//! writes only its worktrees, the attempt branches it is told to create, and log files.
+
+pub mod agent;
+pub mod attempt;
+pub mod checks;
+pub mod runtime;
+pub mod worktree_pool;

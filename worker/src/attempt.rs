@@ -1,0 +1,183 @@
+//! One attempt from start to result: worktree, agent, commit, branch, checks.
+//!
+//! Whatever the agent left in the worktree is committed, even when it failed or timed out,
+//! so no work is lost: every attempt that changed something survives as a branch.
+
+use std::path::Path;
+use std::time::Instant;
+
+use braid_shared::exec::Ending;
+use braid_shared::git::Git;
+use braid_shared::proto::{
+    AttemptResult, AttemptSpec, AttemptStatus, CheckStatus, DiffStat, Phase,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{AttemptFiles, attempt_env, run_agent};
+use crate::checks::{run_checks, skipped};
+use crate::worktree_pool::WorktreePool;
+
+/// Something the attempt reports while it runs.
+#[derive(Debug)]
+pub enum Update {
+    /// It entered a phase.
+    Phase(Phase),
+    /// The agent printed these lines.
+    Lines(Vec<String>),
+}
+
+/// Most lines in one batch of progress.
+const BATCH_LINES: usize = 64;
+
+/// Runs the attempt `spec` under `lease` and returns its result. Never fails: every failure
+/// is a result with a status and a sentence.
+pub async fn run_attempt(
+    spec: &AttemptSpec,
+    lease: &str,
+    pool: &WorktreePool,
+    cancel: CancellationToken,
+    updates: mpsc::Sender<Update>,
+) -> AttemptResult {
+    let started = Instant::now();
+    let mut result = AttemptResult {
+        lease_id: lease.to_owned(),
+        status: AttemptStatus::Failed as i32,
+        ..Default::default()
+    };
+    let _ = updates.send(Update::Phase(Phase::Provisioning)).await;
+    let worktree = match pool
+        .acquire(Path::new(&spec.repo), &spec.run_id, &spec.base_commit)
+        .await
+    {
+        Ok(worktree) => worktree,
+        Err(err) => {
+            result.error = format!("could not prepare a worktree: {err}");
+            result.infrastructure = true;
+            result.duration_ms = started.elapsed().as_millis() as u64;
+            return result;
+        }
+    };
+    run_in(spec, lease, worktree.path(), cancel, &updates, &mut result).await;
+    pool.release(worktree).await;
+    result.duration_ms = started.elapsed().as_millis() as u64;
+    result
+}
+
+async fn run_in(
+    spec: &AttemptSpec,
+    lease: &str,
+    dir: &Path,
+    cancel: CancellationToken,
+    updates: &mpsc::Sender<Update>,
+    result: &mut AttemptResult,
+) {
+    let files = AttemptFiles::of(spec);
+    result.log_path = files.log.to_string_lossy().into_owned();
+    let _ = updates.send(Update::Phase(Phase::Agent)).await;
+
+    let (tap, mut lines) = mpsc::channel::<String>(1024);
+    let forward = {
+        let updates = updates.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH_LINES);
+            while lines.recv_many(&mut batch, BATCH_LINES).await > 0 {
+                if updates.send(Update::Lines(std::mem::take(&mut batch))).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let agent = run_agent(spec, lease, dir, &files, cancel.clone(), tap).await;
+    let _ = forward.await;
+    let ending = match agent {
+        Ok(done) => done.ending,
+        Err(err) => {
+            result.error = format!("the agent could not run: {err}");
+            result.checks = spec.checks.iter().map(skipped).collect();
+            return;
+        }
+    };
+    result.agent_exit_code = ending.code();
+
+    let _ = updates.send(Update::Phase(Phase::Committing)).await;
+    let git = Git::at(dir);
+    let message = format!(
+        "braid: {} attempt {}\n\nRun {}.",
+        spec.task_id, spec.attempt, spec.run_id
+    );
+    let head = match git.commit_all(&message).await {
+        Ok(head) => head,
+        Err(err) => {
+            result.error = format!("could not commit the attempt's changes: {err}");
+            result.infrastructure = true;
+            return;
+        }
+    };
+    let changed = head != spec.base_commit;
+    if changed {
+        if let Err(err) = git
+            .create_ref(&format!("refs/heads/{}", spec.branch), &head)
+            .await
+        {
+            result.error = format!("could not create branch {}: {err}", spec.branch);
+            result.infrastructure = true;
+            return;
+        }
+        result.commit = head.clone();
+        match git.diff_stat(&spec.base_commit, &head).await {
+            Ok(stat) => {
+                result.diff = Some(DiffStat {
+                    files: stat.files,
+                    insertions: stat.insertions,
+                    deletions: stat.deletions,
+                })
+            }
+            Err(err) => tracing::warn!(%err, "could not measure the attempt's diff"),
+        }
+    }
+
+    let (status, error) = match ending {
+        Ending::Exited(0) if !changed => (AttemptStatus::Failed, "the agent changed nothing".to_owned()),
+        Ending::Exited(0) => (AttemptStatus::Succeeded, String::new()),
+        Ending::Exited(code) => (AttemptStatus::Failed, format!("the agent exited with code {code}")),
+        Ending::Signalled(signal) => (AttemptStatus::Failed, format!("the agent was killed by signal {signal}")),
+        Ending::TimedOut => (AttemptStatus::TimedOut, "the agent ran past its timeout and was stopped".to_owned()),
+        Ending::Cancelled => (AttemptStatus::Cancelled, "the attempt was cancelled".to_owned()),
+    };
+    if status != AttemptStatus::Succeeded {
+        result.status = status as i32;
+        result.error = error;
+        result.checks = spec.checks.iter().map(skipped).collect();
+        return;
+    }
+
+    let _ = updates.send(Update::Phase(Phase::Checks)).await;
+    let env = attempt_env(spec, dir);
+    result.checks = run_checks(
+        &spec.checks,
+        dir,
+        &env,
+        spec.log_cap_bytes,
+        |name| files.check_log(name),
+        &cancel,
+    )
+    .await;
+    if cancel.is_cancelled() {
+        result.status = AttemptStatus::Cancelled as i32;
+        result.error = "the attempt was cancelled".to_owned();
+        return;
+    }
+    let failing: Vec<&str> = result
+        .checks
+        .iter()
+        .filter(|c| c.status() != CheckStatus::Passed)
+        .map(|c| c.name.as_str())
+        .collect();
+    if failing.is_empty() {
+        result.status = AttemptStatus::Succeeded as i32;
+    } else {
+        result.status = AttemptStatus::Failed as i32;
+        result.error = format!("check {} did not pass", failing.join(", "));
+    }
+}

@@ -1,0 +1,172 @@
+//! A pool of git worktrees, reused from attempt to attempt.
+//!
+//! A fresh `git worktree add` checks out the whole tree (seconds on a large repository, and
+//! much worse on a disk with online discard right after other worktrees were deleted). A
+//! worktree that is moved to the next attempt's base with `git checkout` rewrites only what
+//! differs. So worktrees are created on demand, handed back after each attempt, and removed
+//! only when the pool is closed.
+//!
+//! Invariant: worktrees live under `<git-common-dir>/braid/worktrees/<run>/`, never inside
+//! the user's working tree, and the pool never touches the user's checkout, index or HEAD.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use braid_shared::git::{Git, GitError};
+use tokio::sync::Mutex;
+
+/// A worktree lent to one attempt.
+#[derive(Debug)]
+pub struct Worktree {
+    /// The repository the worktree belongs to (its common git directory).
+    key: PoolKey,
+    /// The worktree's folder.
+    path: PathBuf,
+}
+
+impl Worktree {
+    /// The worktree's folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// git, run inside the worktree.
+    pub fn git(&self) -> Git {
+        Git::at(&self.path)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    repo: PathBuf,
+    run: String,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    /// Worktrees not lent out.
+    free: Vec<PathBuf>,
+    /// Every worktree the pool made and has not removed.
+    all: Vec<PathBuf>,
+    /// Number for the next worktree's name.
+    next: usize,
+}
+
+/// Worktrees per repository and run, owned by one worker.
+#[derive(Debug)]
+pub struct WorktreePool {
+    owner: String,
+    slots: Mutex<HashMap<PoolKey, Slots>>,
+}
+
+impl WorktreePool {
+    /// An empty pool; `owner` names the worktrees' folders (the worker id).
+    pub fn new(owner: impl Into<String>) -> Self {
+        WorktreePool {
+            owner: owner.into(),
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Lends a worktree of `repo` checked out at `commit`, clean of any earlier attempt.
+    pub async fn acquire(&self, repo: &Path, run: &str, commit: &str) -> Result<Worktree, GitError> {
+        let repo_git = Git::at(repo);
+        let common = repo_git.common_dir().await?;
+        let key = PoolKey {
+            repo: common.clone(),
+            run: run.to_owned(),
+        };
+        let reused = {
+            let mut slots = self.slots.lock().await;
+            slots.entry(key.clone()).or_default().free.pop()
+        };
+        if let Some(path) = reused {
+            let worktree = Worktree { key: key.clone(), path };
+            match worktree.git().reset_to(commit).await {
+                Ok(()) => return Ok(worktree),
+                Err(err) => {
+                    // A worktree that cannot be reset is not trusted again.
+                    tracing::warn!(path = %worktree.path.display(), %err, "dropping a worktree that could not be reset");
+                    self.discard(worktree).await;
+                }
+            }
+        }
+        let path = {
+            let mut slots = self.slots.lock().await;
+            let entry = slots.entry(key.clone()).or_default();
+            entry.next += 1;
+            let path = common
+                .join("braid/worktrees")
+                .join(run)
+                .join(format!("{}-{}", self.owner, entry.next));
+            entry.all.push(path.clone());
+            path
+        };
+        if let Some(parent) = path.parent() {
+            let _ = tokio::fs::create_dir_all(parent).await;
+        }
+        if let Err(err) = Git::at(&common).worktree_add(&path, commit).await {
+            self.forget(&key, &path).await;
+            return Err(err);
+        }
+        Ok(Worktree { key, path })
+    }
+
+    /// Takes a worktree back for the next attempt.
+    pub async fn release(&self, worktree: Worktree) {
+        let mut slots = self.slots.lock().await;
+        slots
+            .entry(worktree.key.clone())
+            .or_default()
+            .free
+            .push(worktree.path);
+    }
+
+    /// Removes a worktree for good.
+    async fn discard(&self, worktree: Worktree) {
+        remove(&worktree.key.repo, &worktree.path).await;
+        self.forget(&worktree.key, &worktree.path).await;
+    }
+
+    async fn forget(&self, key: &PoolKey, path: &Path) {
+        let mut slots = self.slots.lock().await;
+        if let Some(entry) = slots.get_mut(key) {
+            entry.all.retain(|p| p != path);
+            entry.free.retain(|p| p != path);
+        }
+    }
+
+    /// Removes every worktree the pool made. Call when no attempt is running.
+    pub async fn close(&self) {
+        let drained: Vec<(PoolKey, Slots)> = self.slots.lock().await.drain().collect();
+        for (key, slots) in drained {
+            for path in &slots.all {
+                remove(&key.repo, path).await;
+            }
+            let _ = Git::at(&key.repo).worktree_prune().await;
+            let run_dir = key.repo.join("braid/worktrees").join(&key.run);
+            // Only removes the folder when no other worker's worktrees are left in it.
+            let _ = tokio::fs::remove_dir(&run_dir).await;
+        }
+    }
+
+    /// How many worktrees the pool holds now, lent out or free.
+    pub async fn len(&self) -> usize {
+        self.slots.lock().await.values().map(|s| s.all.len()).sum()
+    }
+
+    /// Whether the pool holds no worktree.
+    pub async fn is_empty(&self) -> bool {
+        self.len().await == 0
+    }
+}
+
+/// Removes a worktree: git's record and the folder, even if git has lost track of it.
+async fn remove(common: &Path, path: &Path) {
+    if let Err(err) = Git::at(common).worktree_remove(path).await {
+        tracing::debug!(path = %path.display(), %err, "git worktree remove failed; removing the folder");
+    }
+    if tokio::fs::try_exists(path).await.unwrap_or(false) {
+        let _ = tokio::fs::remove_dir_all(path).await;
+    }
+}

@@ -1,1 +1,5 @@
-fn main(){}
+//! The `braid` binary.
+
+fn main() {
+    std::process::exit(braid_orchestrator::cli::main());
+}

@@ -1,7 +1,8 @@
-//! One attempt from start to result: worktree, agent, commit, branch, checks.
+//! One attempt from start to result: worktree, agent, commit, checks.
 //!
 //! Whatever the agent left in the worktree is committed, even when it failed or timed out,
-//! so no work is lost: every attempt that changed something survives as a branch.
+//! so no work is lost: every attempt that changed something survives as a commit, which the
+//! coordinator records on the attempt's branch.
 
 use std::path::Path;
 use std::time::Instant;
@@ -116,14 +117,8 @@ async fn run_in(
     };
     let changed = head != spec.base_commit;
     if changed {
-        if let Err(err) = git
-            .create_ref(&format!("refs/heads/{}", spec.branch), &head)
-            .await
-        {
-            result.error = format!("could not create branch {}: {err}", spec.branch);
-            result.infrastructure = true;
-            return;
-        }
+        // The coordinator records the commit on the attempt's branch once it accepts the
+        // result under a current lease, so a lost worker can never move a branch.
         result.commit = head.clone();
         match git.diff_stat(&spec.base_commit, &head).await {
             Ok(stat) => {

@@ -1,0 +1,207 @@
+//! The `braid` command line: one binary, the subcommand picks the role.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::dag::Dag;
+use crate::error::{BraidError, EXIT_OK};
+use crate::plan::{self, Plan};
+use crate::run::{RunOptions, run_embedded};
+use crate::scheduler::SchedulerConfig;
+
+/// braid runs coding agents in parallel: a plan becomes a DAG of tasks, each task fans out
+/// into attempts in their own git worktrees, braid checks and ranks the attempts, and
+/// merges the winners into one result branch.
+#[derive(Debug, Parser)]
+#[command(name = "braid", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a plan: a coordinator and local workers in this process.
+    Run {
+        /// The plan file (YAML).
+        plan: PathBuf,
+        /// Local workers [default: the number of CPUs].
+        #[arg(long)]
+        workers: Option<u32>,
+        /// Attempts each worker runs at once.
+        #[arg(long, default_value_t = 1)]
+        slots: u32,
+        /// Print report.json on standard output at the end.
+        #[arg(long)]
+        json: bool,
+        /// Show the agents' output as it comes.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Check a plan and print its DAG; runs nothing.
+    Validate {
+        /// The plan file (YAML).
+        plan: PathBuf,
+    },
+    /// Make a throwaway sample repository and run a small best-of-3 plan on it.
+    Demo {
+        /// Where to make the sample [default: a new folder in the system's temp folder].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Local workers.
+        #[arg(long, default_value_t = 2)]
+        workers: u32,
+        /// Print report.json on standard output at the end.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the command line; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() { crate::error::EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BRAID_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return crate::error::EXIT_ENVIRONMENT;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            match &err {
+                BraidError::Plan(errors) => eprintln!("{errors}"),
+                other => eprintln!("error: {other}"),
+            }
+            err.exit_code()
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<i32, BraidError> {
+    match command {
+        Command::Run {
+            plan,
+            workers,
+            slots,
+            json,
+            verbose,
+        } => {
+            let plan = plan::load(&plan).await?;
+            let workers = workers.unwrap_or_else(default_workers);
+            if workers == 0 || slots == 0 {
+                return Err(BraidError::Usage("--workers and --slots must be at least 1".into()));
+            }
+            run_and_print(plan, workers, slots, json, verbose).await
+        }
+        Command::Validate { plan } => {
+            let plan = plan::load(&plan).await?;
+            print!("{}", describe(&plan));
+            Ok(EXIT_OK)
+        }
+        Command::Demo { dir, workers, json } => {
+            let demo = crate::demo::prepare(dir.as_deref()).await?;
+            eprintln!("demo repository: {}", demo.repo.display());
+            eprintln!("demo plan:       {}", demo.plan.display());
+            let plan = plan::load(&demo.plan).await?;
+            let code = run_and_print(plan, workers.max(1), 1, json, false).await?;
+            let out = if json { "" } else { "\n" };
+            let lines = format!(
+                "{out}Look around:\n  git -C {repo} branch --list 'braid/*'\n  git -C {repo} log --oneline --graph --all\n  cat {repo}/.git/braid/runs/*/report.md\n",
+                repo = demo.repo.display()
+            );
+            if json {
+                eprint!("{lines}");
+            } else {
+                print!("{lines}");
+            }
+            Ok(code)
+        }
+    }
+}
+
+async fn run_and_print(plan: Plan, workers: u32, slots: u32, json: bool, verbose: bool) -> Result<i32, BraidError> {
+    let options = RunOptions {
+        workers,
+        slots,
+        verbose,
+        scheduler: SchedulerConfig::default(),
+    };
+    let finished = run_embedded(plan, options).await?;
+    let summary = finished.report.summary();
+    if json {
+        eprint!("\n{summary}");
+        let text = serde_json::to_string_pretty(&finished.report)
+            .map_err(|e| BraidError::Internal(e.to_string()))?;
+        println!("{text}");
+    } else {
+        print!("\n{summary}");
+    }
+    tracing::debug!(path = %finished.report_path.display(), "report written");
+    Ok(finished.exit_code)
+}
+
+fn default_workers() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(2)
+}
+
+/// The plan as `braid validate` prints it: header and the DAG in layers.
+pub fn describe(plan: &Plan) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let attempts: u32 = plan.tasks.iter().map(|t| t.attempts).sum();
+    let _ = writeln!(out, "plan {} is valid", shown_path(&plan.path));
+    if let Some(name) = &plan.name {
+        let _ = writeln!(out, "name: {name}");
+    }
+    let _ = writeln!(out, "repo: {}", plan.repo.display());
+    let _ = writeln!(out, "base: {} ({})", plan.base_rev, crate::report::short(&plan.base_commit));
+    let dag = Dag::new(&plan.tasks);
+    let layers = dag.layers();
+    let _ = writeln!(
+        out,
+        "{} task(s), {attempts} attempt(s), {} layer(s):",
+        plan.tasks.len(),
+        layers.len()
+    );
+    for (i, layer) in layers.iter().enumerate() {
+        let tasks: Vec<String> = layer
+            .iter()
+            .map(|&t| {
+                let task = &plan.tasks[t];
+                let mut text = format!("{} ×{}", task.id, task.attempts);
+                if !task.deps.is_empty() {
+                    let _ = write!(text, " (after {})", task.deps.join(", "));
+                }
+                text
+            })
+            .collect();
+        let _ = writeln!(out, "  layer {}: {}", i + 1, tasks.join(", "));
+    }
+    if !plan.merge.verify.is_empty() {
+        let names: Vec<&str> = plan.merge.verify.iter().map(|c| c.name.as_str()).collect();
+        let _ = writeln!(out, "verify on the result: {}", names.join(", "));
+    }
+    out
+}
+
+fn shown_path(path: &Path) -> String {
+    path.display().to_string()
+}

@@ -1,0 +1,216 @@
+//! The task graph: who depends on whom, in which order tasks can run and be integrated, and
+//! where the cycles are.
+//!
+//! Invariant: pure; no I/O. Task indices are plan order, and every order this module gives
+//! breaks ties by plan order, so runs and reports are deterministic.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+
+use crate::plan::Task;
+
+/// The dependency graph of a plan's tasks. An edge runs from a dependency to its dependent.
+#[derive(Debug, Clone)]
+pub struct Dag {
+    graph: DiGraph<usize, ()>,
+}
+
+impl Dag {
+    /// The graph of `tasks`, whose deps must name tasks of the list (as a checked plan's do).
+    pub fn new(tasks: &[Task]) -> Self {
+        let mut graph = DiGraph::with_capacity(tasks.len(), tasks.len());
+        let index: HashMap<&str, NodeIndex> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.as_str(), graph.add_node(i)))
+            .collect();
+        for (i, task) in tasks.iter().enumerate() {
+            for dep in &task.deps {
+                if let Some(&from) = index.get(dep.as_str()) {
+                    graph.add_edge(from, NodeIndex::new(i), ());
+                }
+            }
+        }
+        Dag { graph }
+    }
+
+    /// The tasks `task` depends on directly, in plan order.
+    pub fn deps(&self, task: usize) -> Vec<usize> {
+        self.neighbours(task, Direction::Incoming)
+    }
+
+    /// The tasks that depend on `task` directly, in plan order.
+    pub fn dependents(&self, task: usize) -> Vec<usize> {
+        self.neighbours(task, Direction::Outgoing)
+    }
+
+    fn neighbours(&self, task: usize, direction: Direction) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .graph
+            .edges_directed(NodeIndex::new(task), direction)
+            .map(|e| match direction {
+                Direction::Incoming => e.source().index(),
+                Direction::Outgoing => e.target().index(),
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Every task that depends on `task`, directly or not, in plan order.
+    pub fn downstream(&self, task: usize) -> Vec<usize> {
+        let mut seen = vec![false; self.graph.node_count()];
+        let mut queue = VecDeque::from([task]);
+        while let Some(t) = queue.pop_front() {
+            for next in self.dependents(t) {
+                if !seen[next] {
+                    seen[next] = true;
+                    queue.push_back(next);
+                }
+            }
+        }
+        (0..seen.len()).filter(|&t| seen[t]).collect()
+    }
+
+    /// The tasks in layers: a task's layer is one more than the deepest of its deps.
+    pub fn layers(&self) -> Vec<Vec<usize>> {
+        let order = self.order();
+        let mut depth = vec![0usize; order.len()];
+        for &t in &order {
+            depth[t] = self.deps(t).iter().map(|&d| depth[d] + 1).max().unwrap_or(0);
+        }
+        let mut layers: Vec<Vec<usize>> = Vec::new();
+        for t in 0..order.len() {
+            if layers.len() <= depth[t] {
+                layers.resize(depth[t] + 1, Vec::new());
+            }
+            layers[depth[t]].push(t);
+        }
+        layers
+    }
+
+    /// Dependency order: every task after its deps; among tasks whose deps are all placed,
+    /// the earliest in plan order comes first.
+    pub fn order(&self) -> Vec<usize> {
+        let n = self.graph.node_count();
+        let mut waiting: Vec<usize> = (0..n).map(|t| self.deps(t).len()).collect();
+        let mut ready: std::collections::BTreeSet<usize> =
+            (0..n).filter(|&t| waiting[t] == 0).collect();
+        let mut order = Vec::with_capacity(n);
+        while let Some(t) = ready.pop_first() {
+            order.push(t);
+            for next in self.dependents(t) {
+                waiting[next] -= 1;
+                if waiting[next] == 0 {
+                    ready.insert(next);
+                }
+            }
+        }
+        order
+    }
+}
+
+/// Every dependency cycle among `order` (task ids in plan order) where `deps` maps a task to
+/// the tasks it depends on. Each cycle is given as a path of ids, starting at its earliest
+/// task in plan order, where each task depends on the next and the last on the first.
+pub fn find_cycles<'a>(order: &[&'a str], deps: &BTreeMap<&'a str, Vec<&'a str>>) -> Vec<Vec<&'a str>> {
+    let mut graph: DiGraph<&str, ()> = DiGraph::new();
+    let index: HashMap<&str, NodeIndex> = order.iter().map(|id| (*id, graph.add_node(*id))).collect();
+    for (task, ds) in deps {
+        for dep in ds {
+            if let (Some(&a), Some(&b)) = (index.get(task), index.get(dep)) {
+                graph.add_edge(a, b, ());
+            }
+        }
+    }
+    let position: HashMap<&str, usize> = order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut cycles = Vec::new();
+    for scc in tarjan_scc(&graph) {
+        if scc.len() < 2 {
+            continue;
+        }
+        let members: std::collections::HashSet<NodeIndex> = scc.iter().copied().collect();
+        let start = *scc
+            .iter()
+            .min_by_key(|n| position.get(graph[**n]).copied().unwrap_or(usize::MAX))
+            .expect("a component has members");
+        // Shortest way back to the start, breadth first, following deps in plan order.
+        let mut parent: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+        let mut queue = VecDeque::from([start]);
+        let mut end = None;
+        'search: while let Some(node) = queue.pop_front() {
+            let mut next: Vec<NodeIndex> = graph
+                .neighbors(node)
+                .filter(|n| members.contains(n))
+                .collect();
+            next.sort_by_key(|n| position.get(graph[*n]).copied().unwrap_or(usize::MAX));
+            for n in next {
+                if n == start {
+                    end = Some(node);
+                    break 'search;
+                }
+                if let std::collections::hash_map::Entry::Vacant(e) = parent.entry(n) {
+                    e.insert(node);
+                    queue.push_back(n);
+                }
+            }
+        }
+        let Some(mut node) = end else { continue };
+        let mut path = vec![graph[node]];
+        while node != start {
+            node = parent[&node];
+            path.push(graph[node]);
+        }
+        path.reverse();
+        cycles.push(path);
+    }
+    cycles.sort_by_key(|c| position.get(c[0]).copied().unwrap_or(usize::MAX));
+    cycles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Agent, Select};
+    use std::time::Duration;
+
+    fn task(id: &str, deps: &[&str]) -> Task {
+        Task {
+            id: id.into(),
+            prompt: "p".into(),
+            deps: deps.iter().map(|d| (*d).into()).collect(),
+            agent: Agent {
+                command: vec!["true".into()],
+                env: Default::default(),
+            },
+            attempts: 1,
+            timeout: Duration::from_secs(1),
+            select: Select::Best,
+            checks: vec![],
+        }
+    }
+
+    #[test]
+    fn order_respects_deps_and_plan_order() {
+        let tasks = [task("c", &["b"]), task("a", &[]), task("b", &["a"]), task("d", &[])];
+        let dag = Dag::new(&tasks);
+        assert_eq!(dag.order(), vec![1, 2, 0, 3]);
+        assert_eq!(dag.layers(), vec![vec![1, 3], vec![2], vec![0]]);
+        assert_eq!(dag.downstream(1), vec![0, 2]);
+        assert_eq!(dag.deps(0), vec![2]);
+    }
+
+    #[test]
+    fn cycles_are_named_in_order() {
+        let order = ["x", "a", "b", "c"];
+        let deps = BTreeMap::from([("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"]), ("x", vec![])]);
+        assert_eq!(find_cycles(&order, &deps), vec![vec!["a", "b", "c"]]);
+        let deps = BTreeMap::from([("a", vec!["b"]), ("b", vec![]), ("c", vec![]), ("x", vec![])]);
+        assert!(find_cycles(&order, &deps).is_empty());
+    }
+}

@@ -1,0 +1,150 @@
+//! The plan file as written: YAML deserialised with serde, unknown keys refused, every value
+//! that validation may complain about kept with its location.
+//!
+//! Numbers and durations are read as [`Scalar`] so that a wrong value (`attempts: three`) is
+//! reported together with every other error instead of stopping the parse.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A YAML scalar of any type, for values that validation reads and judges itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    /// A whole number.
+    Int(i64),
+    /// A number with a fraction.
+    Float(f64),
+    /// `true` or `false`.
+    Bool(bool),
+    /// Anything else.
+    Str(String),
+}
+
+/// The whole plan file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFile {
+    /// The plan format's version. Required; must be 1.
+    pub version: Option<Spanned<Scalar>>,
+    /// A label for the run.
+    pub name: Option<Spanned<String>>,
+    /// The repository: a path relative to the plan file. Default: the git repository that
+    /// holds the plan file.
+    pub repo: Option<Spanned<String>>,
+    /// The revision the run starts from. Default: HEAD of the repository.
+    pub base: Option<Spanned<String>>,
+    /// Settings every task inherits unless it sets them itself.
+    pub defaults: Option<Settings>,
+    /// The tasks. Required, at least one.
+    pub tasks: Option<Spanned<Vec<TaskFile>>>,
+    /// How winners are integrated.
+    pub merge: Option<MergeFile>,
+}
+
+/// Settings a task may take from `defaults` or set itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The agent: a preset name or `{command: [...], env: {...}}`.
+    pub agent: Option<Spanned<AgentFile>>,
+    /// Independent attempts per task (best-of-N), 1 to 32.
+    pub attempts: Option<Spanned<Scalar>>,
+    /// Wall-clock limit per attempt, such as `90s`, `15m`, `2h`.
+    pub timeout: Option<Spanned<Scalar>>,
+    /// How a winner is picked among attempts.
+    pub select: Option<Spanned<String>>,
+    /// Checks run in each attempt's worktree after the agent finished.
+    pub checks: Option<Vec<CheckFile>>,
+    /// A command that prints a score on its last line; higher is better.
+    pub score: Option<Spanned<ScoreFile>>,
+    /// Follow-up attempts that start from a failed attempt, with feedback.
+    pub retries: Option<Spanned<Scalar>>,
+}
+
+/// One task.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskFile {
+    /// The task's id: `[a-z0-9][a-z0-9_-]{0,62}`, unique in the plan.
+    pub id: Spanned<String>,
+    /// The prompt text. Exactly one of `prompt` and `prompt_file`.
+    pub prompt: Option<Spanned<String>>,
+    /// A file holding the prompt, relative to the plan file and inside its folder.
+    pub prompt_file: Option<Spanned<String>>,
+    /// Tasks whose merged winners this task starts from.
+    pub deps: Option<Vec<Spanned<String>>>,
+    /// As in [`Settings::agent`].
+    pub agent: Option<Spanned<AgentFile>>,
+    /// As in [`Settings::attempts`].
+    pub attempts: Option<Spanned<Scalar>>,
+    /// As in [`Settings::timeout`].
+    pub timeout: Option<Spanned<Scalar>>,
+    /// As in [`Settings::select`].
+    pub select: Option<Spanned<String>>,
+    /// As in [`Settings::checks`]; replaces the default checks.
+    pub checks: Option<Vec<CheckFile>>,
+    /// As in [`Settings::score`].
+    pub score: Option<Spanned<ScoreFile>>,
+    /// As in [`Settings::retries`].
+    pub retries: Option<Spanned<Scalar>>,
+}
+
+/// An agent as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum AgentFile {
+    /// A preset name.
+    Preset(String),
+    /// A command.
+    Command(CommandAgentFile),
+}
+
+/// An agent that is a command.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandAgentFile {
+    /// Program and arguments; a relative program path resolves in the attempt's worktree.
+    pub command: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// A check as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckFile {
+    /// The check's name, unique within a task.
+    pub name: Spanned<String>,
+    /// A shell command line.
+    pub run: Spanned<String>,
+    /// Wall-clock limit, such as `10m`. Default: 10 minutes.
+    pub timeout: Option<Spanned<Scalar>>,
+    /// Run only when the attempt changed a path matching one of these globs.
+    pub paths: Option<Spanned<Vec<String>>>,
+    /// Whether a check already failing on the base is `pre_existing` instead of blamed.
+    pub baseline: Option<Spanned<bool>>,
+}
+
+/// A score command as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreFile {
+    /// A shell command line that prints a number on its last line.
+    pub run: String,
+}
+
+/// The `merge:` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeFile {
+    /// What to do when a winner conflicts: `report`, `rebase` or `agent`.
+    pub on_conflict: Option<Spanned<String>>,
+    /// How often a task may be re-run on top of the integration.
+    pub max_rebases: Option<Spanned<Scalar>>,
+    /// Checks run on the integrated result.
+    pub verify: Option<Vec<CheckFile>>,
+}

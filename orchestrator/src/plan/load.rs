@@ -1,0 +1,478 @@
+//! Loading a plan: parse, check everything, and report every problem at once.
+//!
+//! YAML syntax errors, wrong types and unknown keys stop the parse (serde cannot go past
+//! them) and are reported with their place. Everything else (ids, deps, cycles, prompts,
+//! durations, attempts, repository and base) is checked in full, and every problem found is
+//! reported together. Nothing is written.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use braid_shared::git::Git;
+use serde_saphyr::{Location, Spanned};
+
+use super::file::{AgentFile, CheckFile, PlanFile, Scalar, Settings, TaskFile};
+use super::{
+    Agent, Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_TIMEOUT, MAX_ATTEMPTS, MergeConfig, OnConflict,
+    Plan, PlanError, PlanErrors, Select, Task, parse_duration,
+};
+use crate::dag;
+
+/// Reads, checks and resolves the plan at `path`.
+pub async fn load(path: &Path) -> Result<Plan, PlanErrors> {
+    let shown = path.to_owned();
+    let one = |message: String| PlanErrors(vec![PlanError { file: shown.clone(), at: None, message }]);
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| one(format!("cannot read the plan: {e}")))?;
+    let absolute = std::path::absolute(path).map_err(|e| one(format!("bad path: {e}")))?;
+    let dir = absolute
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("/"));
+
+    let options = serde_saphyr::options! { with_snippet: false };
+    let file: PlanFile = serde_saphyr::from_str_with_options(&text, options).map_err(|e| {
+        let at = e.location().map(|l| (l.line(), l.column())).filter(|(l, _)| *l > 0);
+        PlanErrors(vec![PlanError {
+            file: shown.clone(),
+            at,
+            message: serde_message(&e),
+        }])
+    })?;
+
+    let mut v = Validator {
+        file: shown.clone(),
+        errors: Vec::new(),
+    };
+    let plan = v.check(file, &absolute, &dir).await;
+    match plan {
+        Some(plan) if v.errors.is_empty() => Ok(plan),
+        _ => {
+            v.errors.sort_by_key(|e| e.at.unwrap_or((0, 0)));
+            Err(PlanErrors(v.errors))
+        }
+    }
+}
+
+/// serde-saphyr's message without the location it would add itself.
+fn serde_message(error: &serde_saphyr::Error) -> String {
+    let text = error.to_string();
+    let first = text.lines().next().unwrap_or_default().trim();
+    // Drop a trailing " at line N column M" that repeats the location.
+    match first.rfind(" at line ") {
+        Some(i) => first[..i].to_owned(),
+        None => first.to_owned(),
+    }
+}
+
+struct Validator {
+    file: PathBuf,
+    errors: Vec<PlanError>,
+}
+
+/// The task id that would clash with the result branch `braid/<run>/result`.
+const RESERVED_ID: &str = "result";
+
+/// The start of the document, for problems that have no node of their own.
+const TOP: (u64, u64) = (1, 1);
+
+fn place(location: &Location) -> (u64, u64) {
+    (location.line().max(1), location.column().max(1))
+}
+
+impl Validator {
+    fn error(&mut self, at: (u64, u64), message: impl Into<String>) {
+        self.errors.push(PlanError {
+            file: self.file.clone(),
+            at: Some(at),
+            message: message.into(),
+        });
+    }
+
+    async fn check(&mut self, file: PlanFile, plan_path: &Path, dir: &Path) -> Option<Plan> {
+        match &file.version {
+            None => self.error(TOP, "the plan has no `version`; write `version: 1`"),
+            Some(v) if !matches!(v.value, Scalar::Int(1)) => {
+                self.error(place(&v.referenced), "unsupported `version`; this braid reads version 1")
+            }
+            Some(_) => {}
+        }
+
+        let defaults = file.defaults.unwrap_or_default();
+        let mut tasks = Vec::new();
+        match &file.tasks {
+            None => self.error(TOP, "the plan has no `tasks`"),
+            Some(list) if list.value.is_empty() => {
+                self.error(place(&list.referenced), "`tasks` is empty; a plan needs at least one task")
+            }
+            Some(_) => {}
+        }
+        let task_files = file.tasks.map(|t| t.value).unwrap_or_default();
+        let mut seen: HashMap<String, (u64, u64)> = HashMap::new();
+        for task in &task_files {
+            let id = &task.id.value;
+            let at = place(&task.id.referenced);
+            if !valid_id(id) {
+                self.error(at, format!("invalid task id {id:?}: use 1 to 63 characters from a-z, 0-9, `_` and `-`, starting with a letter or digit"));
+            } else if id == RESERVED_ID {
+                self.error(at, format!("task id {id:?} is reserved: braid/<run>/{RESERVED_ID} is the result branch"));
+            } else if let Some((line, _)) = seen.get(id) {
+                self.error(at, format!("duplicate task id {id:?} (first defined on line {line})"));
+            } else {
+                seen.insert(id.clone(), at);
+            }
+        }
+        for task in &task_files {
+            if let Some(resolved) = self.task(task, &defaults, &seen, dir) {
+                tasks.push(resolved);
+            }
+        }
+        self.cycles(&task_files, &seen);
+
+        let merge = self.merge(file.merge.as_ref());
+        let repo = self.repo(file.repo.as_ref(), dir).await;
+        let (repo, git_dir, base_rev, base_commit) = match repo {
+            Some((repo, git_dir)) => {
+                let rev = file
+                    .base
+                    .as_ref()
+                    .map(|b| b.value.clone())
+                    .unwrap_or_else(|| "HEAD".to_owned());
+                let at = file.base.as_ref().map(|b| place(&b.referenced)).unwrap_or(TOP);
+                match Git::at(&repo).resolve_commit(&rev).await {
+                    Ok(Some(commit)) => (repo, git_dir, rev, commit),
+                    Ok(None) => {
+                        self.error(at, format!("base {rev:?} does not name a commit in {}", repo.display()));
+                        return None;
+                    }
+                    Err(e) => {
+                        self.error(at, format!("cannot resolve base {rev:?}: {e}"));
+                        return None;
+                    }
+                }
+            }
+            None => return None,
+        };
+        if !self.errors.is_empty() {
+            return None;
+        }
+        Some(Plan {
+            path: plan_path.to_owned(),
+            name: file.name.map(|n| n.value),
+            repo,
+            git_dir,
+            base_rev,
+            base_commit,
+            tasks,
+            merge: merge?,
+        })
+    }
+
+    fn task(
+        &mut self,
+        task: &TaskFile,
+        defaults: &Settings,
+        ids: &HashMap<String, (u64, u64)>,
+        dir: &Path,
+    ) -> Option<Task> {
+        let id = task.id.value.clone();
+        let at = place(&task.id.referenced);
+        let errors_before = self.errors.len();
+
+        let prompt = match (&task.prompt, &task.prompt_file) {
+            (Some(_), Some(file)) => {
+                self.error(place(&file.referenced), format!("task {id:?} has both `prompt` and `prompt_file`; keep one"));
+                None
+            }
+            (None, None) => {
+                self.error(at, format!("task {id:?} has no prompt; add `prompt` or `prompt_file`"));
+                None
+            }
+            (Some(prompt), None) => {
+                if prompt.value.trim().is_empty() {
+                    self.error(place(&prompt.referenced), format!("task {id:?} has an empty prompt"));
+                }
+                Some(prompt.value.clone())
+            }
+            (None, Some(file)) => self.prompt_file(&id, file, dir),
+        };
+
+        let mut deps = Vec::new();
+        for dep in task.deps.iter().flatten() {
+            let name = &dep.value;
+            let dep_at = place(&dep.referenced);
+            if name == &id {
+                self.error(dep_at, format!("task {id:?} depends on itself"));
+            } else if !ids.contains_key(name) {
+                self.error(dep_at, format!("task {id:?} depends on unknown task {name:?}"));
+            } else if deps.contains(name) {
+                self.error(dep_at, format!("task {id:?} lists dependency {name:?} twice"));
+            } else {
+                deps.push(name.clone());
+            }
+        }
+
+        let agent = self.agent(&id, at, task.agent.as_ref().or(defaults.agent.as_ref()));
+        let attempts = self.attempts(task.attempts.as_ref().or(defaults.attempts.as_ref()));
+        let timeout = self.duration(task.timeout.as_ref().or(defaults.timeout.as_ref()), DEFAULT_TIMEOUT);
+        let select = self.select(task.select.as_ref().or(defaults.select.as_ref()));
+        let checks = self.checks(task.checks.as_ref().or(defaults.checks.as_ref()), &format!("task {id:?}"));
+        if let Some(score) = task.score.as_ref().or(defaults.score.as_ref()) {
+            self.error(place(&score.referenced), "`score` is not supported by this version of braid");
+        }
+        if let Some(retries) = task.retries.as_ref().or(defaults.retries.as_ref()) {
+            if !matches!(retries.value, Scalar::Int(0)) {
+                self.error(place(&retries.referenced), "`retries` other than 0 is not supported by this version of braid");
+            }
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(Task {
+            id,
+            prompt: prompt?,
+            deps,
+            agent: agent?,
+            attempts: attempts?,
+            timeout: timeout?,
+            select: select?,
+            checks: checks?,
+        })
+    }
+
+    fn prompt_file(&mut self, id: &str, file: &Spanned<String>, dir: &Path) -> Option<String> {
+        let at = place(&file.referenced);
+        let joined = dir.join(&file.value);
+        let Ok(real) = joined.canonicalize() else {
+            self.error(at, format!("task {id:?}: prompt file {:?} does not exist", file.value));
+            return None;
+        };
+        let root = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+        if !real.starts_with(&root) {
+            self.error(at, format!("task {id:?}: prompt file {:?} lies outside the plan's folder {}", file.value, root.display()));
+            return None;
+        }
+        match std::fs::read_to_string(&real) {
+            Ok(text) if text.trim().is_empty() => {
+                self.error(at, format!("task {id:?}: prompt file {:?} is empty", file.value));
+                None
+            }
+            Ok(text) => Some(text),
+            Err(e) => {
+                self.error(at, format!("task {id:?}: cannot read prompt file {:?}: {e}", file.value));
+                None
+            }
+        }
+    }
+
+    fn agent(&mut self, id: &str, task_at: (u64, u64), agent: Option<&Spanned<AgentFile>>) -> Option<Agent> {
+        let Some(agent) = agent else {
+            self.error(task_at, format!("task {id:?} has no agent; set `agent` on the task or in `defaults`"));
+            return None;
+        };
+        let at = place(&agent.referenced);
+        match &agent.value {
+            AgentFile::Preset(name) => {
+                self.error(at, format!("agent preset {name:?} is not available in this version of braid; give a command instead: `agent: {{command: [...]}}`"));
+                None
+            }
+            AgentFile::Command(command) => {
+                if command.command.first().is_none_or(|p| p.trim().is_empty()) {
+                    self.error(at, "the agent's `command` is empty; give the program and its arguments");
+                    return None;
+                }
+                Some(Agent {
+                    command: command.command.clone(),
+                    env: command.env.clone(),
+                })
+            }
+        }
+    }
+
+    fn attempts(&mut self, value: Option<&Spanned<Scalar>>) -> Option<u32> {
+        let Some(value) = value else { return Some(1) };
+        match value.value {
+            Scalar::Int(n) if (1..=i64::from(MAX_ATTEMPTS)).contains(&n) => Some(n as u32),
+            _ => {
+                self.error(place(&value.referenced), format!("`attempts` must be a whole number from 1 to {MAX_ATTEMPTS}, not {}", shown(&value.value)));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, value: Option<&Spanned<Scalar>>, default: Duration) -> Option<Duration> {
+        let Some(value) = value else { return Some(default) };
+        match &value.value {
+            Scalar::Str(text) => parse_duration(text).or_else(|| {
+                self.error(place(&value.referenced), format!("bad duration {text:?}: write a number and a unit, such as `90s`, `15m` or `2h`"));
+                None
+            }),
+            other => {
+                self.error(place(&value.referenced), format!("bad duration {}: write a number and a unit, such as `90s`, `15m` or `2h`", shown(other)));
+                None
+            }
+        }
+    }
+
+    fn select(&mut self, value: Option<&Spanned<String>>) -> Option<Select> {
+        let Some(value) = value else { return Some(Select::Best) };
+        match value.value.as_str() {
+            "best" => Some(Select::Best),
+            "first-pass" | "vote" => {
+                self.error(place(&value.referenced), format!("`select: {}` is not supported by this version of braid; use `best`", value.value));
+                None
+            }
+            other => {
+                self.error(place(&value.referenced), format!("unknown `select` {other:?}; use `best`, `first-pass` or `vote`"));
+                None
+            }
+        }
+    }
+
+    fn checks(&mut self, checks: Option<&Vec<CheckFile>>, owner: &str) -> Option<Vec<Check>> {
+        let mut out = Vec::new();
+        let mut names = HashSet::new();
+        let before = self.errors.len();
+        for check in checks.into_iter().flatten() {
+            let at = place(&check.name.referenced);
+            let name = check.name.value.clone();
+            if !valid_id(&name) {
+                self.error(at, format!("{owner}: invalid check name {name:?}: use a-z, 0-9, `_` and `-`"));
+            } else if !names.insert(name.clone()) {
+                self.error(at, format!("{owner}: duplicate check name {name:?}"));
+            }
+            if check.run.value.trim().is_empty() {
+                self.error(place(&check.run.referenced), format!("{owner}: check {name:?} has an empty `run`"));
+            }
+            if let Some(paths) = &check.paths {
+                self.error(place(&paths.referenced), "`paths` on a check is not supported by this version of braid");
+            }
+            if let Some(baseline) = &check.baseline {
+                if baseline.value {
+                    self.error(place(&baseline.referenced), "`baseline: true` is not supported by this version of braid");
+                }
+            }
+            if let Some(timeout) = self.duration(check.timeout.as_ref(), DEFAULT_CHECK_TIMEOUT) {
+                out.push(Check {
+                    name,
+                    run: check.run.value.clone(),
+                    timeout,
+                });
+            }
+        }
+        (self.errors.len() == before).then_some(out)
+    }
+
+    fn merge(&mut self, merge: Option<&super::file::MergeFile>) -> Option<MergeConfig> {
+        let Some(merge) = merge else {
+            return Some(MergeConfig {
+                on_conflict: OnConflict::Report,
+                verify: Vec::new(),
+            });
+        };
+        let on_conflict = match &merge.on_conflict {
+            None => Some(OnConflict::Report),
+            Some(v) => match v.value.as_str() {
+                "report" => Some(OnConflict::Report),
+                "rebase" | "agent" => {
+                    self.error(place(&v.referenced), format!("`on_conflict: {}` is not supported by this version of braid; use `report`", v.value));
+                    None
+                }
+                other => {
+                    self.error(place(&v.referenced), format!("unknown `on_conflict` {other:?}; use `report`, `rebase` or `agent`"));
+                    None
+                }
+            },
+        };
+        if let Some(v) = &merge.max_rebases {
+            if !matches!(v.value, Scalar::Int(n) if n >= 0) {
+                self.error(place(&v.referenced), format!("`max_rebases` must be a whole number, not {}", shown(&v.value)));
+            }
+        }
+        let verify = self.checks(merge.verify.as_ref(), "merge.verify");
+        Some(MergeConfig {
+            on_conflict: on_conflict?,
+            verify: verify?,
+        })
+    }
+
+    async fn repo(&mut self, repo: Option<&Spanned<String>>, dir: &Path) -> Option<(PathBuf, PathBuf)> {
+        let (path, at) = match repo {
+            Some(r) => {
+                let text = r.value.trim();
+                if text.contains("://") || (text.contains('@') && text.contains(':')) {
+                    self.error(place(&r.referenced), format!("repo {text:?} is a URL; this version of braid runs on a local repository: clone it and set `repo` to the clone's path"));
+                    return None;
+                }
+                (dir.join(text), place(&r.referenced))
+            }
+            None => (dir.to_owned(), TOP),
+        };
+        if !path.is_dir() {
+            self.error(at, format!("repo {} is not a folder", path.display()));
+            return None;
+        }
+        let git = Git::at(&path);
+        let (Ok(top), Ok(common)) = (git.toplevel().await, git.common_dir().await) else {
+            self.error(at, format!("{} is not inside a git repository with a working tree", path.display()));
+            return None;
+        };
+        Some((top, common))
+    }
+
+    fn cycles(&mut self, tasks: &[TaskFile], ids: &HashMap<String, (u64, u64)>) {
+        let order: Vec<&str> = tasks.iter().map(|t| t.id.value.as_str()).collect();
+        let edges: BTreeMap<&str, Vec<&str>> = tasks
+            .iter()
+            .map(|t| {
+                let deps = t
+                    .deps
+                    .iter()
+                    .flatten()
+                    .map(|d| d.value.as_str())
+                    .filter(|d| *d != t.id.value && ids.contains_key(*d))
+                    .collect();
+                (t.id.value.as_str(), deps)
+            })
+            .collect();
+        for cycle in dag::find_cycles(&order, &edges) {
+            let at = ids.get(cycle[0]).copied().unwrap_or(TOP);
+            let mut path: Vec<&str> = cycle.clone();
+            path.push(cycle[0]);
+            self.error(at, format!("dependency cycle: {} (each task depends on the next)", path.join(" → ")));
+        }
+    }
+}
+
+fn shown(value: &Scalar) -> String {
+    match value {
+        Scalar::Int(n) => n.to_string(),
+        Scalar::Float(x) => x.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Str(s) => format!("{s:?}"),
+    }
+}
+
+/// Whether `id` is a valid task or check id: `[a-z0-9][a-z0-9_-]{0,62}`.
+pub fn valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && id.len() <= 63
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_id;
+
+    #[test]
+    fn ids() {
+        for good in ["a", "parser", "0x", "a-b_c", &"a".repeat(63)] {
+            assert!(valid_id(good), "{good}");
+        }
+        for bad in ["", "-a", "_a", "A", "a b", "a.b", &"a".repeat(64), "é"] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
+}

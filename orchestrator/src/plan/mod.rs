@@ -1,0 +1,192 @@
+//! Plans: the YAML file ([`file`]), its validation ([`load`]), and the checked plan the
+//! coordinator runs ([`Plan`]).
+//!
+//! Invariant: a [`Plan`] exists only when every check passed; loading writes nothing.
+
+pub mod file;
+pub mod load;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use load::load;
+
+/// Default wall-clock limit of an attempt.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Default wall-clock limit of a check.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Most attempts a task may have.
+pub const MAX_ATTEMPTS: u32 = 32;
+
+/// A checked plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The plan file, absolute.
+    pub path: PathBuf,
+    /// The run's label.
+    pub name: Option<String>,
+    /// The repository's working tree, absolute.
+    pub repo: PathBuf,
+    /// The repository's common git directory, absolute.
+    pub git_dir: PathBuf,
+    /// The base revision as written (or `HEAD`).
+    pub base_rev: String,
+    /// The commit the base revision names.
+    pub base_commit: String,
+    /// The tasks, in plan order.
+    pub tasks: Vec<Task>,
+    /// How winners are integrated.
+    pub merge: MergeConfig,
+}
+
+/// A checked task.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// The task's id.
+    pub id: String,
+    /// The prompt text.
+    pub prompt: String,
+    /// Ids of the tasks this one starts from.
+    pub deps: Vec<String>,
+    /// The agent.
+    pub agent: Agent,
+    /// Independent attempts.
+    pub attempts: u32,
+    /// Wall-clock limit per attempt.
+    pub timeout: Duration,
+    /// How the winner is picked.
+    pub select: Select,
+    /// Checks run in each attempt's worktree.
+    pub checks: Vec<Check>,
+}
+
+/// An agent that is a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+}
+
+/// A check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Its name.
+    pub name: String,
+    /// The shell command line.
+    pub run: String,
+    /// Wall-clock limit.
+    pub timeout: Duration,
+}
+
+/// How a winner is picked among a task's attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Select {
+    /// Among attempts whose checks pass: the smallest diff, then the lowest number.
+    Best,
+}
+
+/// What happens when a winner conflicts with the integration so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Leave the later winner out and report the conflict.
+    Report,
+}
+
+/// The `merge:` settings.
+#[derive(Debug, Clone)]
+pub struct MergeConfig {
+    /// What happens on a conflict.
+    pub on_conflict: OnConflict,
+    /// Checks run on the integrated result.
+    pub verify: Vec<Check>,
+}
+
+/// One problem in a plan, with its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// 1-based line and column, when known.
+    pub at: Option<(u64, u64)>,
+    /// A plain sentence.
+    pub message: String,
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.at {
+            Some((line, column)) => {
+                write!(f, "{}:{line}:{column}: {}", self.file.display(), self.message)
+            }
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Every problem found in a plan.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct PlanErrors(pub Vec<PlanError>);
+
+impl fmt::Display for PlanErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for error in &self.0 {
+            writeln!(f, "error: {error}")?;
+        }
+        let n = self.0.len();
+        write!(
+            f,
+            "{n} error{} in the plan; nothing was run.",
+            if n == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// Parses a duration such as `90s`, `15m`, `2h`, `1h30m` or `500ms`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let value: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total = total.checked_add(unit.checked_mul(u32::try_from(value).ok()?)?)?;
+    }
+    (total > Duration::ZERO).then_some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        for bad in ["", "15", "m", "15 minutes", "1.5h", "0s", "-3s", "3d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Live progress: what the scheduler tells the person watching, and how it is shown.
+//!
+//! On a terminal, coloured status lines; otherwise plain lines with a timestamp, one event
+//! each, for logs and CI. Everything goes to standard error so `--json` output stays clean.
+
+use std::io::{IsTerminal, Write};
+
+use tokio::sync::mpsc;
+
+/// Something worth telling while a run goes on.
+#[derive(Debug, Clone)]
+pub enum Note {
+    /// A worker registered.
+    WorkerJoined {
+        /// Its id.
+        id: String,
+        /// Its name.
+        name: String,
+        /// Its slots.
+        slots: u32,
+    },
+    /// A worker was lost.
+    WorkerLost {
+        /// Its id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A task's attempts are ready to run from this base.
+    TaskStarted {
+        /// The task.
+        task: String,
+        /// Its base commit.
+        base: String,
+        /// How many attempts.
+        attempts: u32,
+    },
+    /// An attempt went to a worker.
+    Assigned {
+        /// The task.
+        task: String,
+        /// The attempt.
+        n: u32,
+        /// The worker.
+        worker: String,
+    },
+    /// A line the agent printed.
+    Output {
+        /// The task.
+        task: String,
+        /// The attempt.
+        n: u32,
+        /// The line.
+        line: String,
+    },
+    /// An attempt ended.
+    AttemptDone {
+        /// The task.
+        task: String,
+        /// The attempt.
+        n: u32,
+        /// Its status word.
+        status: String,
+        /// What to add.
+        detail: String,
+    },
+    /// An attempt's worker was lost.
+    AttemptLost {
+        /// The task.
+        task: String,
+        /// The attempt.
+        n: u32,
+        /// Whether it runs again.
+        retried: bool,
+    },
+    /// A task ended.
+    TaskDone {
+        /// The task.
+        task: String,
+        /// Its status word.
+        status: String,
+        /// Winner and reason, or why it failed.
+        detail: String,
+    },
+    /// Anything else, in a sentence.
+    Info(String),
+}
+
+/// Shows notes until the channel closes.
+pub async fn render(mut notes: mpsc::UnboundedReceiver<Note>, verbose: bool) {
+    let tty = std::io::stderr().is_terminal();
+    while let Some(note) = notes.recv().await {
+        if let Some(line) = line(&note, verbose) {
+            let mut err = std::io::stderr().lock();
+            if tty {
+                let _ = writeln!(err, "{}", colour(&note, &line));
+            } else {
+                let now = chrono::Utc::now().format("%H:%M:%S%.3f");
+                let _ = writeln!(err, "{now} {line}");
+            }
+        }
+    }
+}
+
+fn line(note: &Note, verbose: bool) -> Option<String> {
+    Some(match note {
+        Note::WorkerJoined { id, name, slots } => format!("worker {id} ({name}) joined with {slots} slot(s)"),
+        Note::WorkerLost { id, reason } => format!("worker {id} lost: {reason}"),
+        Note::TaskStarted { task, base, attempts } => {
+            format!("{task}: starting {attempts} attempt(s) from {}", crate::report::short(base))
+        }
+        Note::Assigned { task, n, worker } => format!("{task}#{n} running on {worker}"),
+        Note::Output { task, n, line } if verbose => format!("{task}#{n} | {line}"),
+        Note::Output { .. } => return None,
+        Note::AttemptDone { task, n, status, detail } if detail.is_empty() => format!("{task}#{n} {status}"),
+        Note::AttemptDone { task, n, status, detail } => format!("{task}#{n} {status}: {detail}"),
+        Note::AttemptLost { task, n, retried: true } => format!("{task}#{n} lost its worker; running it again"),
+        Note::AttemptLost { task, n, retried: false } => format!("{task}#{n} lost its worker too often; giving up"),
+        Note::TaskDone { task, status, detail } => format!("{task}: {status}, {detail}"),
+        Note::Info(text) => text.clone(),
+    })
+}
+
+fn colour(note: &Note, line: &str) -> String {
+    let (code, mark) = match note {
+        Note::AttemptDone { status, .. } | Note::TaskDone { status, .. } if status == "succeeded" => ("32", "✓"),
+        Note::AttemptDone { .. } | Note::TaskDone { .. } | Note::WorkerLost { .. } | Note::AttemptLost { .. } => ("31", "✗"),
+        Note::Assigned { .. } | Note::TaskStarted { .. } => ("36", "▶"),
+        _ => ("2", "·"),
+    };
+    format!("\x1b[{code}m{mark}\x1b[0m {line}")
+}

@@ -1,0 +1,446 @@
+//! The record of a run: report.json (the contract's fields and more), report.md, and the
+//! summary table printed at the end.
+//!
+//! Invariant: rendering is pure; writing touches only the run's state directory.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every task has a winner, the integration is clean and its verification passed.
+    Succeeded,
+    /// The run finished but something failed.
+    Failed,
+    /// The run was interrupted.
+    Cancelled,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// It has a winner.
+    Succeeded,
+    /// No attempt qualified.
+    Failed,
+    /// It never ran: a dependency failed or its dependencies' winners conflict.
+    Blocked,
+    /// The run was interrupted before it finished.
+    Cancelled,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptStatus {
+    /// The agent finished with a change and every check passed.
+    Succeeded,
+    /// The agent failed or changed nothing, or a check failed.
+    Failed,
+    /// The agent ran past its timeout.
+    TimedOut,
+    /// The run was interrupted.
+    Cancelled,
+    /// Its worker was lost more often than braid retries.
+    Lost,
+}
+
+/// How a check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    /// Exit code 0.
+    Passed,
+    /// Any other ending.
+    Failed,
+    /// Not run.
+    Skipped,
+    /// Ran past its timeout.
+    TimedOut,
+    /// Already failing on the base, so not blamed on the attempt.
+    PreExisting,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// The run id.
+    pub run: String,
+    /// The plan's label.
+    pub name: Option<String>,
+    /// How the run ended.
+    pub status: RunStatus,
+    /// The repository's working tree.
+    pub repo: String,
+    /// The base commit.
+    pub base: String,
+    /// The base revision as written in the plan.
+    pub base_rev: String,
+    /// The plan file.
+    pub plan: String,
+    /// When the run started (RFC 3339, UTC).
+    pub started_at: String,
+    /// Wall-clock time of the whole run.
+    pub duration_ms: u64,
+    /// The integration of all winners.
+    pub result: ResultReport,
+    /// The tasks, in plan order.
+    pub tasks: Vec<TaskReport>,
+    /// The workers that served the run.
+    pub workers: Vec<WorkerReport>,
+    /// The run's state directory (reports and logs).
+    pub state_dir: String,
+}
+
+/// The integration of the winners.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResultReport {
+    /// The result branch.
+    pub branch: String,
+    /// Its commit; `null` when nothing was integrated.
+    pub commit: Option<String>,
+    /// Tasks whose winners are in the result, in the order they were integrated.
+    pub integrated: Vec<String>,
+    /// Conflicts met while starting tasks from their deps or integrating winners.
+    pub conflicts: Vec<ConflictReport>,
+    /// The `merge.verify` checks run on the result.
+    pub verify: Vec<CheckReport>,
+}
+
+/// A merge conflict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictReport {
+    /// The tasks whose changes conflict.
+    pub tasks: Vec<String>,
+    /// The conflicted paths.
+    pub paths: Vec<String>,
+    /// Where it was met: `dependencies` (starting a task) or `integration`.
+    pub stage: String,
+    /// What braid did about it.
+    pub outcome: String,
+}
+
+/// One task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskReport {
+    /// The task's id.
+    pub id: String,
+    /// How it ended.
+    pub status: TaskStatus,
+    /// Its deps.
+    pub deps: Vec<String>,
+    /// The commit its attempts started from; `null` when it never started.
+    pub base: Option<String>,
+    /// The winner's branch.
+    pub branch: Option<String>,
+    /// The winning attempt's number.
+    pub winner: Option<u32>,
+    /// Why the winner won, or why the task failed or was blocked.
+    pub reason: Option<String>,
+    /// The attempts, by number.
+    pub attempts: Vec<AttemptReport>,
+}
+
+/// One attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptReport {
+    /// The attempt's number, 1-based.
+    pub n: u32,
+    /// How it ended.
+    pub status: AttemptStatus,
+    /// Its branch.
+    pub branch: String,
+    /// Its commit; `null` when it produced none.
+    pub commit: Option<String>,
+    /// The worker that ran it last.
+    pub worker: Option<String>,
+    /// Wall-clock time on the worker.
+    pub duration_ms: u64,
+    /// The change against the task's base.
+    pub diff: DiffReport,
+    /// The checks, in plan order.
+    pub checks: Vec<CheckReport>,
+    /// Tokens and cost, where the agent reports them.
+    pub usage: Usage,
+    /// Why it failed, in a sentence.
+    pub error: Option<String>,
+    /// The agent's log file.
+    pub log: Option<String>,
+    /// The agent's exit code, when it exited by itself.
+    pub agent_exit_code: Option<i32>,
+    /// How often its worker was lost and it was run again.
+    pub lost: u32,
+    /// When it was assigned, in milliseconds after the run started.
+    pub started_ms: Option<u64>,
+    /// When its result arrived, in milliseconds after the run started.
+    pub finished_ms: Option<u64>,
+}
+
+impl AttemptReport {
+    /// An attempt that has not run yet.
+    pub fn empty(n: u32, branch: &str) -> Self {
+        AttemptReport {
+            n,
+            status: AttemptStatus::Cancelled,
+            branch: branch.to_owned(),
+            commit: None,
+            worker: None,
+            duration_ms: 0,
+            diff: DiffReport::default(),
+            checks: Vec::new(),
+            usage: Usage::default(),
+            error: None,
+            log: None,
+            agent_exit_code: None,
+            lost: 0,
+            started_ms: None,
+            finished_ms: None,
+        }
+    }
+}
+
+/// Files and lines changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffReport {
+    /// Files changed.
+    pub files: u32,
+    /// Lines added.
+    pub insertions: u64,
+    /// Lines removed.
+    pub deletions: u64,
+}
+
+/// One check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckReport {
+    /// The check's name.
+    pub name: String,
+    /// How it ended.
+    pub status: CheckStatus,
+    /// Its exit code, when it exited by itself.
+    pub exit_code: Option<i32>,
+    /// Wall-clock time.
+    pub duration_ms: u64,
+    /// Its log file.
+    pub log: Option<String>,
+}
+
+/// Tokens and cost; `null` where unknown.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Input tokens.
+    pub input_tokens: Option<u64>,
+    /// Output tokens.
+    pub output_tokens: Option<u64>,
+    /// Cost in US dollars.
+    pub cost_usd: Option<f64>,
+}
+
+/// A worker that served the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerReport {
+    /// Its id for the run.
+    pub id: String,
+    /// The name it gave.
+    pub name: String,
+    /// Its slots.
+    pub slots: u32,
+}
+
+impl Report {
+    /// Writes report.json and report.md into `dir`; returns the JSON file's path.
+    pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let json = dir.join("report.json");
+        let mut text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        text.push('\n');
+        write_atomically(&json, text.as_bytes())?;
+        write_atomically(&dir.join("report.md"), self.markdown().as_bytes())?;
+        Ok(json)
+    }
+
+    /// The report as Markdown.
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let title = self.name.as_deref().unwrap_or("run");
+        let _ = writeln!(md, "# braid {title} `{}`: {}\n", self.run, word(self.status));
+        let _ = writeln!(md, "- Repository: `{}`", self.repo);
+        let _ = writeln!(md, "- Base: `{}` ({})", short(&self.base), self.base_rev);
+        let _ = writeln!(md, "- Plan: `{}`", self.plan);
+        let _ = writeln!(md, "- Started: {}; took {}", self.started_at, seconds(self.duration_ms));
+        let _ = writeln!(
+            md,
+            "- Result: `{}` at {}\n",
+            self.result.branch,
+            self.result.commit.as_deref().map(short).unwrap_or("(none)")
+        );
+        for task in &self.tasks {
+            let _ = writeln!(md, "## Task `{}`: {}\n", task.id, word(task.status));
+            if !task.deps.is_empty() {
+                let _ = writeln!(md, "Depends on: {}.", task.deps.join(", "));
+            }
+            if let Some(base) = &task.base {
+                let _ = writeln!(md, "Started from `{}`.", short(base));
+            }
+            match (task.winner, &task.reason) {
+                (Some(n), Some(reason)) => {
+                    let _ = writeln!(md, "Winner: attempt {n} ({reason}), branch `{}`.", task.branch.as_deref().unwrap_or(""));
+                }
+                (None, Some(reason)) => {
+                    let _ = writeln!(md, "No winner: {reason}.");
+                }
+                _ => {}
+            }
+            if !task.attempts.is_empty() {
+                let _ = writeln!(md, "\n| attempt | status | checks | diff | duration | worker | note |");
+                let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+                for a in &task.attempts {
+                    let mark = if task.winner == Some(a.n) { " ★" } else { "" };
+                    let _ = writeln!(
+                        md,
+                        "| {}{mark} | {} | {} | {} | {} | {} | {} |",
+                        a.n,
+                        word(a.status),
+                        checks_text(&a.checks),
+                        diff_text(&a.diff, a.commit.is_some()),
+                        seconds(a.duration_ms),
+                        a.worker.as_deref().unwrap_or("-"),
+                        a.error.as_deref().unwrap_or("").replace('|', "\\|"),
+                    );
+                }
+            }
+            md.push('\n');
+        }
+        let _ = writeln!(md, "## Integration\n");
+        if self.result.integrated.is_empty() {
+            let _ = writeln!(md, "Nothing was integrated.");
+        } else {
+            let _ = writeln!(md, "Integrated in order: {}.", self.result.integrated.join(", "));
+        }
+        if self.result.conflicts.is_empty() {
+            let _ = writeln!(md, "\nNo conflicts.");
+        } else {
+            let _ = writeln!(md, "\n### Conflicts\n");
+            for c in &self.result.conflicts {
+                let _ = writeln!(
+                    md,
+                    "- tasks {} at {}: {} ({})",
+                    c.tasks.join(" and "),
+                    c.stage,
+                    c.paths.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "),
+                    c.outcome
+                );
+            }
+        }
+        if !self.result.verify.is_empty() {
+            let _ = writeln!(md, "\n### Verification\n");
+            for check in &self.result.verify {
+                let _ = writeln!(md, "- {}: {} ({})", check.name, word(check.status), seconds(check.duration_ms));
+            }
+        }
+        md
+    }
+
+    /// The table printed at the end of a run.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let width = self.tasks.iter().map(|t| t.id.len()).max().unwrap_or(4).max(4);
+        let _ = writeln!(out, "{:<width$}  {:<9}  {:<8}  {:<10}  attempts", "task", "status", "winner", "diff");
+        for task in &self.tasks {
+            let winner = task.winner.and_then(|n| task.attempts.iter().find(|a| a.n == n));
+            let attempts: Vec<String> = task
+                .attempts
+                .iter()
+                .map(|a| format!("{}:{}", a.n, abbreviation(a.status)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:<9}  {:<8}  {:<10}  {}",
+                task.id,
+                word(task.status),
+                task.winner.map(|n| format!("#{n}")).unwrap_or_else(|| "-".into()),
+                winner.map(|a| diff_text(&a.diff, true)).unwrap_or_else(|| "-".into()),
+                attempts.join(" "),
+            );
+        }
+        for task in &self.tasks {
+            if let Some(reason) = &task.reason {
+                let _ = writeln!(out, "  {}: {reason}", task.id);
+            }
+        }
+        for c in &self.result.conflicts {
+            let _ = writeln!(out, "conflict: {} in {} ({})", c.tasks.join(" × "), c.paths.join(", "), c.outcome);
+        }
+        for check in &self.result.verify {
+            let _ = writeln!(out, "verify {}: {}", check.name, word(check.status));
+        }
+        let _ = writeln!(
+            out,
+            "run {} {} in {}; result {} at {}",
+            self.run,
+            word(self.status),
+            seconds(self.duration_ms),
+            self.result.branch,
+            self.result.commit.as_deref().map(short).unwrap_or("(none)")
+        );
+        let _ = writeln!(out, "report: {}/report.md", self.state_dir);
+        out
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The lower-case word serde uses for a status.
+pub fn word<T: Serialize>(status: T) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn abbreviation(status: AttemptStatus) -> &'static str {
+    match status {
+        AttemptStatus::Succeeded => "ok",
+        AttemptStatus::Failed => "fail",
+        AttemptStatus::TimedOut => "timeout",
+        AttemptStatus::Cancelled => "cancel",
+        AttemptStatus::Lost => "lost",
+    }
+}
+
+fn checks_text(checks: &[CheckReport]) -> String {
+    if checks.is_empty() {
+        return "-".into();
+    }
+    checks
+        .iter()
+        .map(|c| format!("{} {}", c.name, word(c.status)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn diff_text(diff: &DiffReport, has_commit: bool) -> String {
+    if !has_commit {
+        return "-".into();
+    }
+    format!("{}f +{} -{}", diff.files, diff.insertions, diff.deletions)
+}
+
+/// Milliseconds as seconds with one decimal.
+pub fn seconds(ms: u64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+/// The first 10 characters of a commit id.
+pub fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(10)]
+}

@@ -1,0 +1,244 @@
+//! Embedded mode: a coordinator and local workers in one process, speaking the real
+//! `braid.v1` protocol over a Unix socket; then integration, verification and the report.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use braid_shared::git::Git;
+use braid_shared::proto::worker_service_server::WorkerServiceServer;
+use braid_shared::task;
+use braid_worker::runtime::{WorkerOptions, serve};
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::dag::Dag;
+use crate::error::{BraidError, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK};
+use crate::merge::{self, DepWinner, Integration};
+use crate::plan::Plan;
+use crate::progress::{self, Note};
+use crate::report::{Report, ResultReport, RunStatus, TaskStatus};
+use crate::scheduler::{Event, RunContext, Scheduler, SchedulerConfig};
+use crate::service::WorkerApi;
+use crate::state;
+use crate::verify::verify;
+
+/// How long workers get to wind down after the scheduler is done.
+const WORKER_WIND_DOWN: Duration = Duration::from_secs(30);
+
+/// How an embedded run is set up.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Local workers.
+    pub workers: u32,
+    /// Slots per worker.
+    pub slots: u32,
+    /// Show the agents' output lines as progress.
+    pub verbose: bool,
+    /// The scheduler's timings.
+    pub scheduler: SchedulerConfig,
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct Finished {
+    /// The report, as written.
+    pub report: Report,
+    /// Where report.json is.
+    pub report_path: PathBuf,
+    /// The exit code for the contract.
+    pub exit_code: i32,
+}
+
+/// Runs `plan` to the end with local workers and writes its report.
+pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, BraidError> {
+    let started = Instant::now();
+    let started_at = chrono::Utc::now();
+    let run_id = state::new_run_id();
+    let run_dir = state::run_dir(&plan.git_dir, &run_id);
+    let log_dir = run_dir.join("logs");
+    std::fs::create_dir_all(&log_dir).map_err(BraidError::io(format!("creating {}", log_dir.display())))?;
+    let plan = Arc::new(plan);
+    let config = options.scheduler.clone();
+
+    let (events_tx, events_rx) = mpsc::channel::<Event>(4096);
+    let (notes_tx, notes_rx) = mpsc::unbounded_channel::<Note>();
+    let renderer = task::spawn("progress", progress::render(notes_rx, options.verbose));
+    let _ = notes_tx.send(Note::Info(format!(
+        "run {run_id}: {} task(s) on {} local worker(s); state in {}",
+        plan.tasks.len(),
+        options.workers,
+        run_dir.display()
+    )));
+
+    // The coordinator's server, on a Unix socket only this process knows.
+    let socket_dir = tempfile::Builder::new()
+        .prefix("braid-")
+        .tempdir()
+        .map_err(BraidError::io("creating the socket folder"))?;
+    let socket = socket_dir.path().join("coordinator.sock");
+    let listener = UnixListener::bind(&socket).map_err(BraidError::io(format!("binding {}", socket.display())))?;
+    let server_stop = CancellationToken::new();
+    let api = WorkerApi::new(events_tx.clone(), config.heartbeat_interval);
+    let server = task::spawn(
+        "grpc-server",
+        tonic::transport::Server::builder()
+            .add_service(WorkerServiceServer::new(api))
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), server_stop.clone().cancelled_owned()),
+    );
+
+    // Local workers, over the same protocol any remote worker speaks.
+    let url = format!("unix:{}", socket.display());
+    let worker_stop = CancellationToken::new();
+    let workers: Vec<_> = (1..=options.workers.max(1))
+        .map(|i| {
+            let url = url.clone();
+            let stop = worker_stop.child_token();
+            let worker_options = WorkerOptions {
+                name: format!("local-{i}"),
+                slots: options.slots.max(1),
+                labels: Default::default(),
+            };
+            task::spawn("worker", async move {
+                if let Err(err) = serve(&url, worker_options, stop).await {
+                    tracing::error!(%err, "local worker ended with an error");
+                }
+            })
+        })
+        .collect();
+
+    // Ctrl-C: cancel the scheduler's work, and anything after it.
+    let interrupted = CancellationToken::new();
+    let signals = {
+        let events = events_tx.clone();
+        let interrupted = interrupted.clone();
+        task::spawn("signals", async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.cancel();
+                let _ = events.send(Event::Interrupt).await;
+            }
+        })
+    };
+
+    let ctx = RunContext {
+        run_id: run_id.clone(),
+        plan: Arc::clone(&plan),
+        log_dir: log_dir.clone(),
+        started,
+    };
+    let outcome = Scheduler::new(ctx, config.clone(), events_tx, notes_tx.clone())
+        .run(events_rx)
+        .await;
+
+    // Workers were told to shut down; give them time to remove their worktrees.
+    for worker in workers {
+        let abort = worker.abort_handle();
+        if tokio::time::timeout(WORKER_WIND_DOWN, worker).await.is_err() {
+            worker_stop.cancel();
+            abort.abort();
+        }
+    }
+    server_stop.cancel();
+    let _ = server.await;
+
+    // Integration of the winners in dependency order, then verification.
+    let git = Git::at(&plan.repo);
+    let cancelled = outcome.cancelled || interrupted.is_cancelled();
+    let mut result = ResultReport {
+        branch: format!("braid/{run_id}/result"),
+        conflicts: outcome.conflicts.clone(),
+        ..Default::default()
+    };
+    let integration = if cancelled {
+        Integration::default()
+    } else {
+        let winners: Vec<DepWinner> = Dag::new(&plan.tasks)
+            .order()
+            .into_iter()
+            .filter_map(|t| {
+                let task = &outcome.tasks[t];
+                let attempt = task.attempts.iter().find(|a| Some(a.n) == task.winner)?;
+                Some(DepWinner {
+                    id: task.id.clone(),
+                    base: task.base.clone()?,
+                    commit: attempt.commit.clone()?,
+                })
+            })
+            .collect();
+        if !winners.is_empty() {
+            let _ = notes_tx.send(Note::Info(format!("integrating {} winner(s)", winners.len())));
+        }
+        merge::integrate(&git, &plan.base_commit, &winners).await?
+    };
+    result.integrated = integration.integrated;
+    result.conflicts.extend(integration.conflicts);
+    if let Some(commit) = &integration.commit {
+        git.create_ref(&format!("refs/heads/{}", result.branch), commit).await?;
+        result.commit = Some(commit.clone());
+        if !plan.merge.verify.is_empty() {
+            let _ = notes_tx.send(Note::Info("verifying the result".into()));
+            result.verify = verify(
+                &plan.git_dir,
+                &run_id,
+                commit,
+                &plan.merge.verify,
+                &log_dir,
+                config.log_cap,
+                &interrupted,
+            )
+            .await?;
+        }
+    }
+    state::sweep_worktrees(&plan.git_dir, &run_id).await;
+    signals.abort();
+    let cancelled = cancelled || interrupted.is_cancelled();
+
+    let all_won = outcome.tasks.iter().all(|t| t.status == TaskStatus::Succeeded);
+    let verified = result
+        .verify
+        .iter()
+        .all(|c| c.status == crate::report::CheckStatus::Passed);
+    let status = if cancelled {
+        RunStatus::Cancelled
+    } else if outcome.error.is_none() && all_won && result.conflicts.is_empty() && verified {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::Failed
+    };
+    let report = Report {
+        run: run_id,
+        name: plan.name.clone(),
+        status,
+        repo: plan.repo.to_string_lossy().into_owned(),
+        base: plan.base_commit.clone(),
+        base_rev: plan.base_rev.clone(),
+        plan: plan.path.to_string_lossy().into_owned(),
+        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        duration_ms: started.elapsed().as_millis() as u64,
+        result,
+        tasks: outcome.tasks,
+        workers: outcome.workers,
+        state_dir: run_dir.to_string_lossy().into_owned(),
+    };
+    let report_path = report
+        .write(&run_dir)
+        .map_err(BraidError::io(format!("writing the report in {}", run_dir.display())))?;
+    if let Some(error) = &outcome.error {
+        let _ = notes_tx.send(Note::Info(format!("gave up: {error}")));
+    }
+    drop(notes_tx);
+    let _ = renderer.await;
+    let exit_code = match (status, &outcome.error) {
+        (RunStatus::Cancelled, _) => EXIT_INTERRUPTED,
+        (_, Some(_)) => EXIT_ENVIRONMENT,
+        (RunStatus::Succeeded, None) => EXIT_OK,
+        (RunStatus::Failed, None) => EXIT_FAILED,
+    };
+    Ok(Finished {
+        report,
+        report_path,
+        exit_code,
+    })
+}

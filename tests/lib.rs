@@ -1,0 +1,210 @@
+//! Test support for braid: hermetic git repositories, fake agents, and a look at everything a
+//! run must leave untouched.
+//!
+//! Every git command here runs with global and system configuration switched off and a fixed
+//! identity, so tests behave the same on every machine.
+#![allow(clippy::disallowed_methods)] // tests start processes directly, through `command`
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+/// The environment every git and braid process of a test gets.
+pub const HERMETIC_ENV: &[(&str, &str)] = &[
+    ("GIT_CONFIG_GLOBAL", "/dev/null"),
+    ("GIT_CONFIG_NOSYSTEM", "1"),
+    ("GIT_AUTHOR_NAME", "Test Author"),
+    ("GIT_AUTHOR_EMAIL", "author@example.com"),
+    ("GIT_COMMITTER_NAME", "Test Author"),
+    ("GIT_COMMITTER_EMAIL", "author@example.com"),
+    ("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z"),
+    ("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z"),
+    // Keeps `git status` from refreshing the index, so snapshots compare the index as the
+    // user left it.
+    ("GIT_OPTIONAL_LOCKS", "0"),
+];
+
+/// A command with the hermetic environment, running in `dir`.
+pub fn command(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(dir);
+    for (key, value) in HERMETIC_ENV {
+        cmd.env(key, value);
+    }
+    cmd
+}
+
+/// A git repository in its own temporary folder, on branch `main` with one commit.
+#[derive(Debug)]
+pub struct TestRepo {
+    /// Keeps the folder alive; it holds `repo/` and room for plans and scripts beside it.
+    pub dir: TempDir,
+    /// The repository's working tree.
+    pub path: PathBuf,
+}
+
+impl TestRepo {
+    /// A new repository with a README committed on `main`.
+    pub fn init() -> Self {
+        let dir = tempfile::Builder::new().prefix("braid-test-").tempdir().expect("temp dir");
+        let path = dir.path().join("repo");
+        std::fs::create_dir_all(&path).expect("repo dir");
+        let repo = TestRepo { dir, path };
+        repo.git(&["init", "--quiet", "--initial-branch=main"]);
+        repo.commit(&[("README.md", "# test\n")], "initial");
+        repo
+    }
+
+    /// Runs git in the repository; panics unless it succeeds; returns stdout trimmed.
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = command("git", &self.path).args(args).output().expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Writes files (creating folders) without committing them.
+    pub fn write(&self, files: &[(&str, &str)]) {
+        for (name, text) in files {
+            let path = self.path.join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
+            std::fs::write(path, text).expect("write");
+        }
+    }
+
+    /// Writes files and commits them; returns the commit.
+    pub fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
+        self.write(files);
+        self.git(&["add", "--all"]);
+        self.git(&["commit", "--quiet", "-m", message]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    /// The folder beside the repository, for plans and scripts that are not in it.
+    pub fn outside(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes an executable script beside the repository; returns its path.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.outside().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).expect("script");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+
+    /// Writes a plan beside the repository (with `repo: repo`); returns its path.
+    pub fn plan(&self, yaml: &str) -> PathBuf {
+        let path = self.outside().join("plan.yaml");
+        std::fs::write(&path, yaml).expect("plan");
+        path
+    }
+
+    /// The repository's git directory.
+    pub fn git_dir(&self) -> PathBuf {
+        self.path.join(".git")
+    }
+
+    /// Every ref under `refs/heads/braid/`.
+    pub fn braid_refs(&self) -> Vec<String> {
+        self.git(&["for-each-ref", "--format=%(refname)", "refs/heads/braid/"])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The content of `path` at `rev`, or `None` when it has no such file.
+    pub fn show(&self, rev: &str, path: &str) -> Option<String> {
+        let out = command("git", &self.path)
+            .args(["show", &format!("{rev}:{path}")])
+            .output()
+            .expect("git runs");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Everything a run must leave as it was.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            status: self.git(&["status", "--porcelain", "--untracked-files=all", "--ignored"]),
+            head: self.git(&["rev-parse", "HEAD"]),
+            head_ref: self.git(&["symbolic-ref", "-q", "HEAD"]),
+            index: std::fs::read(self.git_dir().join("index")).unwrap_or_default(),
+            refs: self
+                .git(&["for-each-ref", "--format=%(refname) %(objectname)"])
+                .lines()
+                .filter(|l| !l.starts_with("refs/heads/braid/"))
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+
+    /// Asserts the user's checkout, HEAD, index and non-braid refs are as in `before`, and
+    /// that no worktree is registered or left on disk.
+    pub fn assert_untouched(&self, before: &Snapshot) {
+        let after = self.snapshot();
+        assert_eq!(before.status, after.status, "git status changed");
+        assert_eq!(before.head, after.head, "HEAD moved");
+        assert_eq!(before.head_ref, after.head_ref, "HEAD changed branch");
+        assert!(before.index == after.index, "the index changed");
+        assert_eq!(before.refs, after.refs, "non-braid refs changed");
+        let worktrees = self.git(&["worktree", "list", "--porcelain"]);
+        let registered = worktrees.lines().filter(|l| l.starts_with("worktree ")).count();
+        assert_eq!(registered, 1, "worktrees left registered:\n{worktrees}");
+        let on_disk = self.git_dir().join("braid/worktrees");
+        let left: Vec<_> = std::fs::read_dir(&on_disk)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "worktree folders left on disk: {left:?}");
+        let records = std::fs::read_dir(self.git_dir().join("worktrees"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(records, 0, "git still has worktree records");
+    }
+}
+
+/// What a run must not change in the user's repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    status: String,
+    head: String,
+    head_ref: String,
+    index: Vec<u8>,
+    refs: Vec<String>,
+}
+
+/// Runs the braid binary at `bin` with `args` in `dir`, hermetically.
+pub fn braid(bin: &Path, dir: &Path, args: &[&str]) -> Output {
+    command(bin, dir)
+        .args(args)
+        .env("BRAID_LOG", "warn")
+        .output()
+        .expect("braid runs")
+}
+
+/// Standard output of a finished command, as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Standard error of a finished command, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Whether a process with this pid is alive (zombies count as gone).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}

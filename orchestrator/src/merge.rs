@@ -100,7 +100,15 @@ pub async fn integrate(git: &Git, base: &str, winners: &[DepWinner]) -> Result<I
     let mut out = Integration::default();
     for winner in winners {
         let message = format!("braid: integrate {}", winner.id);
-        match merge_two(git, &current, &winner.commit, &message).await? {
+        // A winner that started from exactly what is integrated so far (a task whose deps
+        // were merged just as here) is taken as it is, keeping the history linear.
+        let same_start = git.tree_of(&winner.base).await? == git.tree_of(&current).await?;
+        let merged = if same_start {
+            Ok(winner.commit.clone())
+        } else {
+            merge_two(git, &current, &winner.commit, &message).await?
+        };
+        match merged {
             Ok(commit) => {
                 current = commit;
                 done.push(winner);

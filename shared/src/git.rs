@@ -142,6 +142,12 @@ impl Git {
         Ok((code == 0).then(|| stdout.trim().to_owned()))
     }
 
+    /// The tree of commit `rev`.
+    pub async fn tree_of(&self, rev: &str) -> Result<String, GitError> {
+        let spec = format!("{rev}^{{tree}}");
+        Ok(self.run(&["rev-parse", "--verify", "--end-of-options", &spec]).await?.trim().to_owned())
+    }
+
     /// The repository's common git directory (shared by all its worktrees), absolute.
     pub async fn common_dir(&self) -> Result<PathBuf, GitError> {
         let out = self

@@ -9,6 +9,18 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+impl Scalar {
+    /// The scalar as text, as it would be written.
+    pub fn text(&self) -> String {
+        match self {
+            Scalar::Int(n) => n.to_string(),
+            Scalar::Float(x) => x.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Str(s) => s.clone(),
+        }
+    }
+}
+
 /// A YAML scalar of any type, for values that validation reads and judges itself.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -92,9 +104,8 @@ pub struct TaskFile {
     pub retries: Option<Spanned<Scalar>>,
 }
 
-/// An agent as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// An agent as written: a preset name, or a map describing a command.
+#[derive(Debug, Clone)]
 pub enum AgentFile {
     /// A preset name.
     Preset(String),
@@ -102,12 +113,35 @@ pub enum AgentFile {
     Command(CommandAgentFile),
 }
 
+impl<'de> Deserialize<'de> for AgentFile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Hand-written rather than `untagged`, so a mistake inside the map (an unknown key)
+        // is reported as such, with its place, instead of "did not match any variant".
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = AgentFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a preset name or a map such as {command: [program, args...]}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AgentFile, E> {
+                Ok(AgentFile::Preset(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<AgentFile, A::Error> {
+                CommandAgentFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(AgentFile::Command)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// An agent that is a command.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandAgentFile {
     /// Program and arguments; a relative program path resolves in the attempt's worktree.
-    pub command: Vec<String>,
+    /// Scalars of any type are taken as text, so `[make, 2]` needs no quotes.
+    pub command: Vec<Scalar>,
     /// Extra environment variables.
     #[serde(default)]
     pub env: BTreeMap<String, String>,

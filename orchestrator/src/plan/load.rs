@@ -49,7 +49,9 @@ pub async fn load(path: &Path) -> Result<Plan, PlanErrors> {
     match plan {
         Some(plan) if v.errors.is_empty() => Ok(plan),
         _ => {
-            v.errors.sort_by_key(|e| e.at.unwrap_or((0, 0)));
+            // Settings in `defaults` are checked once per task that inherits them.
+            v.errors.sort_by(|a, b| (a.at, &a.message).cmp(&(b.at, &b.message)));
+            v.errors.dedup();
             Err(PlanErrors(v.errors))
         }
     }
@@ -278,12 +280,13 @@ impl Validator {
                 None
             }
             AgentFile::Command(command) => {
-                if command.command.first().is_none_or(|p| p.trim().is_empty()) {
+                let argv: Vec<String> = command.command.iter().map(Scalar::text).collect();
+                if argv.first().is_none_or(|p| p.trim().is_empty()) {
                     self.error(at, "the agent's `command` is empty; give the program and its arguments");
                     return None;
                 }
                 Some(Agent {
-                    command: command.command.clone(),
+                    command: argv,
                     env: command.env.clone(),
                 })
             }

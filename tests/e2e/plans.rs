@@ -1,0 +1,91 @@
+//! Sample plans: every invalid one gives exactly its expected messages, exit code 2, and
+//! writes nothing; every valid one (and every example) validates.
+
+use std::path::{Path, PathBuf};
+
+use braid_tests::{TestRepo, braid, stderr, stdout};
+
+use crate::BIN;
+
+fn samples(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plans").join(kind);
+    let mut plans: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    plans.sort();
+    assert!(!plans.is_empty(), "no samples in {}", dir.display());
+    plans
+}
+
+/// A repository with the plan beside it as `plan.yaml`, a prompt file and a folder that is
+/// not a repository, as the samples expect.
+fn setup(sample: &Path) -> TestRepo {
+    let repo = TestRepo::init();
+    std::fs::copy(sample, repo.outside().join("plan.yaml")).unwrap();
+    std::fs::write(repo.outside().join("prompt.md"), "A prompt from a file.\n").unwrap();
+    std::fs::create_dir_all(repo.outside().join("notgit")).unwrap();
+    repo
+}
+
+#[test]
+fn every_invalid_plan_gives_its_messages_and_changes_nothing() {
+    for sample in samples("invalid") {
+        let expected = std::fs::read_to_string(sample.with_extension("expected"))
+            .unwrap_or_else(|_| panic!("{} has no .expected file", sample.display()));
+        let repo = setup(&sample);
+        let before = repo.snapshot();
+        let dir = repo.outside().to_str().unwrap().to_owned();
+        for command in ["validate", "run"] {
+            let out = braid(Path::new(BIN), repo.outside(), &[command, "plan.yaml"]);
+            let shown = stderr(&out).replace(&dir, "<dir>");
+            assert_eq!(shown, expected, "{} with braid {command}", sample.display());
+            assert_eq!(out.status.code(), Some(2), "{} with braid {command}", sample.display());
+            assert!(stdout(&out).is_empty(), "{}: printed {}", sample.display(), stdout(&out));
+        }
+        assert!(repo.braid_refs().is_empty(), "{}: refs created", sample.display());
+        assert!(!repo.git_dir().join("braid").exists(), "{}: state written", sample.display());
+        repo.assert_untouched(&before);
+    }
+}
+
+#[test]
+fn every_valid_plan_and_example_validates() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut plans = samples("valid");
+    plans.extend(
+        std::fs::read_dir(examples)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml")),
+    );
+    for sample in plans {
+        let repo = setup(&sample);
+        // Examples are written to live inside the repository they work on.
+        let plan = std::fs::read_to_string(&sample).unwrap();
+        let at = if plan.contains("\nrepo:") {
+            repo.outside().join("plan.yaml")
+        } else {
+            let inside = repo.path.join("plan.yaml");
+            std::fs::write(&inside, &plan).unwrap();
+            inside
+        };
+        let out = braid(Path::new(BIN), repo.outside(), &["validate", at.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}: {}", sample.display(), stderr(&out));
+        assert!(stdout(&out).contains("is valid"), "{}", stdout(&out));
+        assert!(!repo.git_dir().join("braid").exists(), "validate wrote state");
+    }
+}
+
+#[test]
+fn validate_prints_the_dag_in_layers() {
+    let repo = setup(&samples("valid").into_iter().find(|p| p.ends_with("full.yaml")).unwrap());
+    let out = braid(Path::new(BIN), repo.outside(), &["validate", "plan.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("2 task(s), 5 attempt(s), 2 layer(s):"), "{text}");
+    assert!(text.contains("  layer 1: parser ×3\n  layer 2: docs ×2 (after parser)\n"), "{text}");
+}

@@ -47,7 +47,10 @@ pub struct TestRepo {
 impl TestRepo {
     /// A new repository with a README committed on `main`.
     pub fn init() -> Self {
-        let dir = tempfile::Builder::new().prefix("braid-test-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("braid-test-")
+            .tempdir()
+            .expect("temp dir");
         let path = dir.path().join("repo");
         std::fs::create_dir_all(&path).expect("repo dir");
         let repo = TestRepo { dir, path };
@@ -58,7 +61,10 @@ impl TestRepo {
 
     /// Runs git in the repository; panics unless it succeeds; returns stdout trimmed.
     pub fn git(&self, args: &[&str]) -> String {
-        let out = command("git", &self.path).args(args).output().expect("git runs");
+        let out = command("git", &self.path)
+            .args(args)
+            .output()
+            .expect("git runs");
         assert!(
             out.status.success(),
             "git {args:?} failed: {}",
@@ -132,7 +138,12 @@ impl TestRepo {
     /// Everything a run must leave as it was.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            status: self.git(&["status", "--porcelain", "--untracked-files=all", "--ignored"]),
+            status: self.git(&[
+                "status",
+                "--porcelain",
+                "--untracked-files=all",
+                "--ignored",
+            ]),
             head: self.git(&["rev-parse", "HEAD"]),
             head_ref: self.git(&["symbolic-ref", "-q", "HEAD"]),
             index: std::fs::read(self.git_dir().join("index")).unwrap_or_default(),
@@ -155,7 +166,10 @@ impl TestRepo {
         assert!(before.index == after.index, "the index changed");
         assert_eq!(before.refs, after.refs, "non-braid refs changed");
         let worktrees = self.git(&["worktree", "list", "--porcelain"]);
-        let registered = worktrees.lines().filter(|l| l.starts_with("worktree ")).count();
+        let registered = worktrees
+            .lines()
+            .filter(|l| l.starts_with("worktree "))
+            .count();
         assert_eq!(registered, 1, "worktrees left registered:\n{worktrees}");
         let on_disk = self.git_dir().join("braid/worktrees");
         let left: Vec<_> = std::fs::read_dir(&on_disk)

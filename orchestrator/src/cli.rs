@@ -64,7 +64,11 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            return if err.use_stderr() { crate::error::EXIT_USAGE } else { EXIT_OK };
+            return if err.use_stderr() {
+                crate::error::EXIT_USAGE
+            } else {
+                EXIT_OK
+            };
         }
     };
     tracing_subscriber::fmt()
@@ -74,7 +78,10 @@ pub fn main() -> i32 {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -105,7 +112,9 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             let plan = plan::load(&plan).await?;
             let workers = workers.unwrap_or_else(default_workers);
             if workers == 0 || slots == 0 {
-                return Err(BraidError::Usage("--workers and --slots must be at least 1".into()));
+                return Err(BraidError::Usage(
+                    "--workers and --slots must be at least 1".into(),
+                ));
             }
             run_and_print(plan, workers, slots, json, verbose).await
         }
@@ -135,7 +144,13 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
     }
 }
 
-async fn run_and_print(plan: Plan, workers: u32, slots: u32, json: bool, verbose: bool) -> Result<i32, BraidError> {
+async fn run_and_print(
+    plan: Plan,
+    workers: u32,
+    slots: u32,
+    json: bool,
+    verbose: bool,
+) -> Result<i32, BraidError> {
     let options = RunOptions {
         workers,
         slots,
@@ -172,7 +187,12 @@ pub fn describe(plan: &Plan) -> String {
         let _ = writeln!(out, "name: {name}");
     }
     let _ = writeln!(out, "repo: {}", plan.repo.display());
-    let _ = writeln!(out, "base: {} ({})", plan.base_rev, crate::report::short(&plan.base_commit));
+    let _ = writeln!(
+        out,
+        "base: {} ({})",
+        plan.base_rev,
+        crate::report::short(&plan.base_commit)
+    );
     let dag = Dag::new(&plan.tasks);
     let layers = dag.layers();
     let _ = writeln!(

@@ -6,10 +6,10 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use petgraph::Direction;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
-use petgraph::Direction;
 
 use crate::plan::Task;
 
@@ -82,7 +82,12 @@ impl Dag {
         let order = self.order();
         let mut depth = vec![0usize; order.len()];
         for &t in &order {
-            depth[t] = self.deps(t).iter().map(|&d| depth[d] + 1).max().unwrap_or(0);
+            depth[t] = self
+                .deps(t)
+                .iter()
+                .map(|&d| depth[d] + 1)
+                .max()
+                .unwrap_or(0);
         }
         let mut layers: Vec<Vec<usize>> = Vec::new();
         for t in 0..order.len() {
@@ -118,9 +123,13 @@ impl Dag {
 /// Every dependency cycle among `order` (task ids in plan order) where `deps` maps a task to
 /// the tasks it depends on. Each cycle is given as a path of ids, starting at its earliest
 /// task in plan order, where each task depends on the next and the last on the first.
-pub fn find_cycles<'a>(order: &[&'a str], deps: &BTreeMap<&'a str, Vec<&'a str>>) -> Vec<Vec<&'a str>> {
+pub fn find_cycles<'a>(
+    order: &[&'a str],
+    deps: &BTreeMap<&'a str, Vec<&'a str>>,
+) -> Vec<Vec<&'a str>> {
     let mut graph: DiGraph<&str, ()> = DiGraph::new();
-    let index: HashMap<&str, NodeIndex> = order.iter().map(|id| (*id, graph.add_node(*id))).collect();
+    let index: HashMap<&str, NodeIndex> =
+        order.iter().map(|id| (*id, graph.add_node(*id))).collect();
     for (task, ds) in deps {
         for dep in ds {
             if let (Some(&a), Some(&b)) = (index.get(task), index.get(dep)) {
@@ -197,7 +206,12 @@ mod tests {
 
     #[test]
     fn order_respects_deps_and_plan_order() {
-        let tasks = [task("c", &["b"]), task("a", &[]), task("b", &["a"]), task("d", &[])];
+        let tasks = [
+            task("c", &["b"]),
+            task("a", &[]),
+            task("b", &["a"]),
+            task("d", &[]),
+        ];
         let dag = Dag::new(&tasks);
         assert_eq!(dag.order(), vec![1, 2, 0, 3]);
         assert_eq!(dag.layers(), vec![vec![1, 3], vec![2], vec![0]]);
@@ -208,9 +222,19 @@ mod tests {
     #[test]
     fn cycles_are_named_in_order() {
         let order = ["x", "a", "b", "c"];
-        let deps = BTreeMap::from([("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"]), ("x", vec![])]);
+        let deps = BTreeMap::from([
+            ("a", vec!["b"]),
+            ("b", vec!["c"]),
+            ("c", vec!["a"]),
+            ("x", vec![]),
+        ]);
         assert_eq!(find_cycles(&order, &deps), vec![vec!["a", "b", "c"]]);
-        let deps = BTreeMap::from([("a", vec!["b"]), ("b", vec![]), ("c", vec![]), ("x", vec![])]);
+        let deps = BTreeMap::from([
+            ("a", vec!["b"]),
+            ("b", vec![]),
+            ("c", vec![]),
+            ("x", vec![]),
+        ]);
         assert!(find_cycles(&order, &deps).is_empty());
     }
 }

@@ -133,7 +133,11 @@ merge:
 pub async fn prepare(dir: Option<&Path>) -> Result<Demo, BraidError> {
     let root = match dir {
         Some(dir) => {
-            if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+            if dir.exists()
+                && std::fs::read_dir(dir)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(true)
+            {
                 return Err(BraidError::Usage(format!(
                     "{} exists and is not empty; give the demo a new folder",
                     dir.display()
@@ -144,12 +148,14 @@ pub async fn prepare(dir: Option<&Path>) -> Result<Demo, BraidError> {
         None => std::env::temp_dir().join(format!("braid-demo-{}", crate::state::new_run_id())),
     };
     let repo = root.join("repo");
-    std::fs::create_dir_all(&repo).map_err(BraidError::io(format!("creating {}", repo.display())))?;
+    std::fs::create_dir_all(&repo)
+        .map_err(BraidError::io(format!("creating {}", repo.display())))?;
     let write = |path: PathBuf, text: &str| {
         std::fs::write(&path, text).map_err(BraidError::io(format!("writing {}", path.display())))
     };
     let git = Git::at(&repo);
-    git.run(&["init", "--quiet", "--initial-branch=main"]).await?;
+    git.run(&["init", "--quiet", "--initial-branch=main"])
+        .await?;
     write(repo.join("greet.sh"), GREET)?;
     write(repo.join("README.md"), README)?;
     git.commit_all("Sample project").await?;
@@ -157,7 +163,10 @@ pub async fn prepare(dir: Option<&Path>) -> Result<Demo, BraidError> {
     let agent = root.join("agent.sh");
     write(agent.clone(), AGENT)?;
     let plan = root.join("plan.yaml");
-    write(plan.clone(), &PLAN.replace("AGENT_PATH", &yaml_quoted(&agent)))?;
+    write(
+        plan.clone(),
+        &PLAN.replace("AGENT_PATH", &yaml_quoted(&agent)),
+    )?;
     Ok(Demo { root, repo, plan })
 }
 

@@ -49,9 +49,10 @@ impl BraidError {
     pub fn exit_code(&self) -> i32 {
         match self {
             BraidError::Plan(_) | BraidError::Usage(_) => EXIT_USAGE,
-            BraidError::Git(_) | BraidError::Io { .. } | BraidError::Transport(_) | BraidError::Internal(_) => {
-                EXIT_ENVIRONMENT
-            }
+            BraidError::Git(_)
+            | BraidError::Io { .. }
+            | BraidError::Transport(_)
+            | BraidError::Internal(_) => EXIT_ENVIRONMENT,
         }
     }
 
@@ -65,7 +66,9 @@ impl BraidError {
 impl From<BraidError> for tonic::Status {
     fn from(error: BraidError) -> Self {
         match error {
-            BraidError::Plan(_) | BraidError::Usage(_) => tonic::Status::invalid_argument(error.to_string()),
+            BraidError::Plan(_) | BraidError::Usage(_) => {
+                tonic::Status::invalid_argument(error.to_string())
+            }
             _ => tonic::Status::internal(error.to_string()),
         }
     }

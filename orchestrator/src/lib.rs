@@ -24,6 +24,8 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod scheduler;
+#[cfg(test)]
+mod scheduler_tests;
 pub mod select;
 pub mod service;
 pub mod state;

@@ -60,7 +60,9 @@ pub async fn merge_two(
         return Ok(Ok(incoming.to_owned()));
     }
     match git.merge_tree(current, incoming).await? {
-        MergeTree::Clean(tree) => Ok(Ok(git.commit_tree(&tree, &[current, incoming], message).await?)),
+        MergeTree::Clean(tree) => Ok(Ok(git
+            .commit_tree(&tree, &[current, incoming], message)
+            .await?)),
         MergeTree::Conflicted(paths) => Ok(Err(paths)),
     }
 }
@@ -94,7 +96,11 @@ pub async fn task_base(git: &Git, task: &str, deps: &[DepWinner]) -> Result<Merg
 
 /// Integrates `winners` (in dependency order) on top of `base`, one at a time. A winner
 /// that conflicts with the integration so far is left out and reported.
-pub async fn integrate(git: &Git, base: &str, winners: &[DepWinner]) -> Result<Integration, GitError> {
+pub async fn integrate(
+    git: &Git,
+    base: &str,
+    winners: &[DepWinner],
+) -> Result<Integration, GitError> {
     let mut current = base.to_owned();
     let mut done: Vec<&DepWinner> = Vec::new();
     let mut out = Integration::default();
@@ -131,7 +137,11 @@ pub async fn integrate(git: &Git, base: &str, winners: &[DepWinner]) -> Result<I
 }
 
 /// The tasks among `merged` whose own changes touch one of `paths`.
-async fn culprits(git: &Git, merged: &[&DepWinner], paths: &[String]) -> Result<Vec<String>, GitError> {
+async fn culprits(
+    git: &Git,
+    merged: &[&DepWinner],
+    paths: &[String],
+) -> Result<Vec<String>, GitError> {
     let mut tasks = Vec::new();
     for winner in merged {
         let changed = git.changed_paths(&winner.base, &winner.commit).await?;
@@ -143,5 +153,9 @@ async fn culprits(git: &Git, merged: &[&DepWinner], paths: &[String]) -> Result<
 }
 
 fn names(winners: &[&DepWinner]) -> String {
-    winners.iter().map(|w| w.id.as_str()).collect::<Vec<_>>().join(", ")
+    winners
+        .iter()
+        .map(|w| w.id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -104,27 +104,65 @@ pub async fn render(mut notes: mpsc::UnboundedReceiver<Note>, verbose: bool) {
 
 fn line(note: &Note, verbose: bool) -> Option<String> {
     Some(match note {
-        Note::WorkerJoined { id, name, slots } => format!("worker {id} ({name}) joined with {slots} slot(s)"),
+        Note::WorkerJoined { id, name, slots } => {
+            format!("worker {id} ({name}) joined with {slots} slot(s)")
+        }
         Note::WorkerLost { id, reason } => format!("worker {id} lost: {reason}"),
-        Note::TaskStarted { task, base, attempts } => {
-            format!("{task}: starting {attempts} attempt(s) from {}", crate::report::short(base))
+        Note::TaskStarted {
+            task,
+            base,
+            attempts,
+        } => {
+            format!(
+                "{task}: starting {attempts} attempt(s) from {}",
+                crate::report::short(base)
+            )
         }
         Note::Assigned { task, n, worker } => format!("{task}#{n} running on {worker}"),
         Note::Output { task, n, line } if verbose => format!("{task}#{n} | {line}"),
         Note::Output { .. } => return None,
-        Note::AttemptDone { task, n, status, detail } if detail.is_empty() => format!("{task}#{n} {status}"),
-        Note::AttemptDone { task, n, status, detail } => format!("{task}#{n} {status}: {detail}"),
-        Note::AttemptLost { task, n, retried: true } => format!("{task}#{n} lost its worker; running it again"),
-        Note::AttemptLost { task, n, retried: false } => format!("{task}#{n} lost its worker too often; giving up"),
-        Note::TaskDone { task, status, detail } => format!("{task}: {status}, {detail}"),
+        Note::AttemptDone {
+            task,
+            n,
+            status,
+            detail,
+        } if detail.is_empty() => format!("{task}#{n} {status}"),
+        Note::AttemptDone {
+            task,
+            n,
+            status,
+            detail,
+        } => format!("{task}#{n} {status}: {detail}"),
+        Note::AttemptLost {
+            task,
+            n,
+            retried: true,
+        } => format!("{task}#{n} lost its worker; running it again"),
+        Note::AttemptLost {
+            task,
+            n,
+            retried: false,
+        } => format!("{task}#{n} lost its worker too often; giving up"),
+        Note::TaskDone {
+            task,
+            status,
+            detail,
+        } => format!("{task}: {status}, {detail}"),
         Note::Info(text) => text.clone(),
     })
 }
 
 fn colour(note: &Note, line: &str) -> String {
     let (code, mark) = match note {
-        Note::AttemptDone { status, .. } | Note::TaskDone { status, .. } if status == "succeeded" => ("32", "✓"),
-        Note::AttemptDone { .. } | Note::TaskDone { .. } | Note::WorkerLost { .. } | Note::AttemptLost { .. } => ("31", "✗"),
+        Note::AttemptDone { status, .. } | Note::TaskDone { status, .. }
+            if status == "succeeded" =>
+        {
+            ("32", "✓")
+        }
+        Note::AttemptDone { .. }
+        | Note::TaskDone { .. }
+        | Note::WorkerLost { .. }
+        | Note::AttemptLost { .. } => ("31", "✗"),
         Note::Assigned { .. } | Note::TaskStarted { .. } => ("36", "▶"),
         _ => ("2", "·"),
     };

@@ -268,11 +268,21 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut md = String::new();
         let title = self.name.as_deref().unwrap_or("run");
-        let _ = writeln!(md, "# braid {title} `{}`: {}\n", self.run, word(self.status));
+        let _ = writeln!(
+            md,
+            "# braid {title} `{}`: {}\n",
+            self.run,
+            word(self.status)
+        );
         let _ = writeln!(md, "- Repository: `{}`", self.repo);
         let _ = writeln!(md, "- Base: `{}` ({})", short(&self.base), self.base_rev);
         let _ = writeln!(md, "- Plan: `{}`", self.plan);
-        let _ = writeln!(md, "- Started: {}; took {}", self.started_at, seconds(self.duration_ms));
+        let _ = writeln!(
+            md,
+            "- Started: {}; took {}",
+            self.started_at,
+            seconds(self.duration_ms)
+        );
         let _ = writeln!(
             md,
             "- Result: `{}` at {}\n",
@@ -289,7 +299,11 @@ impl Report {
             }
             match (task.winner, &task.reason) {
                 (Some(n), Some(reason)) => {
-                    let _ = writeln!(md, "Winner: attempt {n} ({reason}), branch `{}`.", task.branch.as_deref().unwrap_or(""));
+                    let _ = writeln!(
+                        md,
+                        "Winner: attempt {n} ({reason}), branch `{}`.",
+                        task.branch.as_deref().unwrap_or("")
+                    );
                 }
                 (None, Some(reason)) => {
                     let _ = writeln!(md, "No winner: {reason}.");
@@ -297,7 +311,10 @@ impl Report {
                 _ => {}
             }
             if !task.attempts.is_empty() {
-                let _ = writeln!(md, "\n| attempt | status | checks | diff | duration | worker | note |");
+                let _ = writeln!(
+                    md,
+                    "\n| attempt | status | checks | diff | duration | worker | note |"
+                );
                 let _ = writeln!(md, "|---|---|---|---|---|---|---|");
                 for a in &task.attempts {
                     let mark = if task.winner == Some(a.n) { " ★" } else { "" };
@@ -320,7 +337,11 @@ impl Report {
         if self.result.integrated.is_empty() {
             let _ = writeln!(md, "Nothing was integrated.");
         } else {
-            let _ = writeln!(md, "Integrated in order: {}.", self.result.integrated.join(", "));
+            let _ = writeln!(
+                md,
+                "Integrated in order: {}.",
+                self.result.integrated.join(", ")
+            );
         }
         if self.result.conflicts.is_empty() {
             let _ = writeln!(md, "\nNo conflicts.");
@@ -332,7 +353,11 @@ impl Report {
                     "- tasks {} at {}: {} ({})",
                     c.tasks.join(" and "),
                     c.stage,
-                    c.paths.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "),
+                    c.paths
+                        .iter()
+                        .map(|p| format!("`{p}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     c.outcome
                 );
             }
@@ -340,7 +365,13 @@ impl Report {
         if !self.result.verify.is_empty() {
             let _ = writeln!(md, "\n### Verification\n");
             for check in &self.result.verify {
-                let _ = writeln!(md, "- {}: {} ({})", check.name, word(check.status), seconds(check.duration_ms));
+                let _ = writeln!(
+                    md,
+                    "- {}: {} ({})",
+                    check.name,
+                    word(check.status),
+                    seconds(check.duration_ms)
+                );
             }
         }
         md
@@ -349,10 +380,22 @@ impl Report {
     /// The table printed at the end of a run.
     pub fn summary(&self) -> String {
         let mut out = String::new();
-        let width = self.tasks.iter().map(|t| t.id.len()).max().unwrap_or(4).max(4);
-        let _ = writeln!(out, "{:<width$}  {:<9}  {:<8}  {:<10}  attempts", "task", "status", "winner", "diff");
+        let width = self
+            .tasks
+            .iter()
+            .map(|t| t.id.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<9}  {:<8}  {:<10}  attempts",
+            "task", "status", "winner", "diff"
+        );
         for task in &self.tasks {
-            let winner = task.winner.and_then(|n| task.attempts.iter().find(|a| a.n == n));
+            let winner = task
+                .winner
+                .and_then(|n| task.attempts.iter().find(|a| a.n == n));
             let attempts: Vec<String> = task
                 .attempts
                 .iter()
@@ -363,8 +406,12 @@ impl Report {
                 "{:<width$}  {:<9}  {:<8}  {:<10}  {}",
                 task.id,
                 word(task.status),
-                task.winner.map(|n| format!("#{n}")).unwrap_or_else(|| "-".into()),
-                winner.map(|a| diff_text(&a.diff, true)).unwrap_or_else(|| "-".into()),
+                task.winner
+                    .map(|n| format!("#{n}"))
+                    .unwrap_or_else(|| "-".into()),
+                winner
+                    .map(|a| diff_text(&a.diff, true))
+                    .unwrap_or_else(|| "-".into()),
                 attempts.join(" "),
             );
         }
@@ -374,7 +421,13 @@ impl Report {
             }
         }
         for c in &self.result.conflicts {
-            let _ = writeln!(out, "conflict: {} in {} ({})", c.tasks.join(" × "), c.paths.join(", "), c.outcome);
+            let _ = writeln!(
+                out,
+                "conflict: {} in {} ({})",
+                c.tasks.join(" × "),
+                c.paths.join(", "),
+                c.outcome
+            );
         }
         for check in &self.result.verify {
             let _ = writeln!(out, "verify {}: {}", check.name, word(check.status));

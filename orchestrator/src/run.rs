@@ -59,7 +59,8 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     let run_id = state::new_run_id();
     let run_dir = state::run_dir(&plan.git_dir, &run_id);
     let log_dir = run_dir.join("logs");
-    std::fs::create_dir_all(&log_dir).map_err(BraidError::io(format!("creating {}", log_dir.display())))?;
+    std::fs::create_dir_all(&log_dir)
+        .map_err(BraidError::io(format!("creating {}", log_dir.display())))?;
     let plan = Arc::new(plan);
     let config = options.scheduler.clone();
 
@@ -79,14 +80,18 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         .tempdir()
         .map_err(BraidError::io("creating the socket folder"))?;
     let socket = socket_dir.path().join("coordinator.sock");
-    let listener = UnixListener::bind(&socket).map_err(BraidError::io(format!("binding {}", socket.display())))?;
+    let listener = UnixListener::bind(&socket)
+        .map_err(BraidError::io(format!("binding {}", socket.display())))?;
     let server_stop = CancellationToken::new();
     let api = WorkerApi::new(events_tx.clone(), config.heartbeat_interval);
     let server = task::spawn(
         "grpc-server",
         tonic::transport::Server::builder()
             .add_service(WorkerServiceServer::new(api))
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), server_stop.clone().cancelled_owned()),
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(listener),
+                server_stop.clone().cancelled_owned(),
+            ),
     );
 
     // Local workers, over the same protocol any remote worker speaks.
@@ -135,7 +140,10 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     // Workers were told to shut down; give them time to remove their worktrees.
     for worker in workers {
         let abort = worker.abort_handle();
-        if tokio::time::timeout(WORKER_WIND_DOWN, worker).await.is_err() {
+        if tokio::time::timeout(WORKER_WIND_DOWN, worker)
+            .await
+            .is_err()
+        {
             worker_stop.cancel();
             abort.abort();
         }
@@ -168,14 +176,18 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
             })
             .collect();
         if !winners.is_empty() {
-            let _ = notes_tx.send(Note::Info(format!("integrating {} winner(s)", winners.len())));
+            let _ = notes_tx.send(Note::Info(format!(
+                "integrating {} winner(s)",
+                winners.len()
+            )));
         }
         merge::integrate(&git, &plan.base_commit, &winners).await?
     };
     result.integrated = integration.integrated;
     result.conflicts.extend(integration.conflicts);
     if let Some(commit) = &integration.commit {
-        git.create_ref(&format!("refs/heads/{}", result.branch), commit).await?;
+        git.create_ref(&format!("refs/heads/{}", result.branch), commit)
+            .await?;
         result.commit = Some(commit.clone());
         if !plan.merge.verify.is_empty() {
             let _ = notes_tx.send(Note::Info("verifying the result".into()));
@@ -195,7 +207,10 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     signals.abort();
     let cancelled = cancelled || interrupted.is_cancelled();
 
-    let all_won = outcome.tasks.iter().all(|t| t.status == TaskStatus::Succeeded);
+    let all_won = outcome
+        .tasks
+        .iter()
+        .all(|t| t.status == TaskStatus::Succeeded);
     let verified = result
         .verify
         .iter()
@@ -222,9 +237,10 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         workers: outcome.workers,
         state_dir: run_dir.to_string_lossy().into_owned(),
     };
-    let report_path = report
-        .write(&run_dir)
-        .map_err(BraidError::io(format!("writing the report in {}", run_dir.display())))?;
+    let report_path = report.write(&run_dir).map_err(BraidError::io(format!(
+        "writing the report in {}",
+        run_dir.display()
+    )))?;
     if let Some(error) = &outcome.error {
         let _ = notes_tx.send(Note::Info(format!("gave up: {error}")));
     }

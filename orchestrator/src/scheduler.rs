@@ -223,7 +223,10 @@ impl Scheduler {
                 base: None,
                 attempts: (1..=t.attempts)
                     .map(|n| AttemptState {
-                        report: AttemptReport::empty(n, &format!("braid/{}/{}/{n}", ctx.run_id, t.id)),
+                        report: AttemptReport::empty(
+                            n,
+                            &format!("braid/{}/{}/{n}", ctx.run_id, t.id),
+                        ),
                         phase: AttemptPhase::Idle,
                     })
                     .collect(),
@@ -320,14 +323,14 @@ impl Scheduler {
                     },
                 );
             }
-            Event::FromWorker { worker, kind } => self.from_worker(worker, kind).await,
+            Event::FromWorker { worker, kind } => self.on_worker_message(worker, kind).await,
             Event::WorkerLeft { worker, reason } => self.drop_worker(&worker, &reason),
             Event::BaseReady { task, outcome } => self.base_ready(task, outcome),
             Event::Interrupt => self.interrupt(),
         }
     }
 
-    async fn from_worker(&mut self, worker: String, kind: Up) {
+    async fn on_worker_message(&mut self, worker: String, kind: Up) {
         let Some(state) = self.workers.get_mut(&worker) else {
             return;
         };
@@ -470,7 +473,11 @@ impl Scheduler {
         leases.sort();
         for lease_id in leases {
             if let Some(lease) = self.leases.remove(&lease_id) {
-                self.lost(lease.task, lease.attempt, &format!("worker {worker} was lost: {reason}"));
+                self.lost(
+                    lease.task,
+                    lease.attempt,
+                    &format!("worker {worker} was lost: {reason}"),
+                );
             }
         }
         if self.workers.is_empty() {
@@ -492,13 +499,15 @@ impl Scheduler {
         if let (Some(since), Some(limit)) = (self.no_worker_since, self.config.no_worker_timeout) {
             let waiting = !self.queue.is_empty() || !self.leases.is_empty();
             if waiting && since.elapsed() > limit {
-                self.error = Some(format!("no worker connected for {limit:?} while attempts were waiting"));
+                self.error = Some(format!(
+                    "no worker connected for {limit:?} while attempts were waiting"
+                ));
             }
         }
-        if let Some(deadline) = self.cancelling {
-            if Instant::now() > deadline {
-                self.give_up_leases("it did not stop within the grace period");
-            }
+        if let Some(deadline) = self.cancelling
+            && Instant::now() > deadline
+        {
+            self.give_up_leases("it did not stop within the grace period");
         }
     }
 
@@ -621,7 +630,11 @@ impl Scheduler {
                 self.end_task(task, TaskStatus::Blocked, reason);
             }
             Err(err) => {
-                self.end_task(task, TaskStatus::Failed, format!("could not merge its deps: {err}"));
+                self.end_task(
+                    task,
+                    TaskStatus::Failed,
+                    format!("could not merge its deps: {err}"),
+                );
             }
         }
     }
@@ -651,8 +664,13 @@ impl Scheduler {
             return;
         }
         let reports: Vec<AttemptReport> = state.attempts.iter().map(|a| a.report.clone()).collect();
-        if self.cancelling.is_some() && reports.iter().any(|a| a.status == AttemptStatus::Cancelled) {
-            self.end_task(task, TaskStatus::Cancelled, "the run was interrupted".into());
+        if self.cancelling.is_some() && reports.iter().any(|a| a.status == AttemptStatus::Cancelled)
+        {
+            self.end_task(
+                task,
+                TaskStatus::Cancelled,
+                "the run was interrupted".into(),
+            );
             return;
         }
         let Some(verdict) = select::best(&reports) else {
@@ -661,7 +679,11 @@ impl Scheduler {
                 .map(|a| format!("#{} {}", a.n, a.error.as_deref().unwrap_or(&word(a.status))))
                 .collect::<Vec<_>>()
                 .join("; ");
-            self.end_task(task, TaskStatus::Failed, format!("no attempt passed ({why})"));
+            self.end_task(
+                task,
+                TaskStatus::Failed,
+                format!("no attempt passed ({why})"),
+            );
             return;
         };
         let id = self.ctx.plan.tasks[task].id.clone();
@@ -671,8 +693,16 @@ impl Scheduler {
             .find(|a| a.n == verdict.winner)
             .and_then(|a| a.commit.clone())
             .unwrap_or_default();
-        if let Err(err) = self.git.create_ref(&format!("refs/heads/{branch}"), &commit).await {
-            self.end_task(task, TaskStatus::Failed, format!("could not record branch {branch}: {err}"));
+        if let Err(err) = self
+            .git
+            .create_ref(&format!("refs/heads/{branch}"), &commit)
+            .await
+        {
+            self.end_task(
+                task,
+                TaskStatus::Failed,
+                format!("could not record branch {branch}: {err}"),
+            );
             return;
         }
         let state = &mut self.tasks[task];

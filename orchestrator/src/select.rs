@@ -67,7 +67,13 @@ mod tests {
     use super::*;
     use crate::report::{CheckReport, DiffReport};
 
-    fn attempt(n: u32, status: AttemptStatus, files: u32, lines: u64, check: CheckStatus) -> AttemptReport {
+    fn attempt(
+        n: u32,
+        status: AttemptStatus,
+        files: u32,
+        lines: u64,
+        check: CheckStatus,
+    ) -> AttemptReport {
         AttemptReport {
             n,
             status,
@@ -99,8 +105,18 @@ mod tests {
         ];
         let verdict = best(&attempts).unwrap();
         assert_eq!(verdict.winner, 3);
-        assert!(verdict.reason.contains("smallest diff of 3 passing attempts"), "{}", verdict.reason);
-        assert!(verdict.reason.contains("lowest number"), "{}", verdict.reason);
+        assert!(
+            verdict
+                .reason
+                .contains("smallest diff of 3 passing attempts"),
+            "{}",
+            verdict.reason
+        );
+        assert!(
+            verdict.reason.contains("lowest number"),
+            "{}",
+            verdict.reason
+        );
     }
 
     #[test]

@@ -54,7 +54,9 @@ impl WorkerService for WorkerApi {
             .await?
             .ok_or_else(|| Status::invalid_argument("the stream closed before Register"))?;
         let Some(Up::Register(register)) = first.kind else {
-            return Err(Status::invalid_argument("the first message must be Register"));
+            return Err(Status::invalid_argument(
+                "the first message must be Register",
+            ));
         };
         if register.slots == 0 {
             return Err(Status::invalid_argument("a worker needs at least one slot"));
@@ -99,7 +101,9 @@ impl WorkerService for WorkerApi {
                     }
                     Ok(Some(WorkerMessage { kind: None })) => {}
                     Ok(None) => break "the worker closed its stream".to_owned(),
-                    Err(status) => break format!("the worker's stream failed: {}", status.message()),
+                    Err(status) => {
+                        break format!("the worker's stream failed: {}", status.message());
+                    }
                 }
             };
             let _ = events.send(Event::WorkerLeft { worker, reason }).await;

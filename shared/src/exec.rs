@@ -244,9 +244,9 @@ impl Cmd {
 
         let sink = match &self.output {
             Output::Capture => None,
-            Output::Log { path, cap } => Some(Arc::new(Mutex::new(
-                LogSink::create(path, *cap).await?,
-            ))),
+            Output::Log { path, cap } => {
+                Some(Arc::new(Mutex::new(LogSink::create(path, *cap).await?)))
+            }
         };
 
         let mut child = command.spawn().map_err(|source| ExecError::Spawn {
@@ -264,12 +264,14 @@ impl Cmd {
                 let _ = pipe.shutdown().await;
             });
         }
-        let out = child.stdout.take().map(|pipe| {
-            crate::task::spawn("stdout", drain(pipe, sink.clone(), self.tap.clone()))
-        });
-        let err = child.stderr.take().map(|pipe| {
-            crate::task::spawn("stderr", drain(pipe, sink.clone(), self.tap.clone()))
-        });
+        let out = child
+            .stdout
+            .take()
+            .map(|pipe| crate::task::spawn("stdout", drain(pipe, sink.clone(), self.tap.clone())));
+        let err = child
+            .stderr
+            .take()
+            .map(|pipe| crate::task::spawn("stderr", drain(pipe, sink.clone(), self.tap.clone())));
 
         let timeout = async {
             match self.timeout {
@@ -334,7 +336,10 @@ async fn stop(child: &mut tokio::process::Child, pgid: Option<Pid>) {
     if let Some(pgid) = pgid {
         let _ = killpg(pgid, Signal::SIGTERM);
     }
-    if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
+    if tokio::time::timeout(KILL_GRACE, child.wait())
+        .await
+        .is_err()
+    {
         if let Some(pgid) = pgid {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
@@ -420,10 +425,8 @@ async fn drain(
             }
         }
     }
-    if let Some(tap) = &tap {
-        if !partial.is_empty() {
-            send_line(tap, &partial);
-        }
+    if let Some(tap) = tap.as_ref().filter(|_| !partial.is_empty()) {
+        send_line(tap, &partial);
     }
     kept
 }

@@ -137,7 +137,13 @@ impl Git {
     pub async fn resolve_commit(&self, rev: &str) -> Result<Option<String>, GitError> {
         let spec = format!("{rev}^{{commit}}");
         let (code, stdout, _) = self
-            .raw(&["rev-parse", "--verify", "--quiet", "--end-of-options", &spec])
+            .raw(&[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                "--end-of-options",
+                &spec,
+            ])
             .await?;
         Ok((code == 0).then(|| stdout.trim().to_owned()))
     }
@@ -145,7 +151,11 @@ impl Git {
     /// The tree of commit `rev`.
     pub async fn tree_of(&self, rev: &str) -> Result<String, GitError> {
         let spec = format!("{rev}^{{tree}}");
-        Ok(self.run(&["rev-parse", "--verify", "--end-of-options", &spec]).await?.trim().to_owned())
+        Ok(self
+            .run(&["rev-parse", "--verify", "--end-of-options", &spec])
+            .await?
+            .trim()
+            .to_owned())
     }
 
     /// The repository's common git directory (shared by all its worktrees), absolute.
@@ -299,8 +309,15 @@ impl Git {
         match self.raw(&args).await? {
             (0, _, _) => {}
             (1, _, _) => {
-                self.run(&["commit", "--quiet", "--no-verify", "--allow-empty-message", "-m", message])
-                    .await?;
+                self.run(&[
+                    "commit",
+                    "--quiet",
+                    "--no-verify",
+                    "--allow-empty-message",
+                    "-m",
+                    message,
+                ])
+                .await?;
             }
             (_, _, stderr) => return Err(self.failed(&args, stderr)),
         }

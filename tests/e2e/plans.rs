@@ -8,7 +8,9 @@ use braid_tests::{TestRepo, braid, stderr, stdout};
 use crate::BIN;
 
 fn samples(kind: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plans").join(kind);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/plans")
+        .join(kind);
     let mut plans: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
@@ -42,11 +44,29 @@ fn every_invalid_plan_gives_its_messages_and_changes_nothing() {
             let out = braid(Path::new(BIN), repo.outside(), &[command, "plan.yaml"]);
             let shown = stderr(&out).replace(&dir, "<dir>");
             assert_eq!(shown, expected, "{} with braid {command}", sample.display());
-            assert_eq!(out.status.code(), Some(2), "{} with braid {command}", sample.display());
-            assert!(stdout(&out).is_empty(), "{}: printed {}", sample.display(), stdout(&out));
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{} with braid {command}",
+                sample.display()
+            );
+            assert!(
+                stdout(&out).is_empty(),
+                "{}: printed {}",
+                sample.display(),
+                stdout(&out)
+            );
         }
-        assert!(repo.braid_refs().is_empty(), "{}: refs created", sample.display());
-        assert!(!repo.git_dir().join("braid").exists(), "{}: state written", sample.display());
+        assert!(
+            repo.braid_refs().is_empty(),
+            "{}: refs created",
+            sample.display()
+        );
+        assert!(
+            !repo.git_dir().join("braid").exists(),
+            "{}: state written",
+            sample.display()
+        );
         repo.assert_untouched(&before);
     }
 }
@@ -73,19 +93,43 @@ fn every_valid_plan_and_example_validates() {
             std::fs::write(&inside, &plan).unwrap();
             inside
         };
-        let out = braid(Path::new(BIN), repo.outside(), &["validate", at.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(0), "{}: {}", sample.display(), stderr(&out));
+        let out = braid(
+            Path::new(BIN),
+            repo.outside(),
+            &["validate", at.to_str().unwrap()],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            sample.display(),
+            stderr(&out)
+        );
         assert!(stdout(&out).contains("is valid"), "{}", stdout(&out));
-        assert!(!repo.git_dir().join("braid").exists(), "validate wrote state");
+        assert!(
+            !repo.git_dir().join("braid").exists(),
+            "validate wrote state"
+        );
     }
 }
 
 #[test]
 fn validate_prints_the_dag_in_layers() {
-    let repo = setup(&samples("valid").into_iter().find(|p| p.ends_with("full.yaml")).unwrap());
+    let repo = setup(
+        &samples("valid")
+            .into_iter()
+            .find(|p| p.ends_with("full.yaml"))
+            .unwrap(),
+    );
     let out = braid(Path::new(BIN), repo.outside(), &["validate", "plan.yaml"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("2 task(s), 5 attempt(s), 2 layer(s):"), "{text}");
-    assert!(text.contains("  layer 1: parser ×3\n  layer 2: docs ×2 (after parser)\n"), "{text}");
+    assert!(
+        text.contains("2 task(s), 5 attempt(s), 2 layer(s):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  layer 1: parser ×3\n  layer 2: docs ×2 (after parser)\n"),
+        "{text}"
+    );
 }

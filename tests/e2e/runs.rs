@@ -16,7 +16,10 @@ fn best_of_three_where_only_attempt_two_passes() {
     repo.commit(&[("src/lib.txt", "one\n")], "more");
     repo.write(&[("src/lib.txt", "one\ntwo\n")]);
     repo.git(&["add", "src/lib.txt"]);
-    repo.write(&[("README.md", "# changed, not staged\n"), ("notes.txt", "untracked\n")]);
+    repo.write(&[
+        ("README.md", "# changed, not staged\n"),
+        ("notes.txt", "untracked\n"),
+    ]);
     let before = repo.snapshot();
 
     let seen = repo.outside().join("seen");
@@ -67,20 +70,41 @@ tasks:
     // Every attempt's work survives as a branch; the winner and the result have theirs.
     let mut refs = repo.braid_refs();
     refs.sort();
-    let expected: Vec<String> = ["answer/1", "answer/2", "answer/3", "answer/winner", "result"]
-        .iter()
-        .map(|r| format!("refs/heads/braid/{run}/{r}"))
-        .collect();
+    let expected: Vec<String> = [
+        "answer/1",
+        "answer/2",
+        "answer/3",
+        "answer/winner",
+        "result",
+    ]
+    .iter()
+    .map(|r| format!("refs/heads/braid/{run}/{r}"))
+    .collect();
     assert_eq!(refs, expected);
-    assert_eq!(repo.show(&format!("braid/{run}/answer/3"), "answer.txt").as_deref(), Some("attempt 3\n"));
-    assert_eq!(repo.show(&format!("braid/{run}/result"), "answer.txt").as_deref(), Some("attempt 2\n"));
+    assert_eq!(
+        repo.show(&format!("braid/{run}/answer/3"), "answer.txt")
+            .as_deref(),
+        Some("attempt 3\n")
+    );
+    assert_eq!(
+        repo.show(&format!("braid/{run}/result"), "answer.txt")
+            .as_deref(),
+        Some("attempt 2\n")
+    );
     // The attempts started from the committed base, not from the user's uncommitted work.
-    assert_eq!(repo.show(&format!("braid/{run}/result"), "src/lib.txt").as_deref(), Some("one\n"));
+    assert_eq!(
+        repo.show(&format!("braid/{run}/result"), "src/lib.txt")
+            .as_deref(),
+        Some("one\n")
+    );
 
     // The command agent's contract: prompt on stdin and in a file, BRAID_* variables.
     let stdin = std::fs::read_to_string(seen.join("stdin.2")).unwrap();
     assert_eq!(stdin, "Write the answer.");
-    assert_eq!(std::fs::read_to_string(seen.join("prompt.2")).unwrap(), stdin);
+    assert_eq!(
+        std::fs::read_to_string(seen.join("prompt.2")).unwrap(),
+        stdin
+    );
     let env = std::fs::read_to_string(seen.join("env.2")).unwrap();
     for expected in [
         format!("BRAID_RUN_ID={run}"),
@@ -88,21 +112,35 @@ tasks:
         "BRAID_ATTEMPT=2".to_owned(),
         format!("BRAID_BASE_COMMIT={}", repo.git(&["rev-parse", "HEAD"])),
     ] {
-        assert!(env.lines().any(|l| l == expected), "{expected} missing from\n{env}");
+        assert!(
+            env.lines().any(|l| l == expected),
+            "{expected} missing from\n{env}"
+        );
     }
     let worktree = env
         .lines()
         .find_map(|l| l.strip_prefix("BRAID_WORKTREE="))
         .expect("BRAID_WORKTREE");
-    assert!(worktree.starts_with(repo.git_dir().join("braid/worktrees").to_str().unwrap()), "{worktree}");
+    assert!(
+        worktree.starts_with(repo.git_dir().join("braid/worktrees").to_str().unwrap()),
+        "{worktree}"
+    );
 
     // The state directory holds both reports and the logs.
     let state = repo.git_dir().join("braid/runs").join(&run);
-    for file in ["report.json", "report.md", "logs/answer.2.agent.log", "logs/answer.2.check.right.log"] {
+    for file in [
+        "report.json",
+        "report.md",
+        "logs/answer.2.agent.log",
+        "logs/answer.2.check.right.log",
+    ] {
         assert!(state.join(file).exists(), "{file} missing");
     }
     let md = std::fs::read_to_string(state.join("report.md")).unwrap();
-    assert!(md.contains("Winner: attempt 2 (only passing attempt"), "{md}");
+    assert!(
+        md.contains("Winner: attempt 2 (only passing attempt"),
+        "{md}"
+    );
     repo.assert_untouched(&before);
 }
 
@@ -144,14 +182,23 @@ tasks:
     }
     let result = format!("braid/{run}/result");
     assert_eq!(repo.show(&result, "seen-by-b").as_deref(), Some("a.txt "));
-    assert_eq!(repo.show(&result, "seen-by-c").as_deref(), Some("a.txt b.txt "));
+    assert_eq!(
+        repo.show(&result, "seen-by-c").as_deref(),
+        Some("a.txt b.txt ")
+    );
     for id in ["a", "b", "c"] {
-        assert_eq!(repo.show(&result, &format!("{id}.txt")), Some(format!("{id} was here\n")));
+        assert_eq!(
+            repo.show(&result, &format!("{id}.txt")),
+            Some(format!("{id} was here\n"))
+        );
     }
     // b started from a's winner, c from b's.
     let winner_a = attempt(task(&report, "a"), 1)["commit"].clone();
     assert_eq!(task(&report, "b")["base"], winner_a);
-    assert_eq!(report["result"]["integrated"], serde_json::json!(["a", "b", "c"]));
+    assert_eq!(
+        report["result"]["integrated"],
+        serde_json::json!(["a", "b", "c"])
+    );
     repo.assert_untouched(&before);
 }
 
@@ -159,7 +206,10 @@ tasks:
 fn independent_tasks_editing_the_same_lines_conflict() {
     let repo = TestRepo::init();
     let before = repo.snapshot();
-    let agent = repo.script("agent.sh", "echo \"$BRAID_TASK_ID rewrote this\" > README.md\n");
+    let agent = repo.script(
+        "agent.sh",
+        "echo \"$BRAID_TASK_ID rewrote this\" > README.md\n",
+    );
     let plan = repo.plan(&format!(
         r#"version: 1
 repo: repo
@@ -180,11 +230,15 @@ tasks:
     assert_eq!(report["result"]["integrated"], serde_json::json!(["left"]));
     let run = run_id(&report);
     assert_eq!(
-        repo.show(&format!("braid/{run}/result"), "README.md").as_deref(),
+        repo.show(&format!("braid/{run}/result"), "README.md")
+            .as_deref(),
         Some("left rewrote this\n")
     );
     // Both winners survive as branches even though one is left out of the result.
-    assert!(repo.braid_refs().contains(&format!("refs/heads/braid/{run}/right/winner")));
+    assert!(
+        repo.braid_refs()
+            .contains(&format!("refs/heads/braid/{run}/right/winner"))
+    );
     repo.assert_untouched(&before);
 }
 
@@ -268,7 +322,11 @@ tasks:
     let log = std::fs::read_to_string(attempt(broken, 1)["log"].as_str().unwrap()).unwrap();
     assert!(log.contains("no luck"), "{log}");
     let run = run_id(&report);
-    assert_eq!(repo.show(&format!("braid/{run}/result"), "fine.txt").as_deref(), Some("fine\n"));
+    assert_eq!(
+        repo.show(&format!("braid/{run}/result"), "fine.txt")
+            .as_deref(),
+        Some("fine\n")
+    );
     repo.assert_untouched(&before);
 }
 
@@ -324,7 +382,11 @@ fn demo_runs_on_a_fresh_folder() {
         .filter(|a| a["status"] == "failed")
         .count();
     assert!(failed >= 3, "{failed} failed attempts");
-    assert!(tasks.iter().any(|t| !t["deps"].as_array().unwrap().is_empty()));
+    assert!(
+        tasks
+            .iter()
+            .any(|t| !t["deps"].as_array().unwrap().is_empty())
+    );
     assert_eq!(report["result"]["verify"][0]["status"], "passed");
     assert!(report["result"]["conflicts"].as_array().unwrap().is_empty());
 }

@@ -62,7 +62,10 @@ pub async fn run_agent(
         return Err(ExecError::Spawn {
             program: String::new(),
             cwd: worktree.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "the agent has no command"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the agent has no command",
+            ),
         });
     };
     tokio::fs::create_dir_all(&files.dir)

@@ -80,10 +80,14 @@ async fn run_in(
     let (tap, mut lines) = mpsc::channel::<String>(1024);
     let forward = {
         let updates = updates.clone();
-        tokio::spawn(async move {
+        braid_shared::task::spawn("log-lines", async move {
             let mut batch = Vec::with_capacity(BATCH_LINES);
             while lines.recv_many(&mut batch, BATCH_LINES).await > 0 {
-                if updates.send(Update::Lines(std::mem::take(&mut batch))).await.is_err() {
+                if updates
+                    .send(Update::Lines(std::mem::take(&mut batch)))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -133,12 +137,27 @@ async fn run_in(
     }
 
     let (status, error) = match ending {
-        Ending::Exited(0) if !changed => (AttemptStatus::Failed, "the agent changed nothing".to_owned()),
+        Ending::Exited(0) if !changed => (
+            AttemptStatus::Failed,
+            "the agent changed nothing".to_owned(),
+        ),
         Ending::Exited(0) => (AttemptStatus::Succeeded, String::new()),
-        Ending::Exited(code) => (AttemptStatus::Failed, format!("the agent exited with code {code}")),
-        Ending::Signalled(signal) => (AttemptStatus::Failed, format!("the agent was killed by signal {signal}")),
-        Ending::TimedOut => (AttemptStatus::TimedOut, "the agent ran past its timeout and was stopped".to_owned()),
-        Ending::Cancelled => (AttemptStatus::Cancelled, "the attempt was cancelled".to_owned()),
+        Ending::Exited(code) => (
+            AttemptStatus::Failed,
+            format!("the agent exited with code {code}"),
+        ),
+        Ending::Signalled(signal) => (
+            AttemptStatus::Failed,
+            format!("the agent was killed by signal {signal}"),
+        ),
+        Ending::TimedOut => (
+            AttemptStatus::TimedOut,
+            "the agent ran past its timeout and was stopped".to_owned(),
+        ),
+        Ending::Cancelled => (
+            AttemptStatus::Cancelled,
+            "the attempt was cancelled".to_owned(),
+        ),
     };
     if status != AttemptStatus::Succeeded {
         result.status = status as i32;

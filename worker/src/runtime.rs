@@ -9,12 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use braid_shared::proto::worker_message::Kind as Up;
 use braid_shared::proto::coordinator_message::Kind as Down;
+use braid_shared::proto::worker_message::Kind as Up;
 use braid_shared::proto::worker_service_client::WorkerServiceClient;
 use braid_shared::proto::{
-    AttemptResult, AttemptStatus, Heartbeat, LogBatch, Progress, Register, WorkerMessage,
-    progress,
+    AttemptResult, AttemptStatus, Heartbeat, LogBatch, Progress, Register, WorkerMessage, progress,
 };
 use braid_shared::task;
 use hyper_util::rt::TokioIo;
@@ -120,7 +119,10 @@ pub async fn serve(
     )
     .await;
     let mut client = WorkerServiceClient::new(channel);
-    let mut down = client.attach(ReceiverStream::new(up_rx)).await?.into_inner();
+    let mut down = client
+        .attach(ReceiverStream::new(up_rx))
+        .await?
+        .into_inner();
     let registered = match down.message().await? {
         Some(msg) => match msg.kind {
             Some(Down::Registered(registered)) => registered,
@@ -130,7 +132,11 @@ pub async fn serve(
                 )));
             }
         },
-        None => return Err(WorkerError::Protocol("stream closed before Registered".into())),
+        None => {
+            return Err(WorkerError::Protocol(
+                "stream closed before Registered".into(),
+            ));
+        }
     };
     let worker_id = registered.worker_id.clone();
     tracing::info!(%worker_id, slots = options.slots, "worker registered");
@@ -235,12 +241,17 @@ fn start_attempt(
                 while let Some(update) = update_rx.recv().await {
                     let kind = match update {
                         Update::Phase(phase) => progress::Kind::Phase(phase as i32),
-                        Update::Lines(lines) => progress::Kind::Logs(LogBatch { lines, dropped: 0 }),
+                        Update::Lines(lines) => {
+                            progress::Kind::Logs(LogBatch { lines, dropped: 0 })
+                        }
                     };
-                    send(&up, Up::Progress(Progress {
-                        lease_id: lease.clone(),
-                        kind: Some(kind),
-                    }))
+                    send(
+                        &up,
+                        Up::Progress(Progress {
+                            lease_id: lease.clone(),
+                            kind: Some(kind),
+                        }),
+                    )
                     .await;
                 }
             })

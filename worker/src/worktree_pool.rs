@@ -69,7 +69,12 @@ impl WorktreePool {
     }
 
     /// Lends a worktree of `repo` checked out at `commit`, clean of any earlier attempt.
-    pub async fn acquire(&self, repo: &Path, run: &str, commit: &str) -> Result<Worktree, GitError> {
+    pub async fn acquire(
+        &self,
+        repo: &Path,
+        run: &str,
+        commit: &str,
+    ) -> Result<Worktree, GitError> {
         let repo_git = Git::at(repo);
         let common = repo_git.common_dir().await?;
         let key = PoolKey {
@@ -81,7 +86,10 @@ impl WorktreePool {
             slots.entry(key.clone()).or_default().free.pop()
         };
         if let Some(path) = reused {
-            let worktree = Worktree { key: key.clone(), path };
+            let worktree = Worktree {
+                key: key.clone(),
+                path,
+            };
             match worktree.git().reset_to(commit).await {
                 Ok(()) => return Ok(worktree),
                 Err(err) => {

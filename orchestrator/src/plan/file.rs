@@ -126,7 +126,10 @@ impl<'de> Deserialize<'de> for AgentFile {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AgentFile, E> {
                 Ok(AgentFile::Preset(v.to_owned()))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<AgentFile, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<AgentFile, A::Error> {
                 CommandAgentFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))
                     .map(AgentFile::Command)
             }

@@ -22,9 +22,15 @@ use crate::dag;
 /// Reads, checks and resolves the plan at `path`.
 pub async fn load(path: &Path) -> Result<Plan, PlanErrors> {
     let shown = path.to_owned();
-    let one = |message: String| PlanErrors(vec![PlanError { file: shown.clone(), at: None, message }]);
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| one(format!("cannot read the plan: {e}")))?;
+    let one = |message: String| {
+        PlanErrors(vec![PlanError {
+            file: shown.clone(),
+            at: None,
+            message,
+        }])
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| one(format!("cannot read the plan: {e}")))?;
     let absolute = std::path::absolute(path).map_err(|e| one(format!("bad path: {e}")))?;
     let dir = absolute
         .parent()
@@ -33,7 +39,10 @@ pub async fn load(path: &Path) -> Result<Plan, PlanErrors> {
 
     let options = serde_saphyr::options! { with_snippet: false };
     let file: PlanFile = serde_saphyr::from_str_with_options(&text, options).map_err(|e| {
-        let at = e.location().map(|l| (l.line(), l.column())).filter(|(l, _)| *l > 0);
+        let at = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .filter(|(l, _)| *l > 0);
         PlanErrors(vec![PlanError {
             file: shown.clone(),
             at,
@@ -50,7 +59,8 @@ pub async fn load(path: &Path) -> Result<Plan, PlanErrors> {
         Some(plan) if v.errors.is_empty() => Ok(plan),
         _ => {
             // Settings in `defaults` are checked once per task that inherits them.
-            v.errors.sort_by(|a, b| (a.at, &a.message).cmp(&(b.at, &b.message)));
+            v.errors
+                .sort_by(|a, b| (a.at, &a.message).cmp(&(b.at, &b.message)));
             v.errors.dedup();
             Err(PlanErrors(v.errors))
         }
@@ -95,9 +105,10 @@ impl Validator {
     async fn check(&mut self, file: PlanFile, plan_path: &Path, dir: &Path) -> Option<Plan> {
         match &file.version {
             None => self.error(TOP, "the plan has no `version`; write `version: 1`"),
-            Some(v) if !matches!(v.value, Scalar::Int(1)) => {
-                self.error(place(&v.referenced), "unsupported `version`; this braid reads version 1")
-            }
+            Some(v) if !matches!(v.value, Scalar::Int(1)) => self.error(
+                place(&v.referenced),
+                "unsupported `version`; this braid reads version 1",
+            ),
             Some(_) => {}
         }
 
@@ -105,9 +116,10 @@ impl Validator {
         let mut tasks = Vec::new();
         match &file.tasks {
             None => self.error(TOP, "the plan has no `tasks`"),
-            Some(list) if list.value.is_empty() => {
-                self.error(place(&list.referenced), "`tasks` is empty; a plan needs at least one task")
-            }
+            Some(list) if list.value.is_empty() => self.error(
+                place(&list.referenced),
+                "`tasks` is empty; a plan needs at least one task",
+            ),
             Some(_) => {}
         }
         let task_files = file.tasks.map(|t| t.value).unwrap_or_default();
@@ -118,9 +130,17 @@ impl Validator {
             if !valid_id(id) {
                 self.error(at, format!("invalid task id {id:?}: use 1 to 63 characters from a-z, 0-9, `_` and `-`, starting with a letter or digit"));
             } else if id == RESERVED_ID {
-                self.error(at, format!("task id {id:?} is reserved: braid/<run>/{RESERVED_ID} is the result branch"));
+                self.error(
+                    at,
+                    format!(
+                        "task id {id:?} is reserved: braid/<run>/{RESERVED_ID} is the result branch"
+                    ),
+                );
             } else if let Some((line, _)) = seen.get(id) {
-                self.error(at, format!("duplicate task id {id:?} (first defined on line {line})"));
+                self.error(
+                    at,
+                    format!("duplicate task id {id:?} (first defined on line {line})"),
+                );
             } else {
                 seen.insert(id.clone(), at);
             }
@@ -141,11 +161,18 @@ impl Validator {
                     .as_ref()
                     .map(|b| b.value.clone())
                     .unwrap_or_else(|| "HEAD".to_owned());
-                let at = file.base.as_ref().map(|b| place(&b.referenced)).unwrap_or(TOP);
+                let at = file
+                    .base
+                    .as_ref()
+                    .map(|b| place(&b.referenced))
+                    .unwrap_or(TOP);
                 match Git::at(&repo).resolve_commit(&rev).await {
                     Ok(Some(commit)) => (repo, git_dir, rev, commit),
                     Ok(None) => {
-                        self.error(at, format!("base {rev:?} does not name a commit in {}", repo.display()));
+                        self.error(
+                            at,
+                            format!("base {rev:?} does not name a commit in {}", repo.display()),
+                        );
                         return None;
                     }
                     Err(e) => {
@@ -184,16 +211,25 @@ impl Validator {
 
         let prompt = match (&task.prompt, &task.prompt_file) {
             (Some(_), Some(file)) => {
-                self.error(place(&file.referenced), format!("task {id:?} has both `prompt` and `prompt_file`; keep one"));
+                self.error(
+                    place(&file.referenced),
+                    format!("task {id:?} has both `prompt` and `prompt_file`; keep one"),
+                );
                 None
             }
             (None, None) => {
-                self.error(at, format!("task {id:?} has no prompt; add `prompt` or `prompt_file`"));
+                self.error(
+                    at,
+                    format!("task {id:?} has no prompt; add `prompt` or `prompt_file`"),
+                );
                 None
             }
             (Some(prompt), None) => {
                 if prompt.value.trim().is_empty() {
-                    self.error(place(&prompt.referenced), format!("task {id:?} has an empty prompt"));
+                    self.error(
+                        place(&prompt.referenced),
+                        format!("task {id:?} has an empty prompt"),
+                    );
                 }
                 Some(prompt.value.clone())
             }
@@ -207,9 +243,15 @@ impl Validator {
             if name == &id {
                 self.error(dep_at, format!("task {id:?} depends on itself"));
             } else if !ids.contains_key(name) {
-                self.error(dep_at, format!("task {id:?} depends on unknown task {name:?}"));
+                self.error(
+                    dep_at,
+                    format!("task {id:?} depends on unknown task {name:?}"),
+                );
             } else if deps.contains(name) {
-                self.error(dep_at, format!("task {id:?} lists dependency {name:?} twice"));
+                self.error(
+                    dep_at,
+                    format!("task {id:?} lists dependency {name:?} twice"),
+                );
             } else {
                 deps.push(name.clone());
             }
@@ -217,16 +259,28 @@ impl Validator {
 
         let agent = self.agent(&id, at, task.agent.as_ref().or(defaults.agent.as_ref()));
         let attempts = self.attempts(task.attempts.as_ref().or(defaults.attempts.as_ref()));
-        let timeout = self.duration(task.timeout.as_ref().or(defaults.timeout.as_ref()), DEFAULT_TIMEOUT);
+        let timeout = self.duration(
+            task.timeout.as_ref().or(defaults.timeout.as_ref()),
+            DEFAULT_TIMEOUT,
+        );
         let select = self.select(task.select.as_ref().or(defaults.select.as_ref()));
-        let checks = self.checks(task.checks.as_ref().or(defaults.checks.as_ref()), &format!("task {id:?}"));
+        let checks = self.checks(
+            task.checks.as_ref().or(defaults.checks.as_ref()),
+            &format!("task {id:?}"),
+        );
         if let Some(score) = task.score.as_ref().or(defaults.score.as_ref()) {
-            self.error(place(&score.referenced), "`score` is not supported by this version of braid");
+            self.error(
+                place(&score.referenced),
+                "`score` is not supported by this version of braid",
+            );
         }
-        if let Some(retries) = task.retries.as_ref().or(defaults.retries.as_ref()) {
-            if !matches!(retries.value, Scalar::Int(0)) {
-                self.error(place(&retries.referenced), "`retries` other than 0 is not supported by this version of braid");
-            }
+        if let Some(retries) = task.retries.as_ref().or(defaults.retries.as_ref())
+            && !matches!(retries.value, Scalar::Int(0))
+        {
+            self.error(
+                place(&retries.referenced),
+                "`retries` other than 0 is not supported by this version of braid",
+            );
         }
         if self.errors.len() > errors_before {
             return None;
@@ -247,30 +301,54 @@ impl Validator {
         let at = place(&file.referenced);
         let joined = dir.join(&file.value);
         let Ok(real) = joined.canonicalize() else {
-            self.error(at, format!("task {id:?}: prompt file {:?} does not exist", file.value));
+            self.error(
+                at,
+                format!("task {id:?}: prompt file {:?} does not exist", file.value),
+            );
             return None;
         };
         let root = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
         if !real.starts_with(&root) {
-            self.error(at, format!("task {id:?}: prompt file {:?} lies outside the plan's folder {}", file.value, root.display()));
+            self.error(
+                at,
+                format!(
+                    "task {id:?}: prompt file {:?} lies outside the plan's folder {}",
+                    file.value,
+                    root.display()
+                ),
+            );
             return None;
         }
         match std::fs::read_to_string(&real) {
             Ok(text) if text.trim().is_empty() => {
-                self.error(at, format!("task {id:?}: prompt file {:?} is empty", file.value));
+                self.error(
+                    at,
+                    format!("task {id:?}: prompt file {:?} is empty", file.value),
+                );
                 None
             }
             Ok(text) => Some(text),
             Err(e) => {
-                self.error(at, format!("task {id:?}: cannot read prompt file {:?}: {e}", file.value));
+                self.error(
+                    at,
+                    format!("task {id:?}: cannot read prompt file {:?}: {e}", file.value),
+                );
                 None
             }
         }
     }
 
-    fn agent(&mut self, id: &str, task_at: (u64, u64), agent: Option<&Spanned<AgentFile>>) -> Option<Agent> {
+    fn agent(
+        &mut self,
+        id: &str,
+        task_at: (u64, u64),
+        agent: Option<&Spanned<AgentFile>>,
+    ) -> Option<Agent> {
         let Some(agent) = agent else {
-            self.error(task_at, format!("task {id:?} has no agent; set `agent` on the task or in `defaults`"));
+            self.error(
+                task_at,
+                format!("task {id:?} has no agent; set `agent` on the task or in `defaults`"),
+            );
             return None;
         };
         let at = place(&agent.referenced);
@@ -282,7 +360,10 @@ impl Validator {
             AgentFile::Command(command) => {
                 let argv: Vec<String> = command.command.iter().map(Scalar::text).collect();
                 if argv.first().is_none_or(|p| p.trim().is_empty()) {
-                    self.error(at, "the agent's `command` is empty; give the program and its arguments");
+                    self.error(
+                        at,
+                        "the agent's `command` is empty; give the program and its arguments",
+                    );
                     return None;
                 }
                 Some(Agent {
@@ -298,14 +379,22 @@ impl Validator {
         match value.value {
             Scalar::Int(n) if (1..=i64::from(MAX_ATTEMPTS)).contains(&n) => Some(n as u32),
             _ => {
-                self.error(place(&value.referenced), format!("`attempts` must be a whole number from 1 to {MAX_ATTEMPTS}, not {}", shown(&value.value)));
+                self.error(
+                    place(&value.referenced),
+                    format!(
+                        "`attempts` must be a whole number from 1 to {MAX_ATTEMPTS}, not {}",
+                        shown(&value.value)
+                    ),
+                );
                 None
             }
         }
     }
 
     fn duration(&mut self, value: Option<&Spanned<Scalar>>, default: Duration) -> Option<Duration> {
-        let Some(value) = value else { return Some(default) };
+        let Some(value) = value else {
+            return Some(default);
+        };
         match &value.value {
             Scalar::Str(text) => parse_duration(text).or_else(|| {
                 self.error(place(&value.referenced), format!("bad duration {text:?}: write a number and a unit, such as `90s`, `15m` or `2h`"));
@@ -319,15 +408,26 @@ impl Validator {
     }
 
     fn select(&mut self, value: Option<&Spanned<String>>) -> Option<Select> {
-        let Some(value) = value else { return Some(Select::Best) };
+        let Some(value) = value else {
+            return Some(Select::Best);
+        };
         match value.value.as_str() {
             "best" => Some(Select::Best),
             "first-pass" | "vote" => {
-                self.error(place(&value.referenced), format!("`select: {}` is not supported by this version of braid; use `best`", value.value));
+                self.error(
+                    place(&value.referenced),
+                    format!(
+                        "`select: {}` is not supported by this version of braid; use `best`",
+                        value.value
+                    ),
+                );
                 None
             }
             other => {
-                self.error(place(&value.referenced), format!("unknown `select` {other:?}; use `best`, `first-pass` or `vote`"));
+                self.error(
+                    place(&value.referenced),
+                    format!("unknown `select` {other:?}; use `best`, `first-pass` or `vote`"),
+                );
                 None
             }
         }
@@ -341,20 +441,32 @@ impl Validator {
             let at = place(&check.name.referenced);
             let name = check.name.value.clone();
             if !valid_id(&name) {
-                self.error(at, format!("{owner}: invalid check name {name:?}: use a-z, 0-9, `_` and `-`"));
+                self.error(
+                    at,
+                    format!("{owner}: invalid check name {name:?}: use a-z, 0-9, `_` and `-`"),
+                );
             } else if !names.insert(name.clone()) {
                 self.error(at, format!("{owner}: duplicate check name {name:?}"));
             }
             if check.run.value.trim().is_empty() {
-                self.error(place(&check.run.referenced), format!("{owner}: check {name:?} has an empty `run`"));
+                self.error(
+                    place(&check.run.referenced),
+                    format!("{owner}: check {name:?} has an empty `run`"),
+                );
             }
             if let Some(paths) = &check.paths {
-                self.error(place(&paths.referenced), "`paths` on a check is not supported by this version of braid");
+                self.error(
+                    place(&paths.referenced),
+                    "`paths` on a check is not supported by this version of braid",
+                );
             }
-            if let Some(baseline) = &check.baseline {
-                if baseline.value {
-                    self.error(place(&baseline.referenced), "`baseline: true` is not supported by this version of braid");
-                }
+            if let Some(baseline) = &check.baseline
+                && baseline.value
+            {
+                self.error(
+                    place(&baseline.referenced),
+                    "`baseline: true` is not supported by this version of braid",
+                );
             }
             if let Some(timeout) = self.duration(check.timeout.as_ref(), DEFAULT_CHECK_TIMEOUT) {
                 out.push(Check {
@@ -383,15 +495,26 @@ impl Validator {
                     None
                 }
                 other => {
-                    self.error(place(&v.referenced), format!("unknown `on_conflict` {other:?}; use `report`, `rebase` or `agent`"));
+                    self.error(
+                        place(&v.referenced),
+                        format!(
+                            "unknown `on_conflict` {other:?}; use `report`, `rebase` or `agent`"
+                        ),
+                    );
                     None
                 }
             },
         };
-        if let Some(v) = &merge.max_rebases {
-            if !matches!(v.value, Scalar::Int(n) if n >= 0) {
-                self.error(place(&v.referenced), format!("`max_rebases` must be a whole number, not {}", shown(&v.value)));
-            }
+        if let Some(v) = &merge.max_rebases
+            && !matches!(v.value, Scalar::Int(n) if n >= 0)
+        {
+            self.error(
+                place(&v.referenced),
+                format!(
+                    "`max_rebases` must be a whole number, not {}",
+                    shown(&v.value)
+                ),
+            );
         }
         let verify = self.checks(merge.verify.as_ref(), "merge.verify");
         Some(MergeConfig {
@@ -400,7 +523,11 @@ impl Validator {
         })
     }
 
-    async fn repo(&mut self, repo: Option<&Spanned<String>>, dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    async fn repo(
+        &mut self,
+        repo: Option<&Spanned<String>>,
+        dir: &Path,
+    ) -> Option<(PathBuf, PathBuf)> {
         let (path, at) = match repo {
             Some(r) => {
                 let text = r.value.trim();
@@ -418,7 +545,13 @@ impl Validator {
         }
         let git = Git::at(&path);
         let (Ok(top), Ok(common)) = (git.toplevel().await, git.common_dir().await) else {
-            self.error(at, format!("{} is not inside a git repository with a working tree", path.display()));
+            self.error(
+                at,
+                format!(
+                    "{} is not inside a git repository with a working tree",
+                    path.display()
+                ),
+            );
             return None;
         };
         Some((top, common))
@@ -443,7 +576,13 @@ impl Validator {
             let at = ids.get(cycle[0]).copied().unwrap_or(TOP);
             let mut path: Vec<&str> = cycle.clone();
             path.push(cycle[0]);
-            self.error(at, format!("dependency cycle: {} (each task depends on the next)", path.join(" → ")));
+            self.error(
+                at,
+                format!(
+                    "dependency cycle: {} (each task depends on the next)",
+                    path.join(" → ")
+                ),
+            );
         }
     }
 }

@@ -1,0 +1,265 @@
+//! The scheduler against fake workers over channels: no network, full control of timing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use braid_shared::proto::coordinator_message::Kind as Down;
+use braid_shared::proto::worker_message::Kind as Up;
+use braid_shared::proto::{AttemptResult, AttemptStatus as PbStatus, CoordinatorMessage, Heartbeat};
+use braid_tests::TestRepo;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::plan::{Agent, MergeConfig, OnConflict, Plan, Select, Task};
+use crate::report::{AttemptStatus, TaskStatus};
+use crate::scheduler::{Event, Outcome, RunContext, Scheduler, SchedulerConfig, WorkerLink};
+
+type Inbox = mpsc::Receiver<Result<CoordinatorMessage, Status>>;
+
+struct Harness {
+    repo: TestRepo,
+    events: mpsc::Sender<Event>,
+    run: tokio::task::JoinHandle<Outcome>,
+}
+
+fn plan(repo: &TestRepo, attempts: u32) -> Plan {
+    Plan {
+        path: repo.outside().join("plan.yaml"),
+        name: None,
+        repo: repo.path.clone(),
+        git_dir: repo.git_dir(),
+        base_rev: "HEAD".into(),
+        base_commit: repo.git(&["rev-parse", "HEAD"]),
+        tasks: vec![Task {
+            id: "t".into(),
+            prompt: "p".into(),
+            deps: vec![],
+            agent: Agent {
+                command: vec!["true".into()],
+                env: Default::default(),
+            },
+            attempts,
+            timeout: Duration::from_secs(60),
+            select: Select::Best,
+            checks: vec![],
+        }],
+        merge: MergeConfig {
+            on_conflict: OnConflict::Report,
+            verify: vec![],
+        },
+    }
+}
+
+fn start(attempts: u32, config: SchedulerConfig) -> Harness {
+    let repo = TestRepo::init();
+    let ctx = RunContext {
+        run_id: "test-run".into(),
+        plan: Arc::new(plan(&repo, attempts)),
+        log_dir: repo.outside().join("logs"),
+        started: Instant::now(),
+    };
+    let (events, rx) = mpsc::channel(256);
+    let (notes, _) = mpsc::unbounded_channel();
+    let scheduler = Scheduler::new(ctx, config, events.clone(), notes);
+    let run = braid_shared::task::spawn("scheduler", scheduler.run(rx));
+    Harness { repo, events, run }
+}
+
+fn quick() -> SchedulerConfig {
+    SchedulerConfig {
+        heartbeat_interval: Duration::from_millis(50),
+        heartbeat_timeout: Duration::from_secs(30),
+        no_worker_timeout: None,
+        ..SchedulerConfig::default()
+    }
+}
+
+impl Harness {
+    async fn join(&self, id: &str, slots: u32) -> Inbox {
+        let (tx, rx) = mpsc::channel(64);
+        let link = WorkerLink {
+            id: id.into(),
+            name: id.into(),
+            slots,
+            tx,
+        };
+        self.events.send(Event::WorkerJoined(link)).await.unwrap();
+        rx
+    }
+
+    async fn say(&self, worker: &str, kind: Up) {
+        let event = Event::FromWorker {
+            worker: worker.into(),
+            kind,
+        };
+        self.events.send(event).await.unwrap();
+    }
+
+    /// A commit the fake worker claims to have made.
+    fn commit(&self, n: u32) -> String {
+        self.repo.git(&["commit-tree", "HEAD^{tree}", "-p", "HEAD", "-m", &format!("attempt {n}")])
+    }
+
+    async fn succeed(&self, worker: &str, lease: &str, n: u32) {
+        let result = AttemptResult {
+            lease_id: lease.into(),
+            status: PbStatus::Succeeded as i32,
+            commit: self.commit(n),
+            ..Default::default()
+        };
+        self.say(worker, Up::Result(result)).await;
+    }
+}
+
+/// The next message of a kind the test cares about (skips `Registered`-like noise).
+async fn next(inbox: &mut Inbox) -> Down {
+    let msg = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+        .await
+        .expect("a message within 5s")
+        .expect("stream open")
+        .expect("not an error");
+    msg.kind.expect("a kind")
+}
+
+async fn assignment(inbox: &mut Inbox) -> (String, u32) {
+    match next(inbox).await {
+        Down::Assign(assign) => (assign.lease_id, assign.attempt.expect("spec").attempt),
+        other => panic!("expected Assign, got {other:?}"),
+    }
+}
+
+async fn quiet(inbox: &mut Inbox) {
+    let got = tokio::time::timeout(Duration::from_millis(200), inbox.recv()).await;
+    assert!(got.is_err(), "expected nothing, got {got:?}");
+}
+
+#[tokio::test]
+async fn never_assigns_past_free_slots() {
+    let h = start(3, quick());
+    let mut w1 = h.join("w1", 2).await;
+    let (l1, n1) = assignment(&mut w1).await;
+    let (l2, n2) = assignment(&mut w1).await;
+    assert_ne!(l1, l2);
+    assert_eq!((n1, n2), (1, 2));
+    quiet(&mut w1).await;
+    h.succeed("w1", &l1, n1).await;
+    assert!(matches!(next(&mut w1).await, Down::ResultAck(ack) if ack.accepted));
+    let (l3, n3) = assignment(&mut w1).await;
+    assert_eq!(n3, 3);
+    h.succeed("w1", &l2, n2).await;
+    h.succeed("w1", &l3, n3).await;
+    let outcome = h.run.await.unwrap();
+    assert_eq!(outcome.tasks[0].status, TaskStatus::Succeeded);
+    assert_eq!(outcome.tasks[0].winner, Some(1));
+}
+
+#[tokio::test]
+async fn a_lost_worker_is_rescheduled_and_stale_results_are_refused() {
+    let h = start(1, quick());
+    let mut w1 = h.join("w1", 1).await;
+    let (stale, n) = assignment(&mut w1).await;
+    h.events
+        .send(Event::WorkerLeft {
+            worker: "w1".into(),
+            reason: "gone".into(),
+        })
+        .await
+        .unwrap();
+    let mut w2 = h.join("w2", 1).await;
+    let (current, again) = assignment(&mut w2).await;
+    assert_eq!(again, n, "the same attempt runs again");
+    assert_ne!(current, stale, "under a new lease");
+    // A result under the old lease is refused, even from a live worker.
+    h.succeed("w2", &stale, n).await;
+    match next(&mut w2).await {
+        Down::ResultAck(ack) => {
+            assert!(!ack.accepted);
+            assert!(ack.reason.contains("stale lease"), "{}", ack.reason);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    h.succeed("w2", &current, n).await;
+    assert!(matches!(next(&mut w2).await, Down::ResultAck(ack) if ack.accepted));
+    let outcome = h.run.await.unwrap();
+    let attempt = &outcome.tasks[0].attempts[0];
+    assert_eq!(attempt.status, AttemptStatus::Succeeded);
+    assert_eq!(attempt.lost, 1);
+    assert_eq!(attempt.worker.as_deref(), Some("w2"));
+    // The lost run did not use up an attempt.
+    assert_eq!(outcome.tasks[0].attempts.len(), 1);
+}
+
+#[tokio::test]
+async fn an_attempt_lost_three_times_is_given_up() {
+    let h = start(1, quick());
+    for i in 1..=3 {
+        let id = format!("w{i}");
+        let mut inbox = h.join(&id, 1).await;
+        assignment(&mut inbox).await;
+        h.events
+            .send(Event::WorkerLeft {
+                worker: id,
+                reason: "crashed".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let outcome = h.run.await.unwrap();
+    let attempt = &outcome.tasks[0].attempts[0];
+    assert_eq!(attempt.status, AttemptStatus::Lost);
+    assert_eq!(attempt.lost, 3);
+    assert_eq!(outcome.tasks[0].status, TaskStatus::Failed);
+}
+
+#[tokio::test]
+async fn a_silent_worker_loses_its_attempts() {
+    let h = start(
+        1,
+        SchedulerConfig {
+            heartbeat_timeout: Duration::from_millis(300),
+            ..quick()
+        },
+    );
+    let mut silent = h.join("silent", 1).await;
+    let (_, n) = assignment(&mut silent).await;
+    // A worker that keeps beating keeps its place; this one says nothing.
+    let mut alive = h.join("alive", 1).await;
+    let beat = async {
+        loop {
+            h.say("alive", Up::Heartbeat(Heartbeat::default())).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (lease, again) = tokio::select! {
+        got = assignment(&mut alive) => got,
+        () = beat => unreachable!(),
+    };
+    assert_eq!(again, n);
+    h.succeed("alive", &lease, n).await;
+    let outcome = h.run.await.unwrap();
+    assert_eq!(outcome.tasks[0].attempts[0].lost, 1);
+    assert_eq!(outcome.tasks[0].status, TaskStatus::Succeeded);
+    assert!(outcome.workers.iter().any(|w| w.id == "silent"));
+}
+
+#[tokio::test]
+async fn infrastructure_failures_are_retried_without_using_an_attempt() {
+    let h = start(1, quick());
+    let mut w1 = h.join("w1", 1).await;
+    let (lease, n) = assignment(&mut w1).await;
+    let failure = AttemptResult {
+        lease_id: lease,
+        status: PbStatus::Failed as i32,
+        error: "could not prepare a worktree".into(),
+        infrastructure: true,
+        ..Default::default()
+    };
+    h.say("w1", Up::Result(failure)).await;
+    assert!(matches!(next(&mut w1).await, Down::ResultAck(ack) if ack.accepted));
+    let (again, n2) = assignment(&mut w1).await;
+    assert_eq!(n2, n);
+    h.succeed("w1", &again, n).await;
+    let outcome = h.run.await.unwrap();
+    assert_eq!(outcome.tasks[0].status, TaskStatus::Succeeded);
+    assert_eq!(outcome.tasks[0].attempts[0].lost, 1);
+}

@@ -390,3 +390,57 @@ fn demo_runs_on_a_fresh_folder() {
     assert_eq!(report["result"]["verify"][0]["status"], "passed");
     assert!(report["result"]["conflicts"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn ctrl_c_stops_agents_writes_the_report_and_exits_130() {
+    let repo = TestRepo::init();
+    let before = repo.snapshot();
+    let pids = repo.outside().join("pids");
+    let agent = repo.script(
+        "agent.sh",
+        &format!("echo $$ >> \"{}\"\necho started > started.txt\nsleep 300\n", pids.display()),
+    );
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+tasks:
+  - {{id: long, prompt: wait, attempts: 2, agent: {{command: ["{agent}"]}}}}
+  - {{id: later, prompt: never, deps: [long], agent: {{command: ["{agent}"]}}}}
+"#,
+        agent = agent.display()
+    ));
+    let mut child = braid_tests::command(crate::BIN, repo.outside())
+        .args(["run", plan.to_str().unwrap(), "--workers", "2", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(&pids).map(|p| p.lines().count()).unwrap_or(0) < 2 {
+        assert!(std::time::Instant::now() < deadline, "agents did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = braid_tests::command("kill", repo.outside())
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "cancelled");
+    assert_eq!(task(&report, "long")["status"], "cancelled");
+    assert_eq!(task(&report, "later")["status"], "cancelled");
+    for n in [1, 2] {
+        let a = attempt(task(&report, "long"), n);
+        assert_eq!(a["status"], "cancelled");
+        // What the agent had done before it was stopped is kept.
+        assert!(a["commit"].is_string(), "{a:#}");
+    }
+    let run = report["run"].as_str().unwrap();
+    assert!(repo.git_dir().join("braid/runs").join(run).join("report.json").exists());
+    for pid in std::fs::read_to_string(&pids).unwrap().lines() {
+        assert!(!alive(pid.trim().parse().unwrap()), "agent {pid} survived");
+    }
+    repo.assert_untouched(&before);
+}

@@ -178,3 +178,49 @@ async fn remove(common: &Path, path: &Path) {
         let _ = tokio::fs::remove_dir_all(path).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use braid_tests::TestRepo;
+
+    #[tokio::test]
+    async fn worktrees_are_reused_cleaned_and_removed() {
+        let repo = TestRepo::init();
+        let first = repo.git(&["rev-parse", "HEAD"]);
+        let second = repo.commit(&[("a.txt", "a\n"), ("dir/b.txt", "b\n")], "second");
+        let before = repo.snapshot();
+        let pool = WorktreePool::new("w1");
+
+        let worktree = pool.acquire(&repo.path, "run", &first).await.unwrap();
+        let path = worktree.path().to_owned();
+        assert!(path.starts_with(repo.git_dir().join("braid/worktrees/run")));
+        // An attempt leaves a mess: a changed file, a new file, an ignored build folder.
+        std::fs::write(path.join("README.md"), "changed").unwrap();
+        std::fs::write(path.join("junk.txt"), "junk").unwrap();
+        std::fs::create_dir_all(path.join("target")).unwrap();
+        std::fs::write(path.join(".gitignore"), "target/\n").unwrap();
+        pool.release(worktree).await;
+
+        let again = pool.acquire(&repo.path, "run", &second).await.unwrap();
+        assert_eq!(again.path(), path, "the worktree is reused");
+        assert_eq!(pool.len().await, 1);
+        let head = again.git().run(&["rev-parse", "HEAD"]).await.unwrap();
+        assert_eq!(head.trim(), second);
+        let status = again.git().run(&["status", "--porcelain", "--ignored"]).await.unwrap();
+        assert_eq!(status, "", "leftovers of the earlier attempt");
+        assert_eq!(std::fs::read_to_string(path.join("dir/b.txt")).unwrap(), "b\n");
+
+        // A second attempt at once needs a second worktree.
+        let other = pool.acquire(&repo.path, "run", &first).await.unwrap();
+        assert_ne!(other.path(), path);
+        assert_eq!(pool.len().await, 2);
+        pool.release(again).await;
+        pool.release(other).await;
+
+        pool.close().await;
+        assert!(pool.is_empty().await);
+        assert!(!path.exists());
+        repo.assert_untouched(&before);
+    }
+}

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use braid_shared::proto::coordinator_message::Kind as Down;
 use braid_shared::proto::worker_message::Kind as Up;
-use braid_shared::proto::{AttemptResult, AttemptStatus as PbStatus, CoordinatorMessage, Heartbeat};
+use braid_shared::proto::{
+    AttemptResult, AttemptStatus as PbStatus, CoordinatorMessage, Heartbeat,
+};
 use braid_tests::TestRepo;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -97,7 +99,14 @@ impl Harness {
 
     /// A commit the fake worker claims to have made.
     fn commit(&self, n: u32) -> String {
-        self.repo.git(&["commit-tree", "HEAD^{tree}", "-p", "HEAD", "-m", &format!("attempt {n}")])
+        self.repo.git(&[
+            "commit-tree",
+            "HEAD^{tree}",
+            "-p",
+            "HEAD",
+            "-m",
+            &format!("attempt {n}"),
+        ])
     }
 
     async fn succeed(&self, worker: &str, lease: &str, n: u32) {

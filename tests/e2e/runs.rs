@@ -398,7 +398,10 @@ fn ctrl_c_stops_agents_writes_the_report_and_exits_130() {
     let pids = repo.outside().join("pids");
     let agent = repo.script(
         "agent.sh",
-        &format!("echo $$ >> \"{}\"\necho started > started.txt\nsleep 300\n", pids.display()),
+        &format!(
+            "echo $$ >> \"{}\"\necho started > started.txt\nsleep 300\n",
+            pids.display()
+        ),
     );
     let plan = repo.plan(&format!(
         r#"version: 1
@@ -416,7 +419,11 @@ tasks:
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::fs::read_to_string(&pids).map(|p| p.lines().count()).unwrap_or(0) < 2 {
+    while std::fs::read_to_string(&pids)
+        .map(|p| p.lines().count())
+        .unwrap_or(0)
+        < 2
+    {
         assert!(std::time::Instant::now() < deadline, "agents did not start");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -426,7 +433,12 @@ tasks:
         .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["status"], "cancelled");
     assert_eq!(task(&report, "long")["status"], "cancelled");
@@ -438,7 +450,13 @@ tasks:
         assert!(a["commit"].is_string(), "{a:#}");
     }
     let run = report["run"].as_str().unwrap();
-    assert!(repo.git_dir().join("braid/runs").join(run).join("report.json").exists());
+    assert!(
+        repo.git_dir()
+            .join("braid/runs")
+            .join(run)
+            .join("report.json")
+            .exists()
+    );
     for pid in std::fs::read_to_string(&pids).unwrap().lines() {
         assert!(!alive(pid.trim().parse().unwrap()), "agent {pid} survived");
     }

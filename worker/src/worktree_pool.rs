@@ -207,9 +207,16 @@ mod tests {
         assert_eq!(pool.len().await, 1);
         let head = again.git().run(&["rev-parse", "HEAD"]).await.unwrap();
         assert_eq!(head.trim(), second);
-        let status = again.git().run(&["status", "--porcelain", "--ignored"]).await.unwrap();
+        let status = again
+            .git()
+            .run(&["status", "--porcelain", "--ignored"])
+            .await
+            .unwrap();
         assert_eq!(status, "", "leftovers of the earlier attempt");
-        assert_eq!(std::fs::read_to_string(path.join("dir/b.txt")).unwrap(), "b\n");
+        assert_eq!(
+            std::fs::read_to_string(path.join("dir/b.txt")).unwrap(),
+            "b\n"
+        );
 
         // A second attempt at once needs a second worktree.
         let other = pool.acquire(&repo.path, "run", &first).await.unwrap();

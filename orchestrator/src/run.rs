@@ -154,6 +154,7 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     // Integration of the winners in dependency order, then verification.
     let git = Git::at(&plan.repo);
     let cancelled = outcome.cancelled || interrupted.is_cancelled();
+    let mut error = outcome.error.clone();
     let mut result = ResultReport {
         branch: format!("braid/{run_id}/result"),
         conflicts: outcome.conflicts.clone(),
@@ -181,26 +182,42 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
                 winners.len()
             )));
         }
-        merge::integrate(&git, &plan.base_commit, &winners).await?
+        merge::integrate(&git, &plan.base_commit, &winners)
+            .await
+            .unwrap_or_else(|e| {
+                error = Some(format!("could not integrate the winners: {e}"));
+                Integration::default()
+            })
     };
     result.integrated = integration.integrated;
     result.conflicts.extend(integration.conflicts);
     if let Some(commit) = &integration.commit {
-        git.create_ref(&format!("refs/heads/{}", result.branch), commit)
-            .await?;
-        result.commit = Some(commit.clone());
-        if !plan.merge.verify.is_empty() {
-            let _ = notes_tx.send(Note::Info("verifying the result".into()));
-            result.verify = verify(
-                &plan.git_dir,
-                &run_id,
-                commit,
-                &plan.merge.verify,
-                &log_dir,
-                config.log_cap,
-                &interrupted,
-            )
-            .await?;
+        match git
+            .create_ref(&format!("refs/heads/{}", result.branch), commit)
+            .await
+        {
+            Ok(()) => result.commit = Some(commit.clone()),
+            Err(e) => error = Some(format!("could not record the result branch: {e}")),
+        }
+    }
+    if let Some(commit) = result
+        .commit
+        .clone()
+        .filter(|_| !plan.merge.verify.is_empty())
+    {
+        let _ = notes_tx.send(Note::Info("verifying the result".into()));
+        let checks = verify(
+            &plan.git_dir,
+            &run_id,
+            &commit,
+            &plan.merge.verify,
+            &log_dir,
+            config.log_cap,
+            &interrupted,
+        );
+        match checks.await {
+            Ok(checks) => result.verify = checks,
+            Err(e) => error = Some(format!("could not verify the result: {e}")),
         }
     }
     state::sweep_worktrees(&plan.git_dir, &run_id).await;
@@ -217,7 +234,7 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         .all(|c| c.status == crate::report::CheckStatus::Passed);
     let status = if cancelled {
         RunStatus::Cancelled
-    } else if outcome.error.is_none() && all_won && result.conflicts.is_empty() && verified {
+    } else if error.is_none() && all_won && result.conflicts.is_empty() && verified {
         RunStatus::Succeeded
     } else {
         RunStatus::Failed
@@ -241,12 +258,12 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         "writing the report in {}",
         run_dir.display()
     )))?;
-    if let Some(error) = &outcome.error {
+    if let Some(error) = &error {
         let _ = notes_tx.send(Note::Info(format!("gave up: {error}")));
     }
     drop(notes_tx);
     let _ = renderer.await;
-    let exit_code = match (status, &outcome.error) {
+    let exit_code = match (status, &error) {
         (RunStatus::Cancelled, _) => EXIT_INTERRUPTED,
         (_, Some(_)) => EXIT_ENVIRONMENT,
         (RunStatus::Succeeded, None) => EXIT_OK,

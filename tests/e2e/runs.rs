@@ -462,3 +462,38 @@ tasks:
     }
     repo.assert_untouched(&before);
 }
+
+#[test]
+fn a_task_whose_deps_conflict_is_blocked_and_the_conflict_reported() {
+    let repo = TestRepo::init();
+    let before = repo.snapshot();
+    let agent = repo.script("agent.sh", "echo \"$BRAID_TASK_ID\" > README.md\n");
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+defaults: {{agent: {{command: ["{agent}"]}}}}
+tasks:
+  - {{id: x, prompt: one}}
+  - {{id: y, prompt: two}}
+  - {{id: z, prompt: three, deps: [x, y]}}
+"#,
+        agent = agent.display()
+    ));
+    let (out, report) = run_plan(&repo, &plan, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let z = task(&report, "z");
+    assert_eq!(z["status"], "blocked");
+    assert_eq!(z["base"], serde_json::Value::Null);
+    assert!(z["reason"].as_str().unwrap().contains("conflict"), "{z:#}");
+    let conflicts = report["result"]["conflicts"].as_array().unwrap();
+    let stages: Vec<&str> = conflicts
+        .iter()
+        .map(|c| c["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["dependencies", "integration"], "{conflicts:#?}");
+    for c in conflicts {
+        assert_eq!(c["tasks"], serde_json::json!(["x", "y"]));
+        assert_eq!(c["paths"], serde_json::json!(["README.md"]));
+    }
+    repo.assert_untouched(&before);
+}

@@ -412,7 +412,7 @@ tasks:
 "#,
         agent = agent.display()
     ));
-    let mut child = braid_tests::command(crate::BIN, repo.outside())
+    let child = braid_tests::command(crate::BIN, repo.outside())
         .args(["run", plan.to_str().unwrap(), "--workers", "2", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -259,7 +259,7 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         run_dir.display()
     )))?;
     if let Some(error) = &error {
-        let _ = notes_tx.send(Note::Info(format!("gave up: {error}")));
+        let _ = notes_tx.send(Note::Info(format!("error: {error}")));
     }
     drop(notes_tx);
     let _ = renderer.await;

@@ -77,6 +77,9 @@ pub struct Settings {
 }
 
 /// One task.
+///
+/// The settings fields repeat those of [`Settings`] on purpose: serde's `flatten` cannot be
+/// combined with `deny_unknown_fields` and would lose every value's location.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskFile {

@@ -219,6 +219,80 @@ mod tests {
         assert_eq!(dag.deps(0), vec![2]);
     }
 
+    proptest::proptest! {
+        /// Any acyclic graph: the order holds every task once, each after its deps; layers
+        /// agree with it; no cycle is found. Making the first and last task depend on each
+        /// other gives a cycle, reported as a path where each task depends on the next.
+        #[test]
+        fn orders_and_cycles_on_random_graphs(
+            n in 1usize..24,
+            edges in proptest::collection::vec((0usize..24, 0usize..24), 0..60),
+        ) {
+            // An edge (a, b) with a < b means task b depends on task a: always acyclic.
+            let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
+            for (a, b) in edges {
+                let (a, b) = (a % n, b % n);
+                if a < b && !deps[b].contains(&a) {
+                    deps[b].push(a);
+                }
+            }
+            let ids: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+            let tasks: Vec<Task> = (0..n)
+                .map(|i| {
+                    let d: Vec<&str> = deps[i].iter().map(|&a| ids[a].as_str()).collect();
+                    task(&ids[i], &d)
+                })
+                .collect();
+            let dag = Dag::new(&tasks);
+            let order = dag.order();
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            proptest::prop_assert_eq!(sorted, (0..n).collect::<Vec<_>>());
+            let position: Vec<usize> = {
+                let mut p = vec![0; n];
+                for (i, &t) in order.iter().enumerate() { p[t] = i; }
+                p
+            };
+            for t in 0..n {
+                for &d in &deps[t] {
+                    proptest::prop_assert!(position[d] < position[t]);
+                }
+            }
+            let layers = dag.layers();
+            proptest::prop_assert_eq!(layers.iter().map(Vec::len).sum::<usize>(), n);
+            let layer_of: std::collections::HashMap<usize, usize> = layers
+                .iter()
+                .enumerate()
+                .flat_map(|(l, ts)| ts.iter().map(move |&t| (t, l)))
+                .collect();
+            for t in 0..n {
+                for &d in &deps[t] {
+                    proptest::prop_assert!(layer_of[&d] < layer_of[&t]);
+                }
+            }
+
+            let order_ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let mut map: BTreeMap<&str, Vec<&str>> = (0..n)
+                .map(|t| (ids[t].as_str(), deps[t].iter().map(|&a| ids[a].as_str()).collect()))
+                .collect();
+            proptest::prop_assert!(find_cycles(&order_ids, &map).is_empty());
+            if n >= 2 {
+                let last = ids[n - 1].as_str();
+                map.get_mut(last).unwrap().push(ids[0].as_str());
+                map.get_mut(ids[0].as_str()).unwrap().push(last);
+                let cycles = find_cycles(&order_ids, &map);
+                proptest::prop_assert!(!cycles.is_empty());
+                for cycle in &cycles {
+                    // Each member depends on the next, and the last on the first.
+                    for (i, from) in cycle.iter().enumerate() {
+                        let to = cycle[(i + 1) % cycle.len()];
+                        proptest::prop_assert!(map[from].contains(&to), "{:?}", cycle);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn cycles_are_named_in_order() {
         let order = ["x", "a", "b", "c"];

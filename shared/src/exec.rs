@@ -300,12 +300,18 @@ impl Cmd {
                 Ending::Cancelled
             }
         };
-        // Whatever the child left running in its group goes with it.
-        if let Some(pgid) = pgid {
-            let _ = killpg(pgid, Signal::SIGKILL);
+        // Whatever the child left running in its group goes with it, and is gone (not just
+        // signalled) before this returns.
+        if let Some(pgid) = pgid
+            && killpg(pgid, Signal::SIGKILL).is_ok()
+        {
+            wait_gone(|| group_running(pgid)).await;
         }
         if let Some((key, value)) = &self.marker {
-            kill_marked(key, value);
+            let killed = kill_marked(key, value);
+            if !killed.is_empty() {
+                wait_gone(|| killed.iter().any(|&pid| running(pid))).await;
+            }
         }
 
         let stdout = collect(out).await;
@@ -347,12 +353,54 @@ async fn stop(child: &mut tokio::process::Child, pgid: Option<Pid>) {
     }
 }
 
-/// Kills every process of this user whose environment holds `key=value`. Processes that
-/// put themselves into a new session or group are found this way.
-fn kill_marked(key: &str, value: &str) {
-    let needle = format!("{key}={value}");
+/// Waits while `still_there` holds, for at most [`KILL_GRACE`]: a killed process takes a
+/// moment to die.
+async fn wait_gone(still_there: impl Fn() -> bool) {
+    let deadline = Instant::now() + KILL_GRACE;
+    while Instant::now() < deadline && still_there() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The state letter and process group of `pid`, from `/proc/<pid>/stat`.
+fn stat_of(pid: &str) -> Option<(String, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: state, ppid, pgrp, ...
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.to_owned();
+    let group = fields.nth(1)?.parse().ok()?;
+    Some((state, group))
+}
+
+/// Whether `pid` is running (zombies that only wait to be reaped count as gone).
+fn running(pid: i32) -> bool {
+    stat_of(&pid.to_string()).is_some_and(|(state, _)| !matches!(state.as_str(), "Z" | "X"))
+}
+
+/// Whether any process of group `pgid` is still running.
+fn group_running(pgid: Pid) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        entry
+            .file_name()
+            .to_str()
+            .and_then(stat_of)
+            .is_some_and(|(state, group)| {
+                group == pgid.as_raw() && !matches!(state.as_str(), "Z" | "X")
+            })
+    })
+}
+
+/// Kills every process of this user whose environment holds `key=value`; returns their
+/// pids. Processes that put themselves into a new session or group are found this way.
+fn kill_marked(key: &str, value: &str) -> Vec<i32> {
+    let needle = format!("{key}={value}");
+    let mut killed = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return killed;
     };
     let me = std::process::id();
     for entry in entries.flatten() {
@@ -372,10 +420,12 @@ fn kill_marked(key: &str, value: &str) {
         if environ
             .split(|b| *b == 0)
             .any(|var| var == needle.as_bytes())
+            && nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok()
         {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            killed.push(pid as i32);
         }
     }
+    killed
 }
 
 async fn collect(reader: Option<tokio::task::JoinHandle<Vec<u8>>>) -> Vec<u8> {

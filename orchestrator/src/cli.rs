@@ -1,6 +1,6 @@
 //! The `braid` command line: one binary, the subcommand picks the role.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -182,7 +182,7 @@ pub fn describe(plan: &Plan) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let attempts: u32 = plan.tasks.iter().map(|t| t.attempts).sum();
-    let _ = writeln!(out, "plan {} is valid", shown_path(&plan.path));
+    let _ = writeln!(out, "plan {} is valid", plan.path.display());
     if let Some(name) = &plan.name {
         let _ = writeln!(out, "name: {name}");
     }
@@ -220,8 +220,4 @@ pub fn describe(plan: &Plan) -> String {
         let _ = writeln!(out, "verify on the result: {}", names.join(", "));
     }
     out
-}
-
-fn shown_path(path: &Path) -> String {
-    path.display().to_string()
 }

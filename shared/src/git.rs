@@ -75,11 +75,6 @@ impl Git {
         Git { dir: dir.into() }
     }
 
-    /// The folder commands run in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn command<S: AsRef<str>>(&self, args: &[S]) -> Cmd {
         Cmd::new("git", &self.dir)
             .args([

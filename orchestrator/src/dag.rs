@@ -118,6 +118,15 @@ impl Dag {
         }
         order
     }
+
+    /// Each task's place in [`Dag::order`].
+    pub fn positions(&self) -> Vec<usize> {
+        let mut positions = vec![0; self.graph.node_count()];
+        for (i, t) in self.order().into_iter().enumerate() {
+            positions[t] = i;
+        }
+        positions
+    }
 }
 
 /// Every dependency cycle among `order` (task ids in plan order) where `deps` maps a task to
@@ -201,6 +210,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             select: Select::Best,
             checks: vec![],
+            on_conflict: crate::plan::OnConflict::Report,
         }
     }
 

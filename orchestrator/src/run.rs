@@ -14,9 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::dag::Dag;
 use crate::error::{BraidError, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK};
-use crate::merge::{self, DepWinner, Integration};
 use crate::plan::Plan;
 use crate::progress::{self, Note};
 use crate::report::{Report, ResultReport, RunStatus, TaskStatus};
@@ -66,6 +64,14 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
 
     let (events_tx, events_rx) = mpsc::channel::<Event>(4096);
     let (notes_tx, notes_rx) = mpsc::unbounded_channel::<Note>();
+    let ctx = RunContext {
+        run_id: run_id.clone(),
+        plan: Arc::clone(&plan),
+        log_dir: log_dir.clone(),
+        started,
+    };
+    let scheduler = Scheduler::new(ctx, config.clone(), events_tx.clone(), notes_tx.clone())
+        .map_err(|e| BraidError::Internal(format!("cannot start the coordinator: {e}")))?;
     let renderer = task::spawn("progress", progress::render(notes_rx, options.verbose));
     let _ = notes_tx.send(Note::Info(format!(
         "run {run_id}: {} task(s) on {} local worker(s); state in {}",
@@ -127,15 +133,8 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         })
     };
 
-    let ctx = RunContext {
-        run_id: run_id.clone(),
-        plan: Arc::clone(&plan),
-        log_dir: log_dir.clone(),
-        started,
-    };
-    let outcome = Scheduler::new(ctx, config.clone(), events_tx, notes_tx.clone())
-        .run(events_rx)
-        .await;
+    drop(events_tx);
+    let outcome = scheduler.run(events_rx).await;
 
     // Workers were told to shut down; give them time to remove their worktrees.
     for worker in workers {
@@ -151,47 +150,19 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     server_stop.cancel();
     let _ = server.await;
 
-    // Integration of the winners in dependency order, then verification.
+    // The scheduler integrated the winners; record the result and verify it.
     let git = Git::at(&plan.repo);
     let cancelled = outcome.cancelled || interrupted.is_cancelled();
     let mut error = outcome.error.clone();
     let mut result = ResultReport {
         branch: format!("braid/{run_id}/result"),
         conflicts: outcome.conflicts.clone(),
+        predicted: outcome.predicted.clone(),
+        integrated: outcome.integrated.clone(),
+        steps: outcome.steps.clone(),
         ..Default::default()
     };
-    let integration = if cancelled {
-        Integration::default()
-    } else {
-        let winners: Vec<DepWinner> = Dag::new(&plan.tasks)
-            .order()
-            .into_iter()
-            .filter_map(|t| {
-                let task = &outcome.tasks[t];
-                let attempt = task.attempts.iter().find(|a| Some(a.n) == task.winner)?;
-                Some(DepWinner {
-                    id: task.id.clone(),
-                    base: task.base.clone()?,
-                    commit: attempt.commit.clone()?,
-                })
-            })
-            .collect();
-        if !winners.is_empty() {
-            let _ = notes_tx.send(Note::Info(format!(
-                "integrating {} winner(s)",
-                winners.len()
-            )));
-        }
-        merge::integrate(&git, &plan.base_commit, &winners)
-            .await
-            .unwrap_or_else(|e| {
-                error = Some(format!("could not integrate the winners: {e}"));
-                Integration::default()
-            })
-    };
-    result.integrated = integration.integrated;
-    result.conflicts.extend(integration.conflicts);
-    if let Some(commit) = &integration.commit {
+    if let Some(commit) = outcome.result.as_ref().filter(|_| !cancelled) {
         match git
             .create_ref(&format!("refs/heads/{}", result.branch), commit)
             .await
@@ -232,9 +203,10 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         .verify
         .iter()
         .all(|c| c.status == crate::report::CheckStatus::Passed);
+    let settled = result.conflicts.iter().all(|c| c.settled());
     let status = if cancelled {
         RunStatus::Cancelled
-    } else if error.is_none() && all_won && result.conflicts.is_empty() && verified {
+    } else if error.is_none() && all_won && settled && verified {
         RunStatus::Succeeded
     } else {
         RunStatus::Failed
@@ -252,6 +224,7 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         result,
         tasks: outcome.tasks,
         workers: outcome.workers,
+        timeline: outcome.timeline,
         state_dir: run_dir.to_string_lossy().into_owned(),
     };
     let report_path = report.write(&run_dir).map_err(BraidError::io(format!(

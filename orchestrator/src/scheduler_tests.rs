@@ -44,9 +44,11 @@ fn plan(repo: &TestRepo, attempts: u32) -> Plan {
             timeout: Duration::from_secs(60),
             select: Select::Best,
             checks: vec![],
+            on_conflict: OnConflict::Report,
         }],
         merge: MergeConfig {
             on_conflict: OnConflict::Report,
+            max_rebases: 1,
             verify: vec![],
         },
     }
@@ -62,7 +64,7 @@ fn start(attempts: u32, config: SchedulerConfig) -> Harness {
     };
     let (events, rx) = mpsc::channel(256);
     let (notes, _) = mpsc::unbounded_channel();
-    let scheduler = Scheduler::new(ctx, config, events.clone(), notes);
+    let scheduler = Scheduler::new(ctx, config, events.clone(), notes).expect("opens the repository");
     let run = braid_shared::task::spawn("scheduler", scheduler.run(rx));
     Harness { repo, events, run }
 }

@@ -120,7 +120,8 @@ impl Git {
         Ok(stdout)
     }
 
-    fn failed<S: AsRef<str>>(&self, args: &[S], stderr: String) -> GitError {
+    /// The error for `args` having failed here with `stderr`.
+    pub fn failed<S: AsRef<str>>(&self, args: &[S], stderr: String) -> GitError {
         GitError::Failed {
             args: join(args),
             dir: self.dir.clone(),
@@ -232,6 +233,11 @@ impl Git {
             return Err(self.failed(&["update-ref", refname, commit], stderr));
         }
         Ok(())
+    }
+
+    /// Moves `refname` from `old` to `commit`; fails if it no longer points at `old`.
+    pub async fn move_ref(&self, refname: &str, commit: &str, old: &str) -> Result<(), GitError> {
+        self.run(&["update-ref", refname, commit, old]).await.map(drop)
     }
 
     /// Files and lines changed from `from` to `to`.

@@ -105,6 +105,8 @@ pub struct TaskFile {
     pub score: Option<Spanned<ScoreFile>>,
     /// As in [`Settings::retries`].
     pub retries: Option<Spanned<Scalar>>,
+    /// What to do when this task's winner conflicts; overrides `merge.on_conflict`.
+    pub on_conflict: Option<Spanned<String>>,
 }
 
 /// An agent as written: a preset name, or a map describing a command.

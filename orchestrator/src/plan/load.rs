@@ -14,7 +14,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::file::{AgentFile, CheckFile, PlanFile, Scalar, Settings, TaskFile};
 use super::{
-    Agent, Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_TIMEOUT, MAX_ATTEMPTS, MergeConfig, OnConflict,
+    Agent, Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_MAX_REBASES, DEFAULT_TIMEOUT, MAX_ATTEMPTS, MAX_REBASES, MergeConfig, OnConflict,
     Plan, PlanError, PlanErrors, Select, Task, parse_duration,
 };
 use crate::dag;
@@ -145,14 +145,15 @@ impl Validator {
                 seen.insert(id.clone(), at);
             }
         }
+        let merge = self.merge(file.merge.as_ref());
+        let on_conflict = merge.as_ref().map_or(OnConflict::Report, |m| m.on_conflict);
         for task in &task_files {
-            if let Some(resolved) = self.task(task, &defaults, &seen, dir) {
+            if let Some(resolved) = self.task(task, &defaults, on_conflict, &seen, dir) {
                 tasks.push(resolved);
             }
         }
         self.cycles(&task_files, &seen);
 
-        let merge = self.merge(file.merge.as_ref());
         let repo = self.repo(file.repo.as_ref(), dir).await;
         let (repo, git_dir, base_rev, base_commit) = match repo {
             Some((repo, git_dir)) => {
@@ -202,6 +203,7 @@ impl Validator {
         &mut self,
         task: &TaskFile,
         defaults: &Settings,
+        on_conflict: OnConflict,
         ids: &HashMap<String, (u64, u64)>,
         dir: &Path,
     ) -> Option<Task> {
@@ -282,10 +284,15 @@ impl Validator {
                 "`retries` other than 0 is not supported by this version of braid",
             );
         }
+        let on_conflict = match &task.on_conflict {
+            Some(v) => self.on_conflict(v),
+            None => Some(on_conflict),
+        };
         if self.errors.len() > errors_before {
             return None;
         }
         Some(Task {
+            on_conflict: on_conflict?,
             id,
             prompt: prompt?,
             deps,
@@ -483,44 +490,51 @@ impl Validator {
         let Some(merge) = merge else {
             return Some(MergeConfig {
                 on_conflict: OnConflict::Report,
+                max_rebases: DEFAULT_MAX_REBASES,
                 verify: Vec::new(),
             });
         };
         let on_conflict = match &merge.on_conflict {
             None => Some(OnConflict::Report),
-            Some(v) => match v.value.as_str() {
-                "report" => Some(OnConflict::Report),
-                "rebase" | "agent" => {
-                    self.error(place(&v.referenced), format!("`on_conflict: {}` is not supported by this version of braid; use `report`", v.value));
-                    None
-                }
-                other => {
+            Some(v) => self.on_conflict(v),
+        };
+        let max_rebases = match &merge.max_rebases {
+            None => Some(DEFAULT_MAX_REBASES),
+            Some(v) => match v.value {
+                Scalar::Int(n) if (0..=MAX_REBASES as i64).contains(&n) => Some(n as u32),
+                _ => {
                     self.error(
                         place(&v.referenced),
                         format!(
-                            "unknown `on_conflict` {other:?}; use `report`, `rebase` or `agent`"
+                            "`max_rebases` must be a whole number from 0 to {MAX_REBASES}, not {}",
+                            shown(&v.value)
                         ),
                     );
                     None
                 }
             },
         };
-        if let Some(v) = &merge.max_rebases
-            && !matches!(v.value, Scalar::Int(n) if n >= 0)
-        {
-            self.error(
-                place(&v.referenced),
-                format!(
-                    "`max_rebases` must be a whole number, not {}",
-                    shown(&v.value)
-                ),
-            );
-        }
         let verify = self.checks(merge.verify.as_ref(), "merge.verify");
         Some(MergeConfig {
             on_conflict: on_conflict?,
+            max_rebases: max_rebases?,
             verify: verify?,
         })
+    }
+
+    fn on_conflict(&mut self, value: &Spanned<String>) -> Option<OnConflict> {
+        match value.value.as_str() {
+            "report" => Some(OnConflict::Report),
+            "rebase" => Some(OnConflict::Rebase),
+            "agent" => Some(OnConflict::Agent),
+            other => {
+                self.error(
+                    place(&value.referenced),
+                    format!("unknown `on_conflict` {other:?}; use `report`, `rebase` or `agent`"),
+                );
+                None
+            }
+        }
     }
 
     async fn repo(

@@ -19,6 +19,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Most attempts a task may have.
 pub const MAX_ATTEMPTS: u32 = 32;
+/// How often a task may be re-run on top of the integration, unless the plan says otherwise.
+pub const DEFAULT_MAX_REBASES: u32 = 1;
+/// Most re-runs on top of the integration a plan may allow per task.
+pub const MAX_REBASES: u32 = 8;
 
 /// A checked plan.
 #[derive(Debug, Clone)]
@@ -60,6 +64,8 @@ pub struct Task {
     pub select: Select,
     /// Checks run in each attempt's worktree.
     pub checks: Vec<Check>,
+    /// What happens when this task's winner conflicts with the integration so far.
+    pub on_conflict: OnConflict,
 }
 
 /// An agent that is a command.
@@ -94,13 +100,30 @@ pub enum Select {
 pub enum OnConflict {
     /// Leave the later winner out and report the conflict.
     Report,
+    /// Run the later task's attempts again on top of the integration so far.
+    Rebase,
+    /// Give the conflicted merge to the task's agent to resolve.
+    Agent,
+}
+
+impl OnConflict {
+    /// The strategy's name, as written in a plan.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnConflict::Report => "report",
+            OnConflict::Rebase => "rebase",
+            OnConflict::Agent => "agent",
+        }
+    }
 }
 
 /// The `merge:` settings.
 #[derive(Debug, Clone)]
 pub struct MergeConfig {
-    /// What happens on a conflict.
+    /// What happens on a conflict, unless a task says otherwise.
     pub on_conflict: OnConflict,
+    /// How often one task may be re-run on top of the integration under `rebase`.
+    pub max_rebases: u32,
     /// Checks run on the integrated result.
     pub verify: Vec<Check>,
 }

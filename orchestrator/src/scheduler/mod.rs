@@ -22,13 +22,16 @@ use braid_shared::task;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+mod integration;
+
 use crate::dag::Dag;
-use crate::merge::{self, DepWinner, Merged};
+use crate::merge::{self, DepWinner, MergeError, Merged, Merger};
 use crate::plan::{Check, Plan};
 use crate::progress::Note;
 use crate::report::{
-    AttemptReport, AttemptStatus, CheckReport, CheckStatus, ConflictReport, DiffReport, TaskReport,
-    TaskStatus, WorkerReport, word,
+    AttemptKind, AttemptReport, AttemptStatus, CheckReport, CheckStatus, ConflictReport,
+    DiffReport, Prediction, Resolution, StepReport, TaskReport, TaskStatus, TimelineEntry,
+    WorkerReport, word,
 };
 use crate::select;
 
@@ -123,8 +126,18 @@ pub struct RunContext {
 pub struct Outcome {
     /// Every task, in plan order.
     pub tasks: Vec<TaskReport>,
-    /// Conflicts between deps' winners.
+    /// Conflicts between deps' winners and in the integration.
     pub conflicts: Vec<ConflictReport>,
+    /// Conflicts foreseen by trial merges.
+    pub predicted: Vec<Prediction>,
+    /// The integration's commit; `None` when nothing was integrated.
+    pub result: Option<String>,
+    /// Tasks integrated, in order.
+    pub integrated: Vec<String>,
+    /// How each went in.
+    pub steps: Vec<StepReport>,
+    /// What happened when.
+    pub timeline: Vec<TimelineEntry>,
     /// Every worker that joined.
     pub workers: Vec<WorkerReport>,
     /// Whether the run was interrupted.
@@ -160,12 +173,31 @@ struct TaskState {
     attempts: Vec<AttemptState>,
     winner: Option<u32>,
     reason: Option<String>,
+    /// Re-runs on top of the integration so far; attempts of this round are the current ones.
+    round: u32,
+    /// The latest re-run found no passing attempt (the earlier winner stands).
+    rebase_failed: bool,
 }
 
 #[derive(Debug)]
 struct AttemptState {
     report: AttemptReport,
     phase: AttemptPhase,
+    /// The prompt, when not the task's own (a resolution attempt).
+    prompt: Option<String>,
+    /// Checks run after the task's own (a resolution also runs the verify checks).
+    extra_checks: Vec<Check>,
+}
+
+impl AttemptState {
+    fn new(report: AttemptReport, phase: AttemptPhase) -> Self {
+        AttemptState {
+            report,
+            phase,
+            prompt: None,
+            extra_checks: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -189,6 +221,7 @@ pub struct Scheduler {
     config: SchedulerConfig,
     dag: Dag,
     git: Git,
+    merger: Merger,
     tasks: Vec<TaskState>,
     queue: VecDeque<(usize, usize)>,
     workers: BTreeMap<String, WorkerState>,
@@ -203,18 +236,23 @@ pub struct Scheduler {
     error: Option<String>,
     /// Tasks one of whose attempts ended outside a result, to settle after the event.
     dirty: Vec<usize>,
+    integration: integration::Integration,
+    predicted: Vec<Prediction>,
+    timeline: Vec<TimelineEntry>,
 }
 
 impl Scheduler {
     /// A scheduler for `ctx`'s plan. `events` must be the sender of the channel the loop
-    /// will read; it is used to report merges back into the loop.
+    /// will read; it is used to report merges back into the loop. Fails when the
+    /// repository's objects cannot be opened.
     pub fn new(
         ctx: RunContext,
         config: SchedulerConfig,
         events: mpsc::Sender<Event>,
         notes: mpsc::UnboundedSender<Note>,
-    ) -> Self {
+    ) -> Result<Self, MergeError> {
         let plan = Arc::clone(&ctx.plan);
+        let merger = Merger::open(&plan.repo)?;
         let tasks = plan
             .tasks
             .iter()
@@ -222,21 +260,21 @@ impl Scheduler {
                 phase: TaskPhase::Waiting,
                 base: None,
                 attempts: (1..=t.attempts)
-                    .map(|n| AttemptState {
-                        report: AttemptReport::empty(
-                            n,
-                            &format!("braid/{}/{}/{n}", ctx.run_id, t.id),
-                        ),
-                        phase: AttemptPhase::Idle,
+                    .map(|n| {
+                        let branch = format!("braid/{}/{}/{n}", ctx.run_id, t.id);
+                        AttemptState::new(AttemptReport::empty(n, &branch), AttemptPhase::Idle)
                     })
                     .collect(),
                 winner: None,
                 reason: None,
+                round: 0,
+                rebase_failed: false,
             })
             .collect();
-        Scheduler {
+        Ok(Scheduler {
             dag: Dag::new(&plan.tasks),
             git: Git::at(&plan.repo),
+            merger,
             ctx,
             config,
             tasks,
@@ -252,7 +290,14 @@ impl Scheduler {
             no_worker_since: Some(Instant::now()),
             error: None,
             dirty: Vec::new(),
-        }
+            integration: Default::default(),
+            predicted: Vec::new(),
+            timeline: Vec::new(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.ctx.started.elapsed().as_millis() as u64
     }
 
     /// Runs the loop until every task has ended (or the run is cancelled), then tells every
@@ -261,6 +306,7 @@ impl Scheduler {
         for t in 0..self.tasks.len() {
             self.try_start(t);
         }
+        self.settle().await;
         let mut tick = tokio::time::interval(self.config.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.finished() {
@@ -282,11 +328,13 @@ impl Scheduler {
         self.outcome()
     }
 
-    /// Ends the tasks whose attempts all ended since the last event.
+    /// Ends the tasks whose attempts all ended since the last event, and moves the
+    /// integration on once every task has ended.
     async fn settle(&mut self) {
         while let Some(task) = self.dirty.pop() {
             self.finish_task_if_done(task).await;
         }
+        self.advance_integration().await;
     }
 
     fn finished(&self) -> bool {
@@ -297,7 +345,8 @@ impl Scheduler {
             .tasks
             .iter()
             .all(|t| matches!(t.phase, TaskPhase::Done(_)));
-        (all_done || self.cancelling.is_some()) && self.leases.is_empty()
+        let over = all_done && self.integration.finished;
+        (over || self.cancelling.is_some()) && self.leases.is_empty()
     }
 
     async fn handle(&mut self, event: Event) {
@@ -598,11 +647,11 @@ impl Scheduler {
                 }
             })
             .collect();
-        let git = self.git.clone();
+        let merger = self.merger.clone();
         let events = self.events.clone();
         let id = self.ctx.plan.tasks[task].id.clone();
         task::spawn("base-merge", async move {
-            let outcome = merge::task_base(&git, &id, &winners)
+            let outcome = merge::task_base(&merger, &id, &winners)
                 .await
                 .map_err(|e| e.to_string());
             let _ = events.send(Event::BaseReady { task, outcome }).await;
@@ -615,17 +664,22 @@ impl Scheduler {
         }
         match outcome {
             Ok(Merged::Commit(base)) => self.begin(task, base),
-            Ok(Merged::Conflict { tasks, paths }) => {
+            Ok(Merged::Conflict { tasks, conflicts }) => {
+                let paths: Vec<String> = conflicts.iter().map(|c| c.path.clone()).collect();
                 let reason = format!(
                     "the winners of its deps {} conflict in {}",
                     tasks.join(" and "),
                     paths.join(", ")
                 );
+                self.mark("conflict", Some(task), reason.clone());
                 self.conflicts.push(ConflictReport {
                     tasks,
                     paths,
                     stage: "dependencies".into(),
                     outcome: format!("task {} blocked", self.ctx.plan.tasks[task].id),
+                    resolution: Resolution::Blocked,
+                    details: conflicts,
+                    at_ms: self.now_ms(),
                 });
                 self.end_task(task, TaskStatus::Blocked, reason);
             }
@@ -648,6 +702,7 @@ impl Scheduler {
             self.queue.push_back((task, i));
         }
         let attempts = state.attempts.len() as u32;
+        self.mark("task_started", Some(task), format!("{attempts} attempt(s) from {}", crate::report::short(&base)));
         self.note(Note::TaskStarted {
             task: self.ctx.plan.tasks[task].id.clone(),
             base,
@@ -658,12 +713,16 @@ impl Scheduler {
     /// Ends a task whose attempts have all ended: picks the winner and moves the DAG on.
     async fn finish_task_if_done(&mut self, task: usize) {
         let state = &self.tasks[task];
-        if state.phase != TaskPhase::Running
-            || state.attempts.iter().any(|a| a.phase != AttemptPhase::Done)
+        let round: Vec<&AttemptState> = state
+            .attempts
+            .iter()
+            .filter(|a| a.report.kind == AttemptKind::Task && a.report.round == state.round)
+            .collect();
+        if state.phase != TaskPhase::Running || round.iter().any(|a| a.phase != AttemptPhase::Done)
         {
             return;
         }
-        let reports: Vec<AttemptReport> = state.attempts.iter().map(|a| a.report.clone()).collect();
+        let reports: Vec<AttemptReport> = round.iter().map(|a| a.report.clone()).collect();
         if self.cancelling.is_some() && reports.iter().any(|a| a.status == AttemptStatus::Cancelled)
         {
             self.end_task(
@@ -673,7 +732,19 @@ impl Scheduler {
             );
             return;
         }
-        let Some(verdict) = select::best(&reports) else {
+        let verdict = select::best(&reports);
+        if verdict.is_none() && self.tasks[task].winner.is_some() {
+            // A re-run found nothing better: the earlier winner stands, and the
+            // integration leaves it out as before.
+            let state = &mut self.tasks[task];
+            state.phase = TaskPhase::Done(TaskStatus::Succeeded);
+            state.rebase_failed = true;
+            let round = state.round;
+            self.mark("winner", Some(task), format!("re-run {round} found no passing attempt"));
+            self.start_dependents(task);
+            return;
+        }
+        let Some(verdict) = verdict else {
             let why = reports
                 .iter()
                 .map(|a| format!("#{} {}", a.n, a.error.as_deref().unwrap_or(&word(a.status))))
@@ -693,11 +764,12 @@ impl Scheduler {
             .find(|a| a.n == verdict.winner)
             .and_then(|a| a.commit.clone())
             .unwrap_or_default();
-        if let Err(err) = self
-            .git
-            .create_ref(&format!("refs/heads/{branch}"), &commit)
-            .await
-        {
+        let refname = format!("refs/heads/{branch}");
+        let recorded = match self.winner_commit(task) {
+            Some(old) => self.git.move_ref(&refname, &commit, &old).await,
+            None => self.git.create_ref(&refname, &commit).await,
+        };
+        if let Err(err) = recorded {
             self.end_task(
                 task,
                 TaskStatus::Failed,
@@ -709,11 +781,22 @@ impl Scheduler {
         state.winner = Some(verdict.winner);
         state.phase = TaskPhase::Done(TaskStatus::Succeeded);
         state.reason = Some(verdict.reason.clone());
+        let detail = format!("winner #{}: {}", verdict.winner, verdict.reason);
+        self.mark("winner", Some(task), detail.clone());
         self.note(Note::TaskDone {
             task: id,
             status: "succeeded".into(),
-            detail: format!("winner #{}: {}", verdict.winner, verdict.reason),
+            detail,
         });
+        self.trial_merges(task).await;
+        self.start_dependents(task);
+    }
+
+    /// Starts the dependents of `task`, once it has ended with a winner.
+    fn start_dependents(&mut self, task: usize) {
+        if self.tasks[task].phase != TaskPhase::Done(TaskStatus::Succeeded) {
+            return;
+        }
         for next in self.dag.dependents(task) {
             self.try_start(next);
         }
@@ -804,20 +887,31 @@ impl Scheduler {
     fn attempt_spec(&self, task: usize, attempt: usize) -> AttemptSpec {
         let plan_task = &self.ctx.plan.tasks[task];
         let state = &self.tasks[task];
+        let this = &state.attempts[attempt];
         AttemptSpec {
             run_id: self.ctx.run_id.clone(),
             task_id: plan_task.id.clone(),
-            attempt: state.attempts[attempt].report.n,
+            attempt: this.report.n,
             repo: self.ctx.plan.repo.to_string_lossy().into_owned(),
-            base_commit: state.base.clone().unwrap_or_default(),
-            branch: state.attempts[attempt].report.branch.clone(),
-            prompt: plan_task.prompt.clone(),
+            base_commit: this
+                .report
+                .base
+                .clone()
+                .or_else(|| state.base.clone())
+                .unwrap_or_default(),
+            branch: this.report.branch.clone(),
+            prompt: this.prompt.clone().unwrap_or_else(|| plan_task.prompt.clone()),
             agent: Some(AgentSpec {
                 command: plan_task.agent.command.clone(),
                 env: plan_task.agent.env.clone().into_iter().collect(),
             }),
             timeout_ms: plan_task.timeout.as_millis() as u64,
-            checks: plan_task.checks.iter().map(check_spec).collect(),
+            checks: plan_task
+                .checks
+                .iter()
+                .chain(&this.extra_checks)
+                .map(check_spec)
+                .collect(),
             log_dir: self.ctx.log_dir.to_string_lossy().into_owned(),
             log_cap_bytes: self.config.log_cap,
         }
@@ -839,6 +933,13 @@ impl Scheduler {
 
     fn outcome(self) -> Outcome {
         let cancelled = self.cancelling.is_some();
+        let result = self.integration.commit();
+        let integrated = self
+            .integration
+            .integrated
+            .iter()
+            .map(|&t| self.ctx.plan.tasks[t].id.clone())
+            .collect();
         let tasks = self
             .tasks
             .into_iter()
@@ -870,6 +971,11 @@ impl Scheduler {
         Outcome {
             tasks,
             conflicts: self.conflicts,
+            predicted: self.predicted,
+            result,
+            integrated,
+            steps: self.integration.steps,
+            timeline: self.timeline,
             workers: self.joined,
             cancelled,
             error: self.error,

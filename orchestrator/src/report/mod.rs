@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::merge::PathConflict;
+
+mod conflicts;
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -93,6 +97,10 @@ pub struct Report {
     pub tasks: Vec<TaskReport>,
     /// The workers that served the run.
     pub workers: Vec<WorkerReport>,
+    /// What happened when, in order: tasks starting, winners, predicted conflicts,
+    /// re-runs and integration steps.
+    #[serde(default)]
+    pub timeline: Vec<TimelineEntry>,
     /// The run's state directory (reports and logs).
     pub state_dir: String,
 }
@@ -108,6 +116,12 @@ pub struct ResultReport {
     pub integrated: Vec<String>,
     /// Conflicts met while starting tasks from their deps or integrating winners.
     pub conflicts: Vec<ConflictReport>,
+    /// Conflicts foreseen by trial merges while tasks were still running.
+    #[serde(default)]
+    pub predicted: Vec<Prediction>,
+    /// How each winner went into the result, in order.
+    #[serde(default)]
+    pub steps: Vec<StepReport>,
     /// The `merge.verify` checks run on the result.
     pub verify: Vec<CheckReport>,
 }
@@ -121,8 +135,79 @@ pub struct ConflictReport {
     pub paths: Vec<String>,
     /// Where it was met: `dependencies` (starting a task) or `integration`.
     pub stage: String,
-    /// What braid did about it.
+    /// What braid did about it, in a sentence.
     pub outcome: String,
+    /// How it ended.
+    pub resolution: Resolution,
+    /// Each conflicted path with its kind, and for text conflicts the hunks.
+    #[serde(default)]
+    pub details: Vec<PathConflict>,
+    /// When it was met, in milliseconds after the run started.
+    #[serde(default)]
+    pub at_ms: u64,
+}
+
+impl ConflictReport {
+    /// Whether braid got past it: the later task was re-run or an agent resolved it.
+    pub fn settled(&self) -> bool {
+        matches!(self.resolution, Resolution::Rebased | Resolution::Resolved)
+    }
+}
+
+/// How a conflict ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// The later winner was left out of the result.
+    LeftOut,
+    /// The task that needed both sides could not start.
+    Blocked,
+    /// The later task was re-run on top of the integration and its new winner went in.
+    Rebased,
+    /// The task's agent resolved the conflict and its resolution went in.
+    Resolved,
+}
+
+/// A conflict a trial merge foresaw while tasks were running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// The two tasks, in integration order.
+    pub tasks: Vec<String>,
+    /// The conflicted paths.
+    pub paths: Vec<String>,
+    /// Each path's kind and hunks.
+    pub details: Vec<PathConflict>,
+    /// When it was foreseen, in milliseconds after the run started.
+    pub at_ms: u64,
+    /// What braid did about it.
+    pub action: String,
+}
+
+/// One winner going into the result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// The task.
+    pub task: String,
+    /// How: `composed` (disjoint changes, trees edited), `merge-ort` (a full merge),
+    /// `fast-forward`, `up-to-date`, or `resolved` (an agent's resolution).
+    pub route: String,
+    /// The integration's commit after the step.
+    pub commit: String,
+}
+
+/// Something that happened during a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    /// Milliseconds after the run started.
+    pub at_ms: u64,
+    /// What: `task_started`, `winner`, `predicted_conflict`, `rebase`, `integration_started`,
+    /// `integrated`, `conflict`, `resolution_started`, `resolution`.
+    pub event: String,
+    /// The task it concerns, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// A sentence.
+    pub detail: String,
 }
 
 /// One task.
@@ -179,6 +264,36 @@ pub struct AttemptReport {
     pub started_ms: Option<u64>,
     /// When its result arrived, in milliseconds after the run started.
     pub finished_ms: Option<u64>,
+    /// What the attempt was for.
+    #[serde(default, skip_serializing_if = "AttemptKind::is_task")]
+    pub kind: AttemptKind,
+    /// Which re-run on top of the integration it belongs to; 0 for the first round.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub round: u32,
+    /// The commit it started from, when not the task's first base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What an attempt was for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptKind {
+    /// The task itself.
+    #[default]
+    Task,
+    /// Resolving a conflict between the task's winner and the integration.
+    Resolution,
+}
+
+impl AttemptKind {
+    fn is_task(&self) -> bool {
+        *self == AttemptKind::Task
+    }
 }
 
 impl AttemptReport {
@@ -200,6 +315,9 @@ impl AttemptReport {
             lost: 0,
             started_ms: None,
             finished_ms: None,
+            kind: AttemptKind::Task,
+            round: 0,
+            base: None,
         }
     }
 }
@@ -343,25 +461,16 @@ impl Report {
                 self.result.integrated.join(", ")
             );
         }
-        if self.result.conflicts.is_empty() {
-            let _ = writeln!(md, "\nNo conflicts.");
-        } else {
-            let _ = writeln!(md, "\n### Conflicts\n");
-            for c in &self.result.conflicts {
-                let _ = writeln!(
-                    md,
-                    "- tasks {} at {}: {} ({})",
-                    c.tasks.join(" and "),
-                    c.stage,
-                    c.paths
-                        .iter()
-                        .map(|p| format!("`{p}`"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    c.outcome
-                );
-            }
+        for step in &self.result.steps {
+            let _ = writeln!(
+                md,
+                "- {}: {} → `{}`",
+                step.task,
+                step.route,
+                short(&step.commit)
+            );
         }
+        self.conflicts_markdown(&mut md);
         if !self.result.verify.is_empty() {
             let _ = writeln!(md, "\n### Verification\n");
             for check in &self.result.verify {
@@ -419,6 +528,16 @@ impl Report {
             if let Some(reason) = &task.reason {
                 let _ = writeln!(out, "  {}: {reason}", task.id);
             }
+        }
+        for p in &self.result.predicted {
+            let _ = writeln!(
+                out,
+                "predicted conflict at {}: {} in {} ({})",
+                seconds(p.at_ms),
+                p.tasks.join(" × "),
+                p.paths.join(", "),
+                p.action
+            );
         }
         for c in &self.result.conflicts {
             let _ = writeln!(

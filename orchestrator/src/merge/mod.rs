@@ -1,0 +1,398 @@
+//! The merger: git-exact merges of two commits, with every conflict told precisely.
+//!
+//! A merge takes one of two routes. When both sides changed disjoint paths since their one
+//! merge base, [`compose`] builds the result by editing trees in process. Otherwise merge-ort
+//! decides ([`ort`]: `git merge-tree --write-tree`), and each conflicted path gets its kind
+//! and, for text conflicts, its hunks ([`hunks`]). Both routes give git's own verdict, tree
+//! and conflicted paths; the merge corpus test holds them to it.
+//!
+//! Only objects are written, never the user's index, HEAD or working tree.
+
+pub mod compose;
+pub mod hunks;
+pub mod ort;
+
+use std::path::{Path, PathBuf};
+
+use braid_shared::git::{Git, GitError};
+use serde::{Deserialize, Serialize};
+
+pub use hunks::Hunk;
+pub use ort::ConflictKind;
+
+use compose::{Composed, ObjectError, oid};
+
+/// A merge that could not be carried out (not a conflict: conflicts are results).
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// A git command failed.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// Objects could not be read or written in process.
+    #[error("could not read or write objects in {repo}: {detail}")]
+    Objects {
+        /// The repository.
+        repo: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// One conflicted path, as reports show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathConflict {
+    /// The path in the merged tree.
+    pub path: String,
+    /// What kind of conflict it is.
+    pub kind: ConflictKind,
+    /// git's own words about it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<String>,
+    /// For text conflicts, the conflicted regions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hunks: Vec<Hunk>,
+    /// Hunks left out past the cap.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_hunks: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// What a merge of two commits gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// No conflict.
+    Clean {
+        /// The merged tree.
+        tree: String,
+    },
+    /// Conflicts.
+    Conflicted {
+        /// The merged tree, with conflict markers in conflicted text files.
+        tree: String,
+        /// The conflicted paths, sorted.
+        conflicts: Vec<PathConflict>,
+    },
+}
+
+impl Verdict {
+    /// The conflicted paths; empty for a clean merge.
+    pub fn paths(&self) -> Vec<String> {
+        match self {
+            Verdict::Clean { .. } => Vec::new(),
+            Verdict::Conflicted { conflicts, .. } => {
+                conflicts.iter().map(|c| c.path.clone()).collect()
+            }
+        }
+    }
+}
+
+/// Which way a merge was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The incoming commit was already contained.
+    UpToDate,
+    /// The current commit was contained in the incoming one.
+    FastForward,
+    /// Disjoint changes composed by editing trees.
+    Composed,
+    /// A full merge by merge-ort.
+    MergeOrt,
+}
+
+/// A merge of two commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TwoWay {
+    /// The outcome.
+    pub verdict: Verdict,
+    /// How it was reached.
+    pub route: Route,
+}
+
+/// A merge step in a chain of merges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The merged commit.
+    Merged(String),
+    /// A conflict; nothing was committed.
+    Conflict {
+        /// The merged tree with conflict markers.
+        tree: String,
+        /// The conflicted paths.
+        conflicts: Vec<PathConflict>,
+    },
+}
+
+/// Merges commits of one repository.
+#[derive(Clone)]
+pub struct Merger {
+    dir: PathBuf,
+    git: Git,
+    repo: gix::ThreadSafeRepository,
+}
+
+impl std::fmt::Debug for Merger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Merger").field("dir", &self.dir).finish()
+    }
+}
+
+impl Merger {
+    /// A merger for the repository at `dir` (its working tree or git directory).
+    pub fn open(dir: &Path) -> Result<Self, MergeError> {
+        let repo = gix::ThreadSafeRepository::open_opts(dir, gix::open::Options::isolated())
+            .map_err(|e| MergeError::Objects {
+                repo: dir.to_owned(),
+                detail: e.to_string(),
+            })?;
+        Ok(Merger {
+            dir: dir.to_owned(),
+            git: Git::at(dir),
+            repo,
+        })
+    }
+
+    fn repo(&self) -> gix::Repository {
+        let mut repo = self.repo.to_thread_local();
+        repo.object_cache_size_if_unset(16 << 20);
+        repo
+    }
+
+    fn objects<T>(&self, result: Result<T, ObjectError>) -> Result<T, MergeError> {
+        result.map_err(|detail| MergeError::Objects {
+            repo: self.dir.clone(),
+            detail,
+        })
+    }
+
+    /// Merges commit `theirs` into commit `ours`, as `git merge-tree --write-tree` would.
+    pub async fn merge(&self, ours: &str, theirs: &str) -> Result<TwoWay, MergeError> {
+        if let Some(done) = self.compose(ours, theirs)? {
+            return Ok(done);
+        }
+        let merged = ort::merge_tree(&self.git, ours, theirs).await?;
+        let verdict = if merged.conflicts.is_empty() {
+            Verdict::Clean { tree: merged.tree }
+        } else {
+            let conflicts = self.details(&merged)?;
+            Verdict::Conflicted {
+                tree: merged.tree,
+                conflicts,
+            }
+        };
+        Ok(TwoWay {
+            verdict,
+            route: Route::MergeOrt,
+        })
+    }
+
+    /// The merge by tree edits, when the changes are disjoint.
+    fn compose(&self, ours: &str, theirs: &str) -> Result<Option<TwoWay>, MergeError> {
+        let repo = self.repo();
+        let (o, t) = (self.objects(oid(ours))?, self.objects(oid(theirs))?);
+        let Some(composed) = self.objects(compose::compose(&repo, o, t))? else {
+            return Ok(None);
+        };
+        let (tree, route) = match composed {
+            Composed::UpToDate => (compose::tree_of(&repo, o), Route::UpToDate),
+            Composed::FastForward => (compose::tree_of(&repo, t), Route::FastForward),
+            Composed::Tree(tree) => (Ok(tree), Route::Composed),
+        };
+        Ok(Some(TwoWay {
+            verdict: Verdict::Clean {
+                tree: self.objects(tree)?.to_string(),
+            },
+            route,
+        }))
+    }
+
+    /// Each conflicted path with its kind, and its hunks when it is a text conflict.
+    fn details(&self, merged: &ort::OrtMerge) -> Result<Vec<PathConflict>, MergeError> {
+        let repo = self.repo();
+        let tree = self.objects(oid(&merged.tree))?;
+        let mut out = Vec::new();
+        for path in &merged.conflicts {
+            let mut conflict = PathConflict {
+                path: path.path.clone(),
+                kind: path.kind,
+                messages: path.messages.clone(),
+                hunks: Vec::new(),
+                more_hunks: 0,
+            };
+            let both_sides = [2, 3]
+                .iter()
+                .all(|s| path.stages.iter().any(|st| st.stage == *s));
+            if matches!(path.kind, ConflictKind::Content | ConflictKind::AddAdd) && both_sides {
+                let content = self.objects(compose::read_path(&repo, tree, &path.path))?;
+                if let Some(text) = content.as_deref().and_then(text_of) {
+                    (conflict.hunks, conflict.more_hunks) = hunks::parse(text);
+                }
+            }
+            out.push(conflict);
+        }
+        Ok(out)
+    }
+
+    /// Merges `incoming` into `current` and commits the merge (parents: both), or reports
+    /// the conflict. A contained commit is not merged again, and a fast-forward is taken.
+    pub async fn merge_commits(
+        &self,
+        current: &str,
+        incoming: &str,
+        message: &str,
+    ) -> Result<(Step, Route), MergeError> {
+        let merged = self.merge(current, incoming).await?;
+        let step = match (merged.route, merged.verdict) {
+            (Route::UpToDate, _) => Step::Merged(current.to_owned()),
+            (Route::FastForward, _) => Step::Merged(incoming.to_owned()),
+            (_, Verdict::Clean { tree }) => {
+                Step::Merged(self.commit(&tree, &[current, incoming], message)?)
+            }
+            (_, Verdict::Conflicted { tree, conflicts }) => Step::Conflict { tree, conflicts },
+        };
+        Ok((step, merged.route))
+    }
+
+    /// Writes a commit of `tree` with braid's identity.
+    pub fn commit(&self, tree: &str, parents: &[&str], message: &str) -> Result<String, MergeError> {
+        let repo = self.repo();
+        let tree = self.objects(oid(tree))?;
+        let parents = parents
+            .iter()
+            .map(|p| self.objects(oid(p)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self
+            .objects(compose::write_commit(&repo, tree, &parents, message))?
+            .to_string())
+    }
+
+    /// The tree of a commit.
+    pub fn tree_of(&self, commit: &str) -> Result<String, MergeError> {
+        let repo = self.repo();
+        let commit = self.objects(oid(commit))?;
+        Ok(self.objects(compose::tree_of(&repo, commit))?.to_string())
+    }
+
+    /// The paths that differ between two commits (no rename detection).
+    pub fn changed_paths(&self, from: &str, to: &str) -> Result<Vec<String>, MergeError> {
+        let repo = self.repo();
+        let (from, to) = (self.objects(oid(from))?, self.objects(oid(to))?);
+        self.objects(compose::changed_paths(&repo, from, to))
+    }
+
+    /// The text of `path` in `tree`, when it is a text file.
+    pub fn read_text(&self, tree: &str, path: &str) -> Result<Option<String>, MergeError> {
+        let repo = self.repo();
+        let tree = self.objects(oid(tree))?;
+        let content = self.objects(compose::read_path(&repo, tree, path))?;
+        Ok(content.as_deref().and_then(text_of).map(str::to_owned))
+    }
+
+    /// `tree` with the given files' contents replaced.
+    pub fn replace_files(
+        &self,
+        tree: &str,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<String, MergeError> {
+        let repo = self.repo();
+        let tree = self.objects(oid(tree))?;
+        Ok(self
+            .objects(compose::replace_files(&repo, tree, files))?
+            .to_string())
+    }
+}
+
+/// A file's content as text, unless it looks binary (git's test: a NUL in the first 8000
+/// bytes) or is not UTF-8.
+fn text_of(bytes: &[u8]) -> Option<&str> {
+    if bytes.iter().take(8000).any(|b| *b == 0) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()
+}
+
+/// A dependency's winner, as a task's base is built from it.
+#[derive(Debug, Clone)]
+pub struct DepWinner {
+    /// The task's id.
+    pub id: String,
+    /// The commit the task's attempts started from.
+    pub base: String,
+    /// The winning attempt's commit.
+    pub commit: String,
+}
+
+/// The outcome of merging several winners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Merged {
+    /// They merged cleanly into this commit.
+    Commit(String),
+    /// They conflict.
+    Conflict {
+        /// The tasks whose changes conflict.
+        tasks: Vec<String>,
+        /// The conflicted paths.
+        conflicts: Vec<PathConflict>,
+    },
+}
+
+/// The base of task `task`: its deps' winners merged in the order given.
+pub async fn task_base(
+    merger: &Merger,
+    task: &str,
+    deps: &[DepWinner],
+) -> Result<Merged, MergeError> {
+    let Some((first, rest)) = deps.split_first() else {
+        return Err(MergeError::Objects {
+            repo: merger.dir.clone(),
+            detail: format!("task {task} has no deps to start from"),
+        });
+    };
+    let mut current = first.commit.clone();
+    let mut merged = vec![first];
+    for dep in rest {
+        let names: Vec<&str> = merged.iter().map(|w| w.id.as_str()).collect();
+        let message = format!("braid: start {task} from {} and {}", names.join(", "), dep.id);
+        match merger.merge_commits(&current, &dep.commit, &message).await?.0 {
+            Step::Merged(commit) => {
+                current = commit;
+                merged.push(dep);
+            }
+            Step::Conflict { conflicts, .. } => {
+                let paths: Vec<String> = conflicts.iter().map(|c| c.path.clone()).collect();
+                let mut tasks = culprits(merger, &merged, &paths)?;
+                tasks.push(dep.id.clone());
+                return Ok(Merged::Conflict { tasks, conflicts });
+            }
+        }
+    }
+    Ok(Merged::Commit(current))
+}
+
+/// Whether a change to `changed` bears on the conflicted `path`: the same path, one inside
+/// the other, or the path git moved aside for a file/directory conflict (`path~side`).
+fn touches(changed: &str, path: &str) -> bool {
+    let inside = |a: &str, b: &str| a.len() > b.len() && a.starts_with(b) && a.as_bytes()[b.len()] == b'/';
+    changed == path
+        || inside(changed, path)
+        || inside(path, changed)
+        || path.strip_prefix(changed).is_some_and(|rest| rest.starts_with('~'))
+}
+
+/// The tasks among `merged` whose own changes touch one of `paths`.
+pub fn culprits(
+    merger: &Merger,
+    merged: &[&DepWinner],
+    paths: &[String],
+) -> Result<Vec<String>, MergeError> {
+    let mut tasks = Vec::new();
+    for winner in merged {
+        let changed = merger.changed_paths(&winner.base, &winner.commit)?;
+        if changed.iter().any(|c| paths.iter().any(|p| touches(c, p))) {
+            tasks.push(winner.id.clone());
+        }
+    }
+    Ok(tasks)
+}

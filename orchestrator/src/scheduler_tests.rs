@@ -64,7 +64,8 @@ fn start(attempts: u32, config: SchedulerConfig) -> Harness {
     };
     let (events, rx) = mpsc::channel(256);
     let (notes, _) = mpsc::unbounded_channel();
-    let scheduler = Scheduler::new(ctx, config, events.clone(), notes).expect("opens the repository");
+    let scheduler =
+        Scheduler::new(ctx, config, events.clone(), notes).expect("opens the repository");
     let run = braid_shared::task::spawn("scheduler", scheduler.run(rx));
     Harness { repo, events, run }
 }

@@ -237,7 +237,9 @@ impl Git {
 
     /// Moves `refname` from `old` to `commit`; fails if it no longer points at `old`.
     pub async fn move_ref(&self, refname: &str, commit: &str, old: &str) -> Result<(), GitError> {
-        self.run(&["update-ref", refname, commit, old]).await.map(drop)
+        self.run(&["update-ref", refname, commit, old])
+            .await
+            .map(drop)
     }
 
     /// Files and lines changed from `from` to `to`.

@@ -134,7 +134,8 @@ fn marker(line: &str) -> Option<char> {
 mod tests {
     use super::*;
 
-    const FILE: &str = "a\n<<<<<<< ours\nOURS\n||||||| base\nb\n=======\nTHEIRS\n>>>>>>> theirs\nc\n";
+    const FILE: &str =
+        "a\n<<<<<<< ours\nOURS\n||||||| base\nb\n=======\nTHEIRS\n>>>>>>> theirs\nc\n";
 
     #[test]
     fn reads_a_diff3_hunk_with_its_lines() {

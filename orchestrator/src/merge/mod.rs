@@ -256,7 +256,12 @@ impl Merger {
     }
 
     /// Writes a commit of `tree` with braid's identity.
-    pub fn commit(&self, tree: &str, parents: &[&str], message: &str) -> Result<String, MergeError> {
+    pub fn commit(
+        &self,
+        tree: &str,
+        parents: &[&str],
+        message: &str,
+    ) -> Result<String, MergeError> {
         let repo = self.repo();
         let tree = self.objects(oid(tree))?;
         let parents = parents
@@ -354,8 +359,16 @@ pub async fn task_base(
     let mut merged = vec![first];
     for dep in rest {
         let names: Vec<&str> = merged.iter().map(|w| w.id.as_str()).collect();
-        let message = format!("braid: start {task} from {} and {}", names.join(", "), dep.id);
-        match merger.merge_commits(&current, &dep.commit, &message).await?.0 {
+        let message = format!(
+            "braid: start {task} from {} and {}",
+            names.join(", "),
+            dep.id
+        );
+        match merger
+            .merge_commits(&current, &dep.commit, &message)
+            .await?
+            .0
+        {
             Step::Merged(commit) => {
                 current = commit;
                 merged.push(dep);
@@ -374,11 +387,14 @@ pub async fn task_base(
 /// Whether a change to `changed` bears on the conflicted `path`: the same path, one inside
 /// the other, or the path git moved aside for a file/directory conflict (`path~side`).
 fn touches(changed: &str, path: &str) -> bool {
-    let inside = |a: &str, b: &str| a.len() > b.len() && a.starts_with(b) && a.as_bytes()[b.len()] == b'/';
+    let inside =
+        |a: &str, b: &str| a.len() > b.len() && a.starts_with(b) && a.as_bytes()[b.len()] == b'/';
     changed == path
         || inside(changed, path)
         || inside(path, changed)
-        || path.strip_prefix(changed).is_some_and(|rest| rest.starts_with('~'))
+        || path
+            .strip_prefix(changed)
+            .is_some_and(|rest| rest.starts_with('~'))
 }
 
 /// The tasks among `merged` whose own changes touch one of `paths`.

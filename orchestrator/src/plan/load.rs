@@ -14,8 +14,9 @@ use serde_saphyr::{Location, Spanned};
 
 use super::file::{AgentFile, CheckFile, PlanFile, Scalar, Settings, TaskFile};
 use super::{
-    Agent, Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_MAX_REBASES, DEFAULT_TIMEOUT, MAX_ATTEMPTS, MAX_REBASES, MergeConfig, OnConflict,
-    Plan, PlanError, PlanErrors, Select, Task, parse_duration,
+    Agent, Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_MAX_REBASES, DEFAULT_TIMEOUT, MAX_ATTEMPTS,
+    MAX_REBASES, MergeConfig, OnConflict, Plan, PlanError, PlanErrors, Select, Task,
+    parse_duration,
 };
 use crate::dag;
 

@@ -84,7 +84,11 @@ fn kinds(details: &[PathConflict]) -> String {
 }
 
 fn path_text(out: &mut String, detail: &PathConflict, markdown: bool) {
-    let (bullet, indent) = if markdown { ("- ", "  ") } else { ("  ", "    ") };
+    let (bullet, indent) = if markdown {
+        ("- ", "  ")
+    } else {
+        ("  ", "    ")
+    };
     let path = if markdown {
         format!("`{}`", detail.path)
     } else {

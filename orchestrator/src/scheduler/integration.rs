@@ -13,8 +13,8 @@ use crate::merge::{self, DepWinner, PathConflict, Route, Step, hunks};
 use crate::plan::OnConflict;
 use crate::progress::Note;
 use crate::report::{
-    AttemptKind, AttemptReport, AttemptStatus, ConflictReport, Prediction, Resolution,
-    StepReport, TaskStatus,
+    AttemptKind, AttemptReport, AttemptStatus, ConflictReport, Prediction, Resolution, StepReport,
+    TaskStatus,
 };
 
 /// Where the integration stands.
@@ -105,7 +105,9 @@ impl Scheduler {
         let position = self.dag.positions();
         let related = self.dag.downstream(task);
         let others: Vec<usize> = (0..self.tasks.len())
-            .filter(|&o| o != task && !related.contains(&o) && !self.dag.downstream(o).contains(&task))
+            .filter(|&o| {
+                o != task && !related.contains(&o) && !self.dag.downstream(o).contains(&task)
+            })
             .filter(|&o| self.tasks[o].phase == TaskPhase::Done(TaskStatus::Succeeded))
             .collect();
         for other in others {
@@ -135,7 +137,10 @@ impl Scheduler {
             let action = self.rebase_early(first, second).await;
             let rerun = action.is_some();
             let action = action.unwrap_or_else(|| {
-                format!("left to the integration ({b} on_conflict: {})", self.ctx.plan.tasks[second].on_conflict.name())
+                format!(
+                    "left to the integration ({b} on_conflict: {})",
+                    self.ctx.plan.tasks[second].on_conflict.name()
+                )
             });
             self.note(Note::Info(format!(
                 "predicted conflict: {a} × {b} in {}; {action}",
@@ -144,7 +149,10 @@ impl Scheduler {
             self.mark(
                 "predicted_conflict",
                 Some(second),
-                format!("trial merge of {a} and {b} conflicts in {}; {action}", paths.join(", ")),
+                format!(
+                    "trial merge of {a} and {b} conflicts in {}; {action}",
+                    paths.join(", ")
+                ),
             );
             self.predicted.push(Prediction {
                 tasks: vec![a, b],
@@ -196,11 +204,15 @@ impl Scheduler {
         state.base = Some(base.clone());
         for _ in 0..plan_task.attempts {
             let n = state.attempts.len() as u32 + 1;
-            let mut report =
-                AttemptReport::empty(n, &format!("braid/{}/{}/{n}", self.ctx.run_id, plan_task.id));
+            let mut report = AttemptReport::empty(
+                n,
+                &format!("braid/{}/{}/{n}", self.ctx.run_id, plan_task.id),
+            );
             report.round = state.round;
             report.base = Some(base.clone());
-            state.attempts.push(AttemptState::new(report, AttemptPhase::Queued));
+            state
+                .attempts
+                .push(AttemptState::new(report, AttemptPhase::Queued));
             self.queue.push_back((task, state.attempts.len() - 1));
         }
         let round = state.round;
@@ -217,7 +229,11 @@ impl Scheduler {
         if self.cancelling.is_some() || self.error.is_some() || self.integration.finished {
             return;
         }
-        if !self.tasks.iter().all(|t| matches!(t.phase, TaskPhase::Done(_))) {
+        if !self
+            .tasks
+            .iter()
+            .all(|t| matches!(t.phase, TaskPhase::Done(_)))
+        {
             return;
         }
         if let Err(err) = self.integrate().await {
@@ -234,7 +250,11 @@ impl Scheduler {
             if winners > 0 {
                 self.note(Note::Info(format!("integrating {winners} winner(s)")));
             }
-            self.mark("integration_started", None, format!("{winners} winner(s) to integrate"));
+            self.mark(
+                "integration_started",
+                None,
+                format!("{winners} winner(s) to integrate"),
+            );
         }
         match self.integration.waiting.take() {
             None | Some(Waiting::Rebase) => {}
@@ -290,7 +310,9 @@ impl Scheduler {
                 (Step::Merged(winner), Route::FastForward)
             } else {
                 let message = format!("braid: integrate {id}");
-                self.merger.merge_commits(&current, &winner, &message).await?
+                self.merger
+                    .merge_commits(&current, &winner, &message)
+                    .await?
             };
             match step {
                 Step::Merged(commit) => {
@@ -309,8 +331,9 @@ impl Scheduler {
                     if let Some(c) = rebased_for {
                         let conflict = &mut self.conflicts[c];
                         conflict.resolution = Resolution::LeftOut;
-                        conflict.outcome =
-                            format!("re-ran {id} on top of the integration, and it conflicted again");
+                        conflict.outcome = format!(
+                            "re-ran {id} on top of the integration, and it conflicted again"
+                        );
                     }
                     if self.on_integration_conflict(t, tree, conflicts)? {
                         return Ok(());
@@ -384,7 +407,11 @@ impl Scheduler {
                     format!("re-running {id} on top of the integration so far");
                 self.integration.rebased_for.push((t, index));
                 self.integration.waiting = Some(Waiting::Rebase);
-                self.rerun(t, current, "its winner conflicts with the integration so far");
+                self.rerun(
+                    t,
+                    current,
+                    "its winner conflicts with the integration so far",
+                );
                 Ok(true)
             }
             OnConflict::Agent if !self.integration.resolution_tried.contains(&t) => {
@@ -429,7 +456,11 @@ impl Scheduler {
         let message = format!("braid: conflict integrating {id}, left for its agent to resolve");
         let base = self.merger.commit(&tree, &[&current, &winner], &message)?;
 
-        let others: Vec<&str> = tasks.iter().map(String::as_str).filter(|o| *o != id).collect();
+        let others: Vec<&str> = tasks
+            .iter()
+            .map(String::as_str)
+            .filter(|o| *o != id)
+            .collect();
         let mut prompt = format!(
             "Resolve a merge conflict.\n\n\
              The winner of task {id:?} conflicts with the work already integrated \
@@ -437,15 +468,25 @@ impl Scheduler {
              (<<<<<<<, |||||||, =======, >>>>>>>) in the conflicted files. Edit them so \
              that both sides' intent is kept, and remove every marker. Do not commit; \
              braid commits what you leave.\n\nConflicted paths:\n",
-            if others.is_empty() { "earlier tasks".to_owned() } else { others.join(", ") }
+            if others.is_empty() {
+                "earlier tasks".to_owned()
+            } else {
+                others.join(", ")
+            }
         );
         for c in conflicts {
             prompt.push_str(&format!("- {} ({})\n", c.path, c.kind.name()));
         }
-        prompt.push_str(&format!("\nIntent of {id} (the incoming side):\n\n{}\n", plan.tasks[t].prompt.trim_end()));
+        prompt.push_str(&format!(
+            "\nIntent of {id} (the incoming side):\n\n{}\n",
+            plan.tasks[t].prompt.trim_end()
+        ));
         for other in &others {
             if let Some(task) = plan.tasks.iter().find(|p| p.id == *other) {
-                prompt.push_str(&format!("\nIntent of {other} (already integrated):\n\n{}\n", task.prompt.trim_end()));
+                prompt.push_str(&format!(
+                    "\nIntent of {other} (already integrated):\n\n{}\n",
+                    task.prompt.trim_end()
+                ));
             }
         }
 
@@ -468,8 +509,14 @@ impl Scheduler {
             paths: conflicts.iter().map(|c| c.path.clone()).collect(),
         });
         self.conflicts[conflict].outcome = format!("{id}'s agent is resolving it (attempt {n})");
-        self.note(Note::Info(format!("asking {id}'s agent to resolve the conflict (attempt {n})")));
-        self.mark("resolution_started", Some(t), format!("attempt {n} resolves the conflict"));
+        self.note(Note::Info(format!(
+            "asking {id}'s agent to resolve the conflict (attempt {n})"
+        )));
+        self.mark(
+            "resolution_started",
+            Some(t),
+            format!("attempt {n} resolves the conflict"),
+        );
         Ok(())
     }
 
@@ -516,7 +563,9 @@ impl Scheduler {
             }
             let c = &mut self.conflicts[conflict];
             c.resolution = Resolution::LeftOut;
-            c.outcome = format!("{id}'s agent could not resolve it (attempt {n}: {why}); {id} left out of the result");
+            c.outcome = format!(
+                "{id}'s agent could not resolve it (attempt {n}: {why}); {id} left out of the result"
+            );
             self.note(Note::Info(format!("resolution refused: {why}")));
             self.mark("resolution", Some(t), format!("attempt {n} refused: {why}"));
             return Ok(false);
@@ -525,12 +574,19 @@ impl Scheduler {
         let tree = self.merger.tree_of(&commit)?;
         let current = self.integration.current.clone();
         let winner = self.winner_commit(t).unwrap_or_default();
-        let message = format!("braid: integrate {id} (conflict resolved by its agent, attempt {n})");
+        let message =
+            format!("braid: integrate {id} (conflict resolved by its agent, attempt {n})");
         let merged = self.merger.commit(&tree, &[&current, &winner], &message)?;
         let c = &mut self.conflicts[conflict];
         c.resolution = Resolution::Resolved;
-        c.outcome = format!("resolved by {id}'s agent (attempt {n}); its checks and the verify checks passed");
-        self.mark("resolution", Some(t), format!("attempt {n} resolved the conflict"));
+        c.outcome = format!(
+            "resolved by {id}'s agent (attempt {n}); its checks and the verify checks passed"
+        );
+        self.mark(
+            "resolution",
+            Some(t),
+            format!("attempt {n} resolved the conflict"),
+        );
         self.integrated(t, merged, "resolved");
         Ok(true)
     }

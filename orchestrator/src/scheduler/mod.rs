@@ -702,7 +702,11 @@ impl Scheduler {
             self.queue.push_back((task, i));
         }
         let attempts = state.attempts.len() as u32;
-        self.mark("task_started", Some(task), format!("{attempts} attempt(s) from {}", crate::report::short(&base)));
+        self.mark(
+            "task_started",
+            Some(task),
+            format!("{attempts} attempt(s) from {}", crate::report::short(&base)),
+        );
         self.note(Note::TaskStarted {
             task: self.ctx.plan.tasks[task].id.clone(),
             base,
@@ -740,7 +744,11 @@ impl Scheduler {
             state.phase = TaskPhase::Done(TaskStatus::Succeeded);
             state.rebase_failed = true;
             let round = state.round;
-            self.mark("winner", Some(task), format!("re-run {round} found no passing attempt"));
+            self.mark(
+                "winner",
+                Some(task),
+                format!("re-run {round} found no passing attempt"),
+            );
             self.start_dependents(task);
             return;
         }
@@ -900,7 +908,10 @@ impl Scheduler {
                 .or_else(|| state.base.clone())
                 .unwrap_or_default(),
             branch: this.report.branch.clone(),
-            prompt: this.prompt.clone().unwrap_or_else(|| plan_task.prompt.clone()),
+            prompt: this
+                .prompt
+                .clone()
+                .unwrap_or_else(|| plan_task.prompt.clone()),
             agent: Some(AgentSpec {
                 command: plan_task.agent.command.clone(),
                 env: plan_task.agent.env.clone().into_iter().collect(),

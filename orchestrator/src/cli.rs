@@ -44,6 +44,20 @@ enum Command {
         /// The plan file (YAML).
         plan: PathBuf,
     },
+    /// Show the report of a finished run.
+    Report {
+        /// The run id, or `latest`.
+        run: String,
+        /// `md` (the default) or `json`.
+        #[arg(long, default_value = "md")]
+        format: String,
+        /// Show only the conflicts: each path with its kind, and the hunks with both sides.
+        #[arg(long)]
+        conflicts: bool,
+        /// The repository the run belongs to [default: the one holding the current folder].
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
     /// Make a throwaway sample repository and run a small best-of-3 plan on it.
     Demo {
         /// Where to make the sample [default: a new folder in the system's temp folder].
@@ -123,6 +137,21 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             print!("{}", describe(&plan));
             Ok(EXIT_OK)
         }
+        Command::Report {
+            run,
+            format,
+            conflicts,
+            repo,
+        } => {
+            let dir = match repo {
+                Some(repo) => repo,
+                None => {
+                    std::env::current_dir().map_err(BraidError::io("reading the current folder"))?
+                }
+            };
+            print!("{}", show_report(&dir, &run, &format, conflicts).await?);
+            Ok(EXIT_OK)
+        }
         Command::Demo { dir, workers, json } => {
             let demo = crate::demo::prepare(dir.as_deref()).await?;
             eprintln!("demo repository: {}", demo.repo.display());
@@ -169,6 +198,60 @@ async fn run_and_print(
     }
     tracing::debug!(path = %finished.report_path.display(), "report written");
     Ok(finished.exit_code)
+}
+
+/// The report of run `run` of the repository at `dir`, as `braid report` prints it.
+async fn show_report(
+    dir: &std::path::Path,
+    run: &str,
+    format: &str,
+    conflicts: bool,
+) -> Result<String, BraidError> {
+    if !matches!(format, "md" | "json") {
+        return Err(BraidError::Usage(format!(
+            "unknown report format {format:?}; use md or json"
+        )));
+    }
+    let git_dir = braid_shared::git::Git::at(dir)
+        .common_dir()
+        .await
+        .map_err(|_| BraidError::Usage(format!("{} is not in a git repository", dir.display())))?;
+    let runs = git_dir.join("braid/runs");
+    let run = if run == "latest" {
+        let mut ids: Vec<String> = std::fs::read_dir(&runs)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.path().join("report.json").is_file())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids.pop()
+            .ok_or_else(|| BraidError::Usage(format!("no finished run in {}", runs.display())))?
+    } else {
+        run.to_owned()
+    };
+    let path = crate::state::run_dir(&git_dir, &run).join("report.json");
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        BraidError::Usage(format!("no report for run {run:?} at {}", path.display()))
+    })?;
+    let report: crate::report::Report = serde_json::from_str(&text)
+        .map_err(|e| BraidError::Internal(format!("cannot read {}: {e}", path.display())))?;
+    Ok(match (conflicts, format) {
+        (true, "json") => {
+            let value = serde_json::json!({
+                "run": report.run,
+                "conflicts": report.result.conflicts,
+                "predicted": report.result.predicted,
+            });
+            format!("{value:#}\n")
+        }
+        (true, _) => report.conflicts_text(),
+        (false, "json") => text,
+        (false, _) => report.markdown(),
+    })
 }
 
 fn default_workers() -> u32 {

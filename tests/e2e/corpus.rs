@@ -240,14 +240,17 @@ fn s(text: &str) -> String {
     text.to_owned()
 }
 
-/// One pair per conflict kind (and a few clean merges git needs merge-ort for), with the
-/// path and kind braid must report.
-fn fixed() -> Vec<(
+/// A named pair of sides and the conflicted path and kind braid must report, if any.
+type Fixed = (
     &'static str,
     Vec<Op>,
     Vec<Op>,
     Option<(&'static str, ConflictKind)>,
-)> {
+);
+
+/// One pair per conflict kind (and a few clean merges git needs merge-ort for), with the
+/// path and kind braid must report.
+fn fixed() -> Vec<Fixed> {
     use ConflictKind::*;
     vec![
         (
@@ -438,7 +441,7 @@ async fn merges_equal_git_merge_tree_on_a_generated_corpus() {
     }
 
     // Random pairs: a third of them on disjoint halves of the tree, the rest anywhere.
-    let mut rng = fastrand::Rng::with_seed(0x6272_6169_64);
+    let mut rng = fastrand::Rng::with_seed(0x0062_7261_6964);
     let left: Vec<&str> = FILES
         .iter()
         .copied()

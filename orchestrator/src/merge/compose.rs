@@ -90,8 +90,8 @@ pub fn compose(
     let ours_changes = changes(repo, base_tree, ours_tree)?;
     let theirs_changes = changes(repo, base_tree, theirs_tree)?;
     if overlap(&ours_changes, &theirs_changes)
-        || emptied(repo, base_tree, ours_tree, &theirs_changes)?
-        || emptied(repo, base_tree, theirs_tree, &ours_changes)?
+        || emptied(repo, base_tree, ours_tree, &ours_changes, &theirs_changes)?
+        || emptied(repo, base_tree, theirs_tree, &theirs_changes, &ours_changes)?
     {
         return Ok(None);
     }
@@ -201,20 +201,30 @@ fn overlap(ours: &[Change], theirs: &[Change]) -> bool {
 }
 
 /// Whether a change lies in a directory that the base has and the other side removed: git
-/// would take that as a directory rename and might move the change.
+/// would take that as a directory rename and might move the change. Only directories the
+/// other side deleted something in can be gone, so only those are looked up.
 fn emptied(
     repo: &gix::Repository,
     base: ObjectId,
     other: ObjectId,
+    other_changes: &[Change],
     changes: &[Change],
 ) -> Result<bool, ObjectError> {
+    let deleted_in: BTreeSet<&[u8]> = other_changes
+        .iter()
+        .filter(|c| matches!(c, Change::Delete(_)))
+        .flat_map(|c| ancestors(c.path().as_slice()))
+        .collect();
+    if deleted_in.is_empty() {
+        return Ok(false);
+    }
     let (base, other) = (
         repo.find_tree(base).map_err(err)?,
         repo.find_tree(other).map_err(err)?,
     );
     let mut known: HashMap<&[u8], bool> = HashMap::new();
     for change in changes {
-        for dir in ancestors(change.path().as_slice()) {
+        for dir in ancestors(change.path().as_slice()).filter(|d| deleted_in.contains(d)) {
             if let Some(&gone) = known.get(dir) {
                 if gone {
                     return Ok(true);

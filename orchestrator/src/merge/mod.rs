@@ -13,6 +13,7 @@ pub mod hunks;
 pub mod ort;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use braid_shared::git::{Git, GitError};
 use serde::{Deserialize, Serialize};
@@ -126,11 +127,15 @@ pub enum Step {
 }
 
 /// Merges commits of one repository.
+///
+/// One handle on the object database is kept and shared, so its caches of decoded trees and
+/// commits carry over from merge to merge: an integration merges many times into the same
+/// trees.
 #[derive(Clone)]
 pub struct Merger {
     dir: PathBuf,
     git: Git,
-    repo: gix::ThreadSafeRepository,
+    repo: Arc<Mutex<gix::Repository>>,
 }
 
 impl std::fmt::Debug for Merger {
@@ -142,22 +147,27 @@ impl std::fmt::Debug for Merger {
 impl Merger {
     /// A merger for the repository at `dir` (its working tree or git directory).
     pub fn open(dir: &Path) -> Result<Self, MergeError> {
-        let repo = gix::ThreadSafeRepository::open_opts(dir, gix::open::Options::isolated())
-            .map_err(|e| MergeError::Objects {
+        let mut repo = gix::open_opts(dir, gix::open::Options::isolated()).map_err(|e| {
+            MergeError::Objects {
                 repo: dir.to_owned(),
                 detail: e.to_string(),
-            })?;
+            }
+        })?;
+        repo.object_cache_size_if_unset(32 << 20);
         Ok(Merger {
             dir: dir.to_owned(),
             git: Git::at(dir),
-            repo,
+            repo: Arc::new(Mutex::new(repo)),
         })
     }
 
-    fn repo(&self) -> gix::Repository {
-        let mut repo = self.repo.to_thread_local();
-        repo.object_cache_size_if_unset(16 << 20);
-        repo
+    /// The object database; held only for in-process work, never across an await.
+    fn repo(&self) -> MutexGuard<'_, gix::Repository> {
+        // A panic while holding the lock leaves nothing half-done that later merges read:
+        // objects are written whole or not at all.
+        self.repo
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn objects<T>(&self, result: Result<T, ObjectError>) -> Result<T, MergeError> {

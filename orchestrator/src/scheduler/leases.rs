@@ -1,0 +1,351 @@
+//! Leases: attempts go to workers into their free slots, under a lease each; results,
+//! lost workers, silent workers and interrupts come back through here. A result counts
+//! only under the lease it was assigned with.
+
+use std::time::Instant;
+
+use braid_shared::proto::coordinator_message::Kind as Down;
+use braid_shared::proto::worker_message::Kind as Up;
+use braid_shared::proto::{
+    self as pb, AgentSpec, Assign, AttemptSpec, Cancel, ResultAck, progress,
+};
+
+use super::{AttemptPhase, Lease, Scheduler, TaskPhase, check_report, check_spec, down};
+use crate::progress::Note;
+use crate::report::{AttemptStatus, DiffReport, TaskStatus, word};
+
+impl Scheduler {
+    pub(super) async fn on_worker_message(&mut self, worker: String, kind: Up) {
+        let Some(state) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        state.last_seen = Instant::now();
+        match kind {
+            Up::Register(_) | Up::Heartbeat(_) | Up::AssignAck(_) => {}
+            Up::Progress(p) => {
+                let Some(lease) = self.leases.get(&p.lease_id) else {
+                    return;
+                };
+                if let Some(progress::Kind::Logs(batch)) = p.kind {
+                    let task = self.ctx.plan.tasks[lease.task].id.clone();
+                    let n = self.tasks[lease.task].attempts[lease.attempt].report.n;
+                    for line in batch.lines {
+                        self.note(Note::Output {
+                            task: task.clone(),
+                            n,
+                            line,
+                        });
+                    }
+                }
+            }
+            Up::Result(result) => self.on_result(&worker, result).await,
+        }
+    }
+
+    pub(super) async fn on_result(&mut self, worker: &str, result: pb::AttemptResult) {
+        let current = self
+            .leases
+            .get(&result.lease_id)
+            .is_some_and(|l| l.worker == worker);
+        self.send(
+            worker,
+            Down::ResultAck(ResultAck {
+                lease_id: result.lease_id.clone(),
+                accepted: current,
+                reason: if current {
+                    String::new()
+                } else {
+                    "stale lease: the attempt was reassigned or has ended".into()
+                },
+            }),
+        );
+        if !current {
+            tracing::warn!(lease = %result.lease_id, %worker, "refused a result under a stale lease");
+            return;
+        }
+        let lease = self.release(&result.lease_id).expect("checked above");
+        if result.infrastructure {
+            self.lost(lease.task, lease.attempt, &result.error);
+            return;
+        }
+        let finished_ms = self.ctx.started.elapsed().as_millis() as u64;
+        let report = &mut self.tasks[lease.task].attempts[lease.attempt].report;
+        report.status = match result.status() {
+            pb::AttemptStatus::Succeeded => AttemptStatus::Succeeded,
+            pb::AttemptStatus::TimedOut => AttemptStatus::TimedOut,
+            pb::AttemptStatus::Cancelled => AttemptStatus::Cancelled,
+            pb::AttemptStatus::Failed | pb::AttemptStatus::Unspecified => AttemptStatus::Failed,
+        };
+        report.commit = (!result.commit.is_empty()).then(|| result.commit.clone());
+        report.diff = result
+            .diff
+            .map(|d| DiffReport {
+                files: d.files,
+                insertions: d.insertions,
+                deletions: d.deletions,
+            })
+            .unwrap_or_default();
+        report.checks = result.checks.iter().map(check_report).collect();
+        report.duration_ms = result.duration_ms;
+        report.error = (!result.error.is_empty()).then(|| result.error.clone());
+        report.log = (!result.log_path.is_empty()).then(|| result.log_path.clone());
+        report.agent_exit_code = result.agent_exit_code;
+        report.finished_ms = Some(finished_ms);
+        if let Some(commit) = &report.commit {
+            let refname = format!("refs/heads/{}", report.branch);
+            if let Err(err) = self.git.create_ref(&refname, commit).await {
+                report.status = AttemptStatus::Failed;
+                report.error = Some(format!("could not record branch {}: {err}", report.branch));
+            }
+        }
+        self.tasks[lease.task].attempts[lease.attempt].phase = AttemptPhase::Done;
+        let report = &self.tasks[lease.task].attempts[lease.attempt].report;
+        let note = Note::AttemptDone {
+            task: self.ctx.plan.tasks[lease.task].id.clone(),
+            n: report.n,
+            status: word(report.status),
+            detail: report.error.clone().unwrap_or_default(),
+        };
+        self.note(note);
+        self.finish_task_if_done(lease.task).await;
+    }
+
+    /// Forgets a lease; returns it.
+    pub(super) fn release(&mut self, lease_id: &str) -> Option<Lease> {
+        let lease = self.leases.remove(lease_id)?;
+        if let Some(worker) = self.workers.get_mut(&lease.worker) {
+            worker.leases.remove(lease_id);
+        }
+        Some(lease)
+    }
+
+    /// An attempt whose worker was lost: run it again, or give up on it.
+    pub(super) fn lost(&mut self, task: usize, attempt: usize, why: &str) {
+        let retry = self.cancelling.is_none();
+        let state = &mut self.tasks[task].attempts[attempt];
+        state.report.lost += 1;
+        let n = state.report.n;
+        if retry && state.report.lost <= self.config.max_lost_retries {
+            state.phase = AttemptPhase::Queued;
+            self.queue.push_front((task, attempt));
+        } else {
+            state.phase = AttemptPhase::Done;
+            state.report.status = if retry {
+                AttemptStatus::Lost
+            } else {
+                AttemptStatus::Cancelled
+            };
+            state.report.error = Some(why.to_owned());
+        }
+        let task_id = self.ctx.plan.tasks[task].id.clone();
+        self.note(Note::AttemptLost {
+            task: task_id,
+            n,
+            retried: retry && self.tasks[task].attempts[attempt].phase == AttemptPhase::Queued,
+        });
+        self.dirty.push(task);
+    }
+
+    pub(super) fn drop_worker(&mut self, worker: &str, reason: &str) {
+        let Some(state) = self.workers.remove(worker) else {
+            return;
+        };
+        self.note(Note::WorkerLost {
+            id: worker.to_owned(),
+            reason: reason.to_owned(),
+        });
+        let mut leases: Vec<String> = state.leases.into_iter().collect();
+        leases.sort();
+        for lease_id in leases {
+            if let Some(lease) = self.leases.remove(&lease_id) {
+                self.lost(
+                    lease.task,
+                    lease.attempt,
+                    &format!("worker {worker} was lost: {reason}"),
+                );
+            }
+        }
+        if self.workers.is_empty() {
+            self.no_worker_since = Some(Instant::now());
+        }
+    }
+
+    pub(super) async fn on_tick(&mut self) {
+        let silent: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.last_seen.elapsed() > self.config.heartbeat_timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for worker in silent {
+            let reason = format!("no heartbeat for {:?}", self.config.heartbeat_timeout);
+            self.drop_worker(&worker, &reason);
+        }
+        if let (Some(since), Some(limit)) = (self.no_worker_since, self.config.no_worker_timeout) {
+            let waiting = !self.queue.is_empty() || !self.leases.is_empty();
+            if waiting && since.elapsed() > limit {
+                self.error = Some(format!(
+                    "no worker connected for {limit:?} while attempts were waiting"
+                ));
+            }
+        }
+        if let Some(deadline) = self.cancelling
+            && Instant::now() > deadline
+        {
+            self.give_up_leases("it did not stop within the grace period");
+        }
+    }
+
+    pub(super) fn give_up_leases(&mut self, why: &str) {
+        let leases: Vec<String> = self.leases.keys().cloned().collect();
+        for lease_id in leases {
+            if let Some(lease) = self.release(&lease_id) {
+                let state = &mut self.tasks[lease.task].attempts[lease.attempt];
+                state.phase = AttemptPhase::Done;
+                state.report.status = AttemptStatus::Cancelled;
+                state.report.error = Some(format!("cancelled; {why}"));
+                self.dirty.push(lease.task);
+            }
+        }
+    }
+
+    pub(super) fn interrupt(&mut self) {
+        if self.cancelling.is_some() {
+            self.give_up_leases("the run was interrupted twice");
+            return;
+        }
+        self.note(Note::Info("interrupted: stopping running attempts".into()));
+        self.cancelling = Some(Instant::now() + self.config.cancel_grace);
+        while let Some((t, a)) = self.queue.pop_front() {
+            let state = &mut self.tasks[t].attempts[a];
+            state.phase = AttemptPhase::Done;
+            state.report.status = AttemptStatus::Cancelled;
+        }
+        for task in &mut self.tasks {
+            if matches!(task.phase, TaskPhase::Waiting | TaskPhase::Resolving) {
+                task.phase = TaskPhase::Done(TaskStatus::Cancelled);
+                task.reason = Some("the run was interrupted before it started".into());
+            }
+            for state in &mut task.attempts {
+                if state.phase == AttemptPhase::Idle {
+                    state.phase = AttemptPhase::Done;
+                }
+            }
+        }
+        self.dirty.extend(0..self.tasks.len());
+        let leases: Vec<(String, String)> = self
+            .leases
+            .iter()
+            .map(|(id, l)| (id.clone(), l.worker.clone()))
+            .collect();
+        for (lease_id, worker) in leases {
+            self.send(
+                &worker,
+                Down::Cancel(Cancel {
+                    lease_id,
+                    reason: "the run was interrupted".into(),
+                }),
+            );
+        }
+    }
+
+    /// Fills free slots from the queue, most free worker first.
+    pub(super) fn dispatch(&mut self) {
+        while self.cancelling.is_none() && !self.queue.is_empty() {
+            let Some(worker) = self
+                .workers
+                .iter()
+                .map(|(id, w)| ((w.link.slots as usize).saturating_sub(w.leases.len()), id))
+                .filter(|(free, _)| *free > 0)
+                .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+                .map(|(_, id)| id.clone())
+            else {
+                return;
+            };
+            let (task, attempt) = self.queue.pop_front().expect("not empty");
+            let lease_id = format!("{}-{}", self.ctx.run_id, self.next_lease);
+            self.next_lease += 1;
+            let spec = self.attempt_spec(task, attempt);
+            let message = down(Down::Assign(Assign {
+                lease_id: lease_id.clone(),
+                attempt: Some(spec),
+            }));
+            let sent = self.workers[&worker].link.tx.try_send(Ok(message)).is_ok();
+            if !sent {
+                self.queue.push_front((task, attempt));
+                self.drop_worker(&worker, "it is not reading its stream");
+                continue;
+            }
+            let started_ms = self.ctx.started.elapsed().as_millis() as u64;
+            let state = &mut self.tasks[task].attempts[attempt];
+            state.phase = AttemptPhase::Leased;
+            state.report.worker = Some(worker.clone());
+            state.report.started_ms = Some(started_ms);
+            let n = state.report.n;
+            self.workers
+                .get_mut(&worker)
+                .expect("picked above")
+                .leases
+                .insert(lease_id.clone());
+            self.leases.insert(
+                lease_id,
+                Lease {
+                    task,
+                    attempt,
+                    worker: worker.clone(),
+                },
+            );
+            self.note(Note::Assigned {
+                task: self.ctx.plan.tasks[task].id.clone(),
+                n,
+                worker,
+            });
+        }
+    }
+
+    pub(super) fn attempt_spec(&self, task: usize, attempt: usize) -> AttemptSpec {
+        let plan_task = &self.ctx.plan.tasks[task];
+        let state = &self.tasks[task];
+        let this = &state.attempts[attempt];
+        AttemptSpec {
+            run_id: self.ctx.run_id.clone(),
+            task_id: plan_task.id.clone(),
+            attempt: this.report.n,
+            repo: self.ctx.plan.repo.to_string_lossy().into_owned(),
+            base_commit: this
+                .report
+                .base
+                .clone()
+                .or_else(|| state.base.clone())
+                .unwrap_or_default(),
+            branch: this.report.branch.clone(),
+            prompt: this
+                .prompt
+                .clone()
+                .unwrap_or_else(|| plan_task.prompt.clone()),
+            agent: Some(AgentSpec {
+                command: plan_task.agent.command.clone(),
+                env: plan_task.agent.env.clone().into_iter().collect(),
+            }),
+            timeout_ms: plan_task.timeout.as_millis() as u64,
+            checks: plan_task
+                .checks
+                .iter()
+                .chain(&this.extra_checks)
+                .map(check_spec)
+                .collect(),
+            log_dir: self.ctx.log_dir.to_string_lossy().into_owned(),
+            log_cap_bytes: self.config.log_cap,
+        }
+    }
+
+    pub(super) fn send(&mut self, worker: &str, kind: Down) {
+        let failed = self
+            .workers
+            .get(worker)
+            .is_some_and(|w| w.link.tx.try_send(Ok(down(kind))).is_err());
+        if failed {
+            self.drop_worker(worker, "it is not reading its stream");
+        }
+    }
+}

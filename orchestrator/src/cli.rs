@@ -298,6 +298,22 @@ pub fn describe(plan: &Plan) -> String {
             .collect();
         let _ = writeln!(out, "  layer {}: {}", i + 1, tasks.join(", "));
     }
+    let overrides: Vec<String> = plan
+        .tasks
+        .iter()
+        .filter(|t| t.on_conflict != plan.merge.on_conflict)
+        .map(|t| format!("{} {}", t.id, t.on_conflict.name()))
+        .collect();
+    let _ = write!(
+        out,
+        "on conflict: {} (max_rebases {})",
+        plan.merge.on_conflict.name(),
+        plan.merge.max_rebases
+    );
+    if !overrides.is_empty() {
+        let _ = write!(out, "; {}", overrides.join(", "));
+    }
+    out.push('\n');
     if !plan.merge.verify.is_empty() {
         let names: Vec<&str> = plan.merge.verify.iter().map(|c| c.name.as_str()).collect();
         let _ = writeln!(out, "verify on the result: {}", names.join(", "));

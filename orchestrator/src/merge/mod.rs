@@ -61,6 +61,23 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn messages_name_the_sides() {
+        let text = "CONFLICT (modify/delete): f deleted in aaa and modified in bbb.  Version bbb of f left in tree.";
+        assert_eq!(
+            super::name_sides(text, "aaa", "bbb"),
+            "CONFLICT (modify/delete): f deleted in ours and modified in theirs.  Version theirs of f left in tree."
+        );
+        let moved = "directory in the way of fd from aaa; moving it to fd~aaa instead.";
+        assert_eq!(
+            super::name_sides(moved, "aaa", "bbb"),
+            "directory in the way of fd from ours; moving it to fd~aaa instead."
+        );
+    }
+}
+
 /// What a merge of two commits gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -186,7 +203,12 @@ impl Merger {
         let verdict = if merged.conflicts.is_empty() {
             Verdict::Clean { tree: merged.tree }
         } else {
-            let conflicts = self.details(&merged)?;
+            let mut conflicts = self.details(&merged)?;
+            for conflict in &mut conflicts {
+                for message in &mut conflict.messages {
+                    *message = name_sides(message, ours, theirs);
+                }
+            }
             Verdict::Conflicted {
                 tree: merged.tree,
                 conflicts,
@@ -317,6 +339,24 @@ impl Merger {
             .objects(compose::replace_files(&repo, tree, files))?
             .to_string())
     }
+}
+
+/// git's message with the commit ids it names the sides by replaced by "ours" and
+/// "theirs", as the hunks call them; a path git made from an id (`file~<id>`) stays as is.
+fn name_sides(message: &str, ours: &str, theirs: &str) -> String {
+    let mut out = message.to_owned();
+    for (id, name) in [(ours, "ours"), (theirs, "theirs")] {
+        let mut result = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(id) {
+            result.push_str(&rest[..at]);
+            result.push_str(if result.ends_with('~') { id } else { name });
+            rest = &rest[at + id.len()..];
+        }
+        result.push_str(rest);
+        out = result;
+    }
+    out
 }
 
 /// A file's content as text, unless it looks binary (git's test: a NUL in the first 8000

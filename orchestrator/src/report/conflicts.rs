@@ -47,7 +47,6 @@ impl Report {
                 for detail in &c.details {
                     path_text(md, detail, true);
                 }
-                md.push('\n');
             }
         }
         if !self.result.predicted.is_empty() {
@@ -125,7 +124,7 @@ fn path_text(out: &mut String, detail: &PathConflict, markdown: bool) {
             }
         }
         if markdown {
-            let _ = writeln!(out, "{indent}```\n");
+            let _ = writeln!(out, "{indent}```");
         }
     }
     if detail.more_hunks > 0 {

@@ -457,7 +457,7 @@ impl Report {
         } else {
             let _ = writeln!(
                 md,
-                "Integrated in order: {}.",
+                "Integrated in order: {}.\n",
                 self.result.integrated.join(", ")
             );
         }

@@ -134,14 +134,9 @@ impl Scheduler {
                 self.ctx.plan.tasks[second].id.clone(),
             );
             let paths: Vec<String> = conflicts.iter().map(|c| c.path.clone()).collect();
-            let action = self.rebase_early(first, second).await;
-            let rerun = action.is_some();
-            let action = action.unwrap_or_else(|| {
-                format!(
-                    "left to the integration ({b} on_conflict: {})",
-                    self.ctx.plan.tasks[second].on_conflict.name()
-                )
-            });
+            let early = self.rebase_early(first, second).await;
+            let rerun = early.is_ok();
+            let action = early.unwrap_or_else(|why| format!("left to the integration ({why})"));
             self.note(Note::Info(format!(
                 "predicted conflict: {a} × {b} in {}; {action}",
                 paths.join(", ")
@@ -168,30 +163,46 @@ impl Scheduler {
     }
 
     /// Under `rebase`, starts `later` again from its base merged with `earlier`'s winner;
-    /// says what it did, or `None` when it did not.
-    async fn rebase_early(&mut self, earlier: usize, later: usize) -> Option<String> {
+    /// says what it did, or why it did not.
+    async fn rebase_early(&mut self, earlier: usize, later: usize) -> Result<String, String> {
         let plan_task = &self.ctx.plan.tasks[later];
-        if plan_task.on_conflict != OnConflict::Rebase
-            || self.tasks[later].round >= self.ctx.plan.merge.max_rebases
-            || self
-                .dag
-                .dependents(later)
-                .iter()
-                .any(|&d| self.tasks[d].phase != TaskPhase::Waiting)
-        {
-            return None;
-        }
-        let base = self.tasks[later].base.clone()?;
-        let theirs = self.winner_commit(earlier)?;
         let (e, l) = (&self.ctx.plan.tasks[earlier].id, &plan_task.id);
+        if plan_task.on_conflict != OnConflict::Rebase {
+            return Err(format!(
+                "{l} has on_conflict: {}",
+                plan_task.on_conflict.name()
+            ));
+        }
+        let round = self.tasks[later].round;
+        if round >= self.ctx.plan.merge.max_rebases {
+            return Err(format!(
+                "{l} was re-run {round} time(s), the most max_rebases allows"
+            ));
+        }
+        if self
+            .dag
+            .dependents(later)
+            .iter()
+            .any(|&d| self.tasks[d].phase != TaskPhase::Waiting)
+        {
+            return Err(format!("tasks have started from the winner of {l}"));
+        }
+        let (Some(base), Some(theirs)) =
+            (self.tasks[later].base.clone(), self.winner_commit(earlier))
+        else {
+            return Err(format!("{l} has no base to start again from"));
+        };
         let message = format!("braid: start {l} again from its base and the winner of {e}");
         match self.merger.merge_commits(&base, &theirs, &message).await {
             Ok((Step::Merged(new_base), _)) => {
                 let why = format!("re-running {l} on top of the winner of {e}");
                 self.rerun(later, new_base, &why);
-                Some(why)
+                Ok(why)
             }
-            _ => None,
+            Ok((Step::Conflict { .. }, _)) => {
+                Err(format!("the winner of {e} conflicts with the base of {l}"))
+            }
+            Err(err) => Err(format!("could not merge a new base for {l}: {err}")),
         }
     }
 

@@ -413,7 +413,7 @@ impl Scheduler {
         match plan_task.on_conflict {
             OnConflict::Rebase if self.tasks[t].round < self.ctx.plan.merge.max_rebases => {
                 let current = self.integration.current.clone();
-                self.conflicts[index].resolution = Resolution::Rebased;
+                // Settled only once the re-run's winner has gone in.
                 self.conflicts[index].outcome =
                     format!("re-running {id} on top of the integration so far");
                 self.integration.rebased_for.push((t, index));

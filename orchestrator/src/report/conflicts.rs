@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{ConflictReport, Report, seconds, word};
+use super::{ConflictReport, Prediction, Report, seconds, word};
 use crate::merge::PathConflict;
 
 impl Report {
@@ -23,14 +23,7 @@ impl Report {
             out.push('\n');
         }
         for p in &self.result.predicted {
-            let _ = writeln!(
-                out,
-                "predicted at {}: {} in {} ({})",
-                seconds(p.at_ms),
-                p.tasks.join(" × "),
-                kinds(&p.details),
-                p.action
-            );
+            let _ = writeln!(out, "predicted {}", prediction(p));
         }
         out
     }
@@ -52,14 +45,7 @@ impl Report {
         if !self.result.predicted.is_empty() {
             let _ = writeln!(md, "\n### Predicted by trial merges\n");
             for p in &self.result.predicted {
-                let _ = writeln!(
-                    md,
-                    "- at {}: {} in {}; {}",
-                    seconds(p.at_ms),
-                    p.tasks.join(" × "),
-                    kinds(&p.details),
-                    p.action
-                );
+                let _ = writeln!(md, "- {}", prediction(p));
             }
         }
     }
@@ -71,6 +57,16 @@ fn heading(n: usize, c: &ConflictReport) -> String {
         c.tasks.join(" × "),
         c.stage,
         word(c.resolution).replace('_', " ")
+    )
+}
+
+fn prediction(p: &Prediction) -> String {
+    format!(
+        "at {}: {} in {} ({})",
+        seconds(p.at_ms),
+        p.tasks.join(" × "),
+        kinds(&p.details),
+        p.action
     )
 }
 

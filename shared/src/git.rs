@@ -54,15 +54,6 @@ pub struct DiffStat {
     pub deletions: u64,
 }
 
-/// The outcome of a merge of two commits, as merge-ort decides it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MergeTree {
-    /// No conflict; the merged tree.
-    Clean(String),
-    /// Conflicts in these paths (sorted, each once).
-    Conflicted(Vec<String>),
-}
-
 /// A repository or worktree that git commands run in.
 #[derive(Debug, Clone)]
 pub struct Git {
@@ -144,16 +135,6 @@ impl Git {
         Ok((code == 0).then(|| stdout.trim().to_owned()))
     }
 
-    /// The tree of commit `rev`.
-    pub async fn tree_of(&self, rev: &str) -> Result<String, GitError> {
-        let spec = format!("{rev}^{{tree}}");
-        Ok(self
-            .run(&["rev-parse", "--verify", "--end-of-options", &spec])
-            .await?
-            .trim()
-            .to_owned())
-    }
-
     /// The repository's common git directory (shared by all its worktrees), absolute.
     pub async fn common_dir(&self) -> Result<PathBuf, GitError> {
         let out = self
@@ -166,62 +147,6 @@ impl Git {
     pub async fn toplevel(&self) -> Result<PathBuf, GitError> {
         let out = self.run(&["rev-parse", "--show-toplevel"]).await?;
         Ok(PathBuf::from(out.trim()))
-    }
-
-    /// Whether `ancestor` is an ancestor of (or equal to) `of`.
-    pub async fn is_ancestor(&self, ancestor: &str, of: &str) -> Result<bool, GitError> {
-        let args = ["merge-base", "--is-ancestor", ancestor, of];
-        match self.raw(&args).await? {
-            (0, _, _) => Ok(true),
-            (1, _, _) => Ok(false),
-            (_, _, stderr) => Err(self.failed(&args, stderr)),
-        }
-    }
-
-    /// Merges two commits in memory with merge-ort; writes only objects, no ref or index.
-    pub async fn merge_tree(&self, ours: &str, theirs: &str) -> Result<MergeTree, GitError> {
-        let args = [
-            "merge-tree",
-            "--write-tree",
-            "--name-only",
-            "--no-messages",
-            "-z",
-            ours,
-            theirs,
-        ];
-        let (code, stdout, stderr) = self.raw(&args).await?;
-        let mut fields = stdout.split('\0');
-        let tree = fields.next().unwrap_or_default().trim().to_owned();
-        match code {
-            0 => Ok(MergeTree::Clean(tree)),
-            1 => {
-                let mut paths: Vec<String> = fields
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                paths.sort();
-                paths.dedup();
-                Ok(MergeTree::Conflicted(paths))
-            }
-            _ => Err(self.failed(&args, stderr)),
-        }
-    }
-
-    /// Writes a commit object for `tree` with these parents; touches no ref.
-    pub async fn commit_tree(
-        &self,
-        tree: &str,
-        parents: &[&str],
-        message: &str,
-    ) -> Result<String, GitError> {
-        let mut args = vec!["commit-tree", tree];
-        for parent in parents {
-            args.push("-p");
-            args.push(parent);
-        }
-        args.push("-m");
-        args.push(message);
-        Ok(self.run(&args).await?.trim().to_owned())
     }
 
     /// Creates `refname` at `commit`; fails if it exists already, so no ref is ever
@@ -261,18 +186,6 @@ impl Git {
             stat.deletions += del.parse::<u64>().unwrap_or(0);
         }
         Ok(stat)
-    }
-
-    /// Paths changed from `from` to `to`.
-    pub async fn changed_paths(&self, from: &str, to: &str) -> Result<Vec<String>, GitError> {
-        let out = self
-            .run(&["diff", "--name-only", "-z", "--no-renames", from, to, "--"])
-            .await?;
-        Ok(out
-            .split('\0')
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect())
     }
 
     /// Adds a detached worktree at `path` checked out at `commit`.

@@ -210,6 +210,8 @@ mod tests {
             timeout: Duration::from_secs(1),
             select: Select::Best,
             checks: vec![],
+            score: None,
+            retries: 0,
             on_conflict: crate::plan::OnConflict::Report,
         }
     }

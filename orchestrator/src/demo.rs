@@ -94,7 +94,8 @@ esac
 
 const PLAN: &str = r#"# The braid demo: three tasks, three attempts each. docs starts from the merged winners of
 # greeting and farewell. braid runs the checks itself and picks, per task, the passing
-# attempt with the smallest diff.
+# attempt with the smallest diff. `braid compare RUN greeting` shows the attempts side by
+# side; `braid report RUN --format html` draws the whole run.
 version: 1
 name: demo
 repo: repo
@@ -109,19 +110,34 @@ tasks:
   - id: greeting
     prompt: Make greet.sh greet the world when no name is given, as "Hello, world!".
     checks:
+      # Runs only for attempts that change a shell script (docs skips it).
+      - name: shebang
+        run: for f in *.sh; do head -n 1 "$f" | grep -qx '#!/bin/sh' || exit 1; done
+        paths: ["*.sh"]
+      # A task's own check fails on the base by design: it must not be excused as
+      # pre-existing there, so it opts out of the baseline.
       - name: greets
         run: test "$(sh greet.sh)" = "Hello, world!" && test "$(sh greet.sh Ada)" = "Hello, Ada!"
+        baseline: false
   - id: farewell
     prompt: Add farewell.sh, which says "Goodbye, NAME." to the name it is given.
     checks:
+      - name: shebang
+        run: for f in *.sh; do head -n 1 "$f" | grep -qx '#!/bin/sh' || exit 1; done
+        paths: ["*.sh"]
       - name: says-goodbye
         run: test "$(sh farewell.sh Ada)" = "Goodbye, Ada."
+        baseline: false
   - id: docs
     deps: [greeting, farewell]
     prompt: Document how to use greet.sh and farewell.sh in README.md.
     checks:
+      - name: shebang
+        run: for f in *.sh; do head -n 1 "$f" | grep -qx '#!/bin/sh' || exit 1; done
+        paths: ["*.sh"]
       - name: documented
         run: grep -q greet.sh README.md && grep -q farewell.sh README.md
+        baseline: false
 
 merge:
   verify:

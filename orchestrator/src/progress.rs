@@ -118,6 +118,9 @@ fn line(note: &Note, verbose: bool) -> Option<String> {
                 crate::report::short(base)
             )
         }
+        Note::Assigned { task, n: 0, worker } => {
+            format!("{task}: checks on the base running on {worker}")
+        }
         Note::Assigned { task, n, worker } => format!("{task}#{n} running on {worker}"),
         Note::Output { task, n, line } if verbose => format!("{task}#{n} | {line}"),
         Note::Output { .. } => return None,

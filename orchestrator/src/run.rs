@@ -18,7 +18,7 @@ use crate::error::{BraidError, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INTERRUPTED, 
 use crate::plan::Plan;
 use crate::progress::{self, Note};
 use crate::report::{Report, ResultReport, RunStatus, TaskStatus};
-use crate::scheduler::{Event, RunContext, Scheduler, SchedulerConfig};
+use crate::scheduler::{Event, Outcome, RunContext, Scheduler, SchedulerConfig};
 use crate::service::WorkerApi;
 use crate::state;
 use crate::verify::verify;
@@ -177,11 +177,13 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         .filter(|_| !plan.merge.verify.is_empty())
     {
         let _ = notes_tx.send(Note::Info("verifying the result".into()));
+        let changed = winners_paths(&git, &outcome).await;
         let checks = verify(
             &plan.git_dir,
             &run_id,
             &commit,
             &plan.merge.verify,
+            &changed,
             &log_dir,
             config.log_cap,
             &interrupted,
@@ -199,10 +201,12 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         .tasks
         .iter()
         .all(|t| t.status == TaskStatus::Succeeded);
-    let verified = result
-        .verify
-        .iter()
-        .all(|c| c.status == crate::report::CheckStatus::Passed);
+    let verified = result.verify.iter().all(|c| {
+        matches!(
+            c.status,
+            crate::report::CheckStatus::Passed | crate::report::CheckStatus::Skipped
+        )
+    });
     let settled = result.conflicts.iter().all(|c| c.settled());
     let status = if cancelled {
         RunStatus::Cancelled
@@ -247,4 +251,26 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         report_path,
         exit_code,
     })
+}
+
+/// The union of the paths the integrated winners changed, each against its task's base.
+async fn winners_paths(git: &Git, outcome: &Outcome) -> Vec<String> {
+    let mut paths = std::collections::BTreeSet::new();
+    for task in outcome
+        .tasks
+        .iter()
+        .filter(|t| outcome.integrated.contains(&t.id))
+    {
+        let commit = task
+            .winner
+            .and_then(|n| task.attempts.iter().find(|a| a.n == n))
+            .and_then(|a| a.commit.as_deref());
+        if let (Some(base), Some(commit)) = (&task.base, commit) {
+            match git.diff_stat(base, commit).await {
+                Ok(stat) => paths.extend(stat.paths),
+                Err(err) => tracing::warn!(%err, task = %task.id, "could not list a winner's paths"),
+            }
+        }
+    }
+    paths.into_iter().collect()
 }

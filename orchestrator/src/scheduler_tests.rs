@@ -44,6 +44,8 @@ fn plan(repo: &TestRepo, attempts: u32) -> Plan {
             timeout: Duration::from_secs(60),
             select: Select::Best,
             checks: vec![],
+            score: None,
+            retries: 0,
             on_conflict: OnConflict::Report,
         }],
         merge: MergeConfig {
@@ -115,7 +117,7 @@ impl Harness {
     async fn succeed(&self, worker: &str, lease: &str, n: u32) {
         let result = AttemptResult {
             lease_id: lease.into(),
-            status: PbStatus::Succeeded as i32,
+            status: PbStatus::Finished as i32,
             commit: self.commit(n),
             ..Default::default()
         };

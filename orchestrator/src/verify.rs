@@ -1,5 +1,6 @@
 //! Verification: the `merge.verify` checks run on the integrated result, in a worktree of
-//! its own that is removed afterwards.
+//! its own that is removed afterwards. A check with `paths` runs when any integrated
+//! winner's diff touches one of them.
 
 use std::path::Path;
 
@@ -12,12 +13,15 @@ use crate::report::CheckReport;
 use crate::scheduler::{check_report, check_spec};
 use crate::state;
 
-/// Runs `checks` on `commit`; logs go to `log_dir/verify.<name>.log`.
+/// Runs `checks` on `commit`; logs go to `log_dir/verify.<name>.log`. `changed` is the
+/// union of the paths the integrated winners changed.
+#[allow(clippy::too_many_arguments)]
 pub async fn verify(
     git_dir: &Path,
     run: &str,
     commit: &str,
     checks: &[Check],
+    changed: &[String],
     log_dir: &Path,
     log_cap: u64,
     cancel: &CancellationToken,
@@ -37,6 +41,7 @@ pub async fn verify(
         &env,
         log_cap,
         |name| log_dir.join(format!("verify.{name}.log")),
+        Some(changed),
         cancel,
     )
     .await;

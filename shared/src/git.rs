@@ -44,7 +44,7 @@ pub enum GitError {
 }
 
 /// Lines and files changed between two commits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DiffStat {
     /// Files changed.
     pub files: u32,
@@ -52,6 +52,8 @@ pub struct DiffStat {
     pub insertions: u64,
     /// Lines removed.
     pub deletions: u64,
+    /// The changed paths, in git's order; a rename counts as a deletion and an addition.
+    pub paths: Vec<String>,
 }
 
 /// A repository or worktree that git commands run in.
@@ -174,7 +176,8 @@ impl Git {
         let mut stat = DiffStat::default();
         for record in out.split('\0').filter(|r| !r.is_empty()) {
             let mut cols = record.splitn(3, '\t');
-            let (Some(ins), Some(del)) = (cols.next(), cols.next()) else {
+            let (Some(ins), Some(del), Some(path)) = (cols.next(), cols.next(), cols.next())
+            else {
                 return Err(GitError::Unreadable {
                     args: join(&args),
                     detail: format!("unexpected record {record:?}"),
@@ -184,6 +187,7 @@ impl Git {
             // Binary files show "-" for both counts.
             stat.insertions += ins.parse::<u64>().unwrap_or(0);
             stat.deletions += del.parse::<u64>().unwrap_or(0);
+            stat.paths.push(path.to_owned());
         }
         Ok(stat)
     }

@@ -3,11 +3,13 @@
 //! - [`proto`]: the generated `braid.v1` gRPC code: the only types that cross the wire.
 //! - [`exec`]: the one wrapper through which braid starts child processes.
 //! - [`git`]: the git operations braid needs, run through [`exec`].
+//! - [`paths`]: the globs of path-scoped checks.
 //!
 //! Invariant: nothing here knows about plans, scheduling or reports.
 
 pub mod exec;
 pub mod git;
+pub mod paths;
 pub mod task;
 
 /// The generated `braid.v1` protocol: messages, client and server.

@@ -46,6 +46,7 @@ tasks:
     checks:
       - name: right
         run: grep -q "attempt 2" answer.txt
+        baseline: false
 "#,
         agent = agent.display()
     ));
@@ -138,7 +139,7 @@ tasks:
     }
     let md = std::fs::read_to_string(state.join("report.md")).unwrap();
     assert!(
-        md.contains("Winner: attempt 2 (only passing attempt"),
+        md.contains("Winner: attempt 2 (only attempt passing right)"),
         "{md}"
     );
     repo.assert_untouched(&before);

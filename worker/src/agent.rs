@@ -23,6 +23,8 @@ pub struct AttemptFiles {
     pub log: PathBuf,
     /// The prompt, for `BRAID_PROMPT_FILE`.
     pub prompt: PathBuf,
+    /// A retry's feedback, for `BRAID_FEEDBACK_FILE`.
+    pub feedback: PathBuf,
     /// The folder for check logs.
     pub dir: PathBuf,
     /// The stem every file of this attempt starts with.
@@ -37,6 +39,7 @@ impl AttemptFiles {
         AttemptFiles {
             log: dir.join(format!("{stem}.agent.log")),
             prompt: dir.join(format!("{stem}.prompt.md")),
+            feedback: dir.join(format!("{stem}.feedback.md")),
             dir,
             stem,
         }
@@ -75,6 +78,14 @@ pub async fn run_agent(
             path: files.prompt.clone(),
             source,
         })?;
+    if !spec.feedback.is_empty() {
+        tokio::fs::write(&files.feedback, &spec.feedback)
+            .await
+            .map_err(|source| ExecError::Log {
+                path: files.feedback.clone(),
+                source,
+            })?;
+    }
     let timeout = (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms));
     let mut cmd = Cmd::new(program, worktree)
         .args(args)
@@ -91,6 +102,9 @@ pub async fn run_agent(
         cmd = cmd.env(key, value);
     }
     cmd = cmd.env("BRAID_PROMPT_FILE", &files.prompt);
+    if !spec.feedback.is_empty() {
+        cmd = cmd.env("BRAID_FEEDBACK_FILE", &files.feedback);
+    }
     for (key, value) in &agent.env {
         cmd = cmd.env(key, value);
     }

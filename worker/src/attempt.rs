@@ -1,8 +1,11 @@
-//! One attempt from start to result: worktree, agent, commit, checks.
+//! One attempt from start to result: worktree, agent, commit, checks, score.
 //!
 //! Whatever the agent left in the worktree is committed, even when it failed or timed out,
 //! so no work is lost: every attempt that changed something survives as a commit, which the
-//! coordinator records on the attempt's branch.
+//! coordinator records on the attempt's branch. The worker runs the checks but does not
+//! judge them: only the coordinator knows which of them already fail on the task's base.
+//!
+//! A baseline job is the same without the agent: the checks run on the base commit.
 
 use std::path::Path;
 use std::time::Instant;
@@ -10,13 +13,13 @@ use std::time::Instant;
 use braid_shared::exec::Ending;
 use braid_shared::git::Git;
 use braid_shared::proto::{
-    AttemptResult, AttemptSpec, AttemptStatus, CheckStatus, DiffStat, Phase,
+    AttemptResult, AttemptSpec, AttemptStatus, DiffStat, Phase,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{AttemptFiles, attempt_env, run_agent};
-use crate::checks::{run_checks, skipped};
+use crate::checks::{run_checks, run_score, skipped};
 use crate::worktree_pool::WorktreePool;
 
 /// Something the attempt reports while it runs.
@@ -59,10 +62,42 @@ pub async fn run_attempt(
             return result;
         }
     };
-    run_in(spec, lease, worktree.path(), cancel, &updates, &mut result).await;
+    if spec.baseline {
+        run_baseline(spec, worktree.path(), cancel, &updates, &mut result).await;
+    } else {
+        run_in(spec, lease, worktree.path(), cancel, &updates, &mut result).await;
+    }
     pool.release(worktree).await;
     result.duration_ms = started.elapsed().as_millis() as u64;
     result
+}
+
+/// Runs every check on the base commit itself.
+async fn run_baseline(
+    spec: &AttemptSpec,
+    dir: &Path,
+    cancel: CancellationToken,
+    updates: &mpsc::Sender<Update>,
+    result: &mut AttemptResult,
+) {
+    let _ = updates.send(Update::Phase(Phase::Checks)).await;
+    let files = AttemptFiles::of(spec);
+    let env = attempt_env(spec, dir);
+    result.checks = run_checks(
+        &spec.checks,
+        dir,
+        &env,
+        spec.log_cap_bytes,
+        |name| files.check_log(name),
+        None,
+        &cancel,
+    )
+    .await;
+    result.status = if cancel.is_cancelled() {
+        AttemptStatus::Cancelled
+    } else {
+        AttemptStatus::Finished
+    } as i32;
 }
 
 async fn run_in(
@@ -99,7 +134,7 @@ async fn run_in(
         Ok(done) => done.ending,
         Err(err) => {
             result.error = format!("the agent could not run: {err}");
-            result.checks = spec.checks.iter().map(skipped).collect();
+            result.checks = skip_all(spec, "the agent could not run");
             return;
         }
     };
@@ -120,19 +155,30 @@ async fn run_in(
         }
     };
     let changed = head != spec.base_commit;
+    let mut touched = Vec::new();
     if changed {
         // The coordinator records the commit on the attempt's branch once it accepts the
         // result under a current lease, so a lost worker can never move a branch.
         result.commit = head.clone();
-        match git.diff_stat(&spec.base_commit, &head).await {
+        let diff_base = if spec.diff_base.is_empty() {
+            &spec.base_commit
+        } else {
+            &spec.diff_base
+        };
+        match git.diff_stat(diff_base, &head).await {
             Ok(stat) => {
                 result.diff = Some(DiffStat {
                     files: stat.files,
                     insertions: stat.insertions,
                     deletions: stat.deletions,
-                })
+                });
+                touched = stat.paths;
             }
-            Err(err) => tracing::warn!(%err, "could not measure the attempt's diff"),
+            Err(err) => {
+                result.error = format!("could not measure the attempt's diff: {err}");
+                result.infrastructure = true;
+                return;
+            }
         }
     }
 
@@ -141,7 +187,7 @@ async fn run_in(
             AttemptStatus::Failed,
             "the agent changed nothing".to_owned(),
         ),
-        Ending::Exited(0) => (AttemptStatus::Succeeded, String::new()),
+        Ending::Exited(0) => (AttemptStatus::Finished, String::new()),
         Ending::Exited(code) => (
             AttemptStatus::Failed,
             format!("the agent exited with code {code}"),
@@ -159,10 +205,10 @@ async fn run_in(
             "the attempt was cancelled".to_owned(),
         ),
     };
-    if status != AttemptStatus::Succeeded {
+    if status != AttemptStatus::Finished {
         result.status = status as i32;
+        result.checks = skip_all(spec, &error);
         result.error = error;
-        result.checks = spec.checks.iter().map(skipped).collect();
         return;
     }
 
@@ -174,24 +220,25 @@ async fn run_in(
         &env,
         spec.log_cap_bytes,
         |name| files.check_log(name),
+        Some(&touched),
         &cancel,
     )
     .await;
-    if cancel.is_cancelled() {
-        result.status = AttemptStatus::Cancelled as i32;
+    if let (Some(score), false) = (&spec.score, cancel.is_cancelled()) {
+        match run_score(score, dir, &env, &cancel).await {
+            Ok(value) => result.score = Some(value),
+            Err(why) => result.score_error = why,
+        }
+    }
+    result.status = if cancel.is_cancelled() {
         result.error = "the attempt was cancelled".to_owned();
-        return;
-    }
-    let failing: Vec<&str> = result
-        .checks
-        .iter()
-        .filter(|c| c.status() != CheckStatus::Passed)
-        .map(|c| c.name.as_str())
-        .collect();
-    if failing.is_empty() {
-        result.status = AttemptStatus::Succeeded as i32;
+        AttemptStatus::Cancelled
     } else {
-        result.status = AttemptStatus::Failed as i32;
-        result.error = format!("check {} did not pass", failing.join(", "));
-    }
+        AttemptStatus::Finished
+    } as i32;
+}
+
+/// Every check of `spec`, skipped for `why`.
+fn skip_all(spec: &AttemptSpec, why: &str) -> Vec<braid_shared::proto::CheckResult> {
+    spec.checks.iter().map(|c| skipped(c, why)).collect()
 }

@@ -1,31 +1,64 @@
-//! Checks: shell command lines run in a worktree, judged by their exit code.
+//! Checks and scores: shell command lines run in a worktree.
 //!
 //! braid runs the checks itself rather than trusting an agent's own "done". Each check's
 //! output goes to its own capped log file. All checks run, even after one failed, so a
-//! report can show every check of every attempt side by side.
+//! report can show every check of every attempt side by side. A check with `paths` runs
+//! only when the change touches one of them.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use braid_shared::exec::{Cmd, Ending, Output};
-use braid_shared::proto::{CheckResult, CheckSpec, CheckStatus};
+use braid_shared::paths::PathScope;
+use braid_shared::proto::{CheckResult, CheckSpec, CheckStatus, ScoreSpec};
 use tokio_util::sync::CancellationToken;
 
-/// Runs `checks` in `dir`, each logging to the file `log_of` names for it.
+/// Most bytes of a failing check's output kept for feedback.
+pub const TAIL_BYTES: u64 = 4096;
+/// Most lines of a failing check's output kept for feedback.
+pub const TAIL_LINES: usize = 40;
+/// Most bytes of a score command's output read.
+const SCORE_OUTPUT_CAP: usize = 64 << 10;
+
+/// Runs `checks` in `dir`, each logging to the file `log_of` names for it. `changed` holds
+/// the paths the change touches; a check with `paths` none of them match is skipped. `None`
+/// runs every check (a baseline).
 pub async fn run_checks(
     checks: &[CheckSpec],
     dir: &Path,
     env: &[(&str, String)],
     log_cap: u64,
     log_of: impl Fn(&str) -> PathBuf,
+    changed: Option<&[String]>,
     cancel: &CancellationToken,
 ) -> Vec<CheckResult> {
     let mut results = Vec::with_capacity(checks.len());
     for check in checks {
         let log = log_of(&check.name);
         if cancel.is_cancelled() {
-            results.push(skipped(check));
+            results.push(skipped(check, "the attempt was cancelled"));
             continue;
+        }
+        if let (Some(changed), false) = (changed, check.paths.is_empty()) {
+            match PathScope::new(&check.paths) {
+                Ok(scope) if scope.first_match(changed).is_none() => {
+                    let note = format!("the change touches none of {}", scope.describe());
+                    results.push(skipped(check, &note));
+                    continue;
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    // The coordinator validates globs when it loads the plan; this is a
+                    // newer or older coordinator speaking another dialect.
+                    results.push(CheckResult {
+                        status: CheckStatus::Failed as i32,
+                        note: err.to_string(),
+                        ..skipped(check, "")
+                    });
+                    continue;
+                }
+            }
         }
         let timeout = (check.timeout_ms > 0).then(|| Duration::from_millis(check.timeout_ms));
         let mut cmd = Cmd::new("sh", dir)
@@ -47,12 +80,20 @@ pub async fn run_checks(
                     Ending::Cancelled => CheckStatus::Skipped,
                     Ending::Exited(_) | Ending::Signalled(_) => CheckStatus::Failed,
                 };
+                let output_tail = if matches!(status, CheckStatus::Failed | CheckStatus::TimedOut)
+                {
+                    tail(&log)
+                } else {
+                    String::new()
+                };
                 CheckResult {
                     name: check.name.clone(),
                     status: status as i32,
                     exit_code: done.ending.code(),
                     duration_ms: done.duration.as_millis() as u64,
                     log_path: log.to_string_lossy().into_owned(),
+                    output_tail,
+                    note: String::new(),
                 }
             }
             Err(err) => {
@@ -63,6 +104,8 @@ pub async fn run_checks(
                     exit_code: None,
                     duration_ms: 0,
                     log_path: log.to_string_lossy().into_owned(),
+                    output_tail: err.to_string(),
+                    note: String::new(),
                 }
             }
         };
@@ -71,13 +114,119 @@ pub async fn run_checks(
     results
 }
 
-/// The record of a check that did not run.
-pub fn skipped(check: &CheckSpec) -> CheckResult {
+/// The record of a check that did not run, and why.
+pub fn skipped(check: &CheckSpec, why: &str) -> CheckResult {
     CheckResult {
         name: check.name.clone(),
         status: CheckStatus::Skipped as i32,
         exit_code: None,
         duration_ms: 0,
         log_path: String::new(),
+        output_tail: String::new(),
+        note: why.to_owned(),
+    }
+}
+
+/// The last lines of a log file, at most [`TAIL_LINES`] lines and [`TAIL_BYTES`] bytes.
+fn tail(path: &Path) -> String {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = len.saturating_sub(TAIL_BYTES);
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(from)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    // A cut first line is dropped rather than shown half.
+    let text = if from > 0 {
+        text.split_once('\n').map_or("", |(_, rest)| rest)
+    } else {
+        &text
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+/// Runs the score command `score` in `dir`; returns the number on the last line of its
+/// standard output, or why there is none.
+pub async fn run_score(
+    score: &ScoreSpec,
+    dir: &Path,
+    env: &[(&str, String)],
+    cancel: &CancellationToken,
+) -> Result<f64, String> {
+    let timeout = (score.timeout_ms > 0).then(|| Duration::from_millis(score.timeout_ms));
+    let mut cmd = Cmd::new("sh", dir)
+        .args(["-c", &score.run])
+        .output(Output::Capture)
+        .timeout(timeout)
+        .cancel(cancel.clone());
+    for (key, value) in env {
+        cmd = cmd.env(key, value);
+    }
+    let done = cmd
+        .run()
+        .await
+        .map_err(|err| format!("the score command could not start: {err}"))?;
+    match done.ending {
+        Ending::Exited(0) => {}
+        Ending::Exited(code) => return Err(format!("the score command exited with code {code}")),
+        Ending::Signalled(signal) => {
+            return Err(format!("the score command was killed by signal {signal}"));
+        }
+        Ending::TimedOut => return Err("the score command ran past its timeout".into()),
+        Ending::Cancelled => return Err("the attempt was cancelled".into()),
+    }
+    let out = &done.stdout[done.stdout.len().saturating_sub(SCORE_OUTPUT_CAP)..];
+    parse_score(&String::from_utf8_lossy(out))
+}
+
+/// The number on the last non-empty line of `stdout`.
+pub fn parse_score(stdout: &str) -> Result<f64, String> {
+    let Some(line) = stdout.lines().map(str::trim).rfind(|l| !l.is_empty()) else {
+        return Err("the score command printed nothing; it must print a number on its last line".into());
+    };
+    match line.parse::<f64>() {
+        Ok(n) if n.is_finite() => Ok(n),
+        _ => {
+            let shown: String = line.chars().take(80).collect();
+            Err(format!(
+                "the score command's last line {shown:?} is not a number"
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_are_the_last_line() {
+        assert_eq!(parse_score("warming up\n0.93\n\n"), Ok(0.93));
+        assert_eq!(parse_score("-4"), Ok(-4.0));
+        let err = parse_score("score: high\n").unwrap_err();
+        assert!(err.contains("\"score: high\" is not a number"), "{err}");
+        assert!(parse_score("").unwrap_err().contains("printed nothing"));
+        assert!(parse_score("NaN").is_err());
+        assert!(parse_score("inf").is_err());
+    }
+
+    #[test]
+    fn tails_keep_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let text: String = (1..=100).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&log, text).unwrap();
+        let tail = tail(&log);
+        assert!(tail.starts_with("line 61\n"), "{tail}");
+        assert!(tail.ends_with("line 100"), "{tail}");
+        let big: String = (1..=2000).map(|i| format!("{i:09}\n")).collect();
+        std::fs::write(&log, big).unwrap();
+        let tail = super::tail(&log);
+        assert!(tail.len() <= TAIL_BYTES as usize);
+        assert!(tail.ends_with("000002000"), "{tail}");
     }
 }

@@ -321,10 +321,15 @@ impl Merger {
 
     /// The text of `path` in `tree`, when it is a text file.
     pub fn read_text(&self, tree: &str, path: &str) -> Result<Option<String>, MergeError> {
+        let content = self.read_file(tree, path)?;
+        Ok(content.as_deref().and_then(text_of).map(str::to_owned))
+    }
+
+    /// The bytes of `path` in `tree`; `None` when it is not a file there.
+    pub fn read_file(&self, tree: &str, path: &str) -> Result<Option<Vec<u8>>, MergeError> {
         let repo = self.repo();
         let tree = self.objects(oid(tree))?;
-        let content = self.objects(compose::read_path(&repo, tree, path))?;
-        Ok(content.as_deref().and_then(text_of).map(str::to_owned))
+        self.objects(compose::read_path(&repo, tree, path))
     }
 
     /// `tree` with the given files' contents replaced.

@@ -176,7 +176,9 @@ pub struct CheckFile {
 #[serde(deny_unknown_fields)]
 pub struct ScoreFile {
     /// A shell command line that prints a number on its last line.
-    pub run: String,
+    pub run: Spanned<String>,
+    /// Wall-clock limit, such as `2m`. Default: 10 minutes.
+    pub timeout: Option<Spanned<Scalar>>,
 }
 
 /// The `merge:` section.

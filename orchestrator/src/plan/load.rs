@@ -12,10 +12,10 @@ use std::time::Duration;
 use braid_shared::git::Git;
 use serde_saphyr::{Location, Spanned};
 
-use super::file::{AgentFile, CheckFile, PlanFile, Scalar, Settings, TaskFile};
+use super::file::{AgentFile, CheckFile, PlanFile, Scalar, ScoreFile, Settings, TaskFile};
 use super::{
     Agent, Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_MAX_REBASES, DEFAULT_TIMEOUT, MAX_ATTEMPTS,
-    MAX_REBASES, MergeConfig, OnConflict, Plan, PlanError, PlanErrors, Select, Task,
+    MAX_REBASES, MAX_RETRIES, MergeConfig, OnConflict, Plan, PlanError, PlanErrors, Score, Select, Task,
     parse_duration,
 };
 use crate::dag;
@@ -271,20 +271,11 @@ impl Validator {
             task.checks.as_ref().or(defaults.checks.as_ref()),
             &format!("task {id:?}"),
         );
-        if let Some(score) = task.score.as_ref().or(defaults.score.as_ref()) {
-            self.error(
-                place(&score.referenced),
-                "`score` is not supported by this version of braid",
-            );
-        }
-        if let Some(retries) = task.retries.as_ref().or(defaults.retries.as_ref())
-            && !matches!(retries.value, Scalar::Int(0))
-        {
-            self.error(
-                place(&retries.referenced),
-                "`retries` other than 0 is not supported by this version of braid",
-            );
-        }
+        let score = match task.score.as_ref().or(defaults.score.as_ref()) {
+            Some(score) => self.score(&score.value).map(Some),
+            None => Some(None),
+        };
+        let retries = self.retries(task.retries.as_ref().or(defaults.retries.as_ref()));
         let on_conflict = match &task.on_conflict {
             Some(v) => self.on_conflict(v),
             None => Some(on_conflict),
@@ -302,6 +293,8 @@ impl Validator {
             timeout: timeout?,
             select: select?,
             checks: checks?,
+            score: score?,
+            retries: retries?,
         })
     }
 
@@ -421,16 +414,8 @@ impl Validator {
         };
         match value.value.as_str() {
             "best" => Some(Select::Best),
-            "first-pass" | "vote" => {
-                self.error(
-                    place(&value.referenced),
-                    format!(
-                        "`select: {}` is not supported by this version of braid; use `best`",
-                        value.value
-                    ),
-                );
-                None
-            }
+            "first-pass" => Some(Select::FirstPass),
+            "vote" => Some(Select::Vote),
             other => {
                 self.error(
                     place(&value.referenced),
@@ -442,6 +427,7 @@ impl Validator {
     }
 
     fn checks(&mut self, checks: Option<&Vec<CheckFile>>, owner: &str) -> Option<Vec<Check>> {
+        let verify = owner == "merge.verify";
         let mut out = Vec::new();
         let mut names = HashSet::new();
         let before = self.errors.len();
@@ -462,29 +448,81 @@ impl Validator {
                     format!("{owner}: check {name:?} has an empty `run`"),
                 );
             }
-            if let Some(paths) = &check.paths {
-                self.error(
-                    place(&paths.referenced),
-                    "`paths` on a check is not supported by this version of braid",
-                );
-            }
-            if let Some(baseline) = &check.baseline
-                && baseline.value
-            {
-                self.error(
-                    place(&baseline.referenced),
-                    "`baseline: true` is not supported by this version of braid",
-                );
-            }
+            let paths = check
+                .paths
+                .as_ref()
+                .map(|p| self.globs(p, &format!("{owner}: check {name:?}")));
+            let baseline = match &check.baseline {
+                Some(b) if verify => {
+                    self.error(
+                        place(&b.referenced),
+                        format!(
+                            "{owner}: `baseline` does not apply to merge.verify: the result is judged as it is"
+                        ),
+                    );
+                    false
+                }
+                Some(b) => b.value,
+                None => !verify,
+            };
             if let Some(timeout) = self.duration(check.timeout.as_ref(), DEFAULT_CHECK_TIMEOUT) {
                 out.push(Check {
                     name,
                     run: check.run.value.clone(),
                     timeout,
+                    paths: paths.flatten().unwrap_or_default(),
+                    baseline,
                 });
             }
         }
         (self.errors.len() == before).then_some(out)
+    }
+
+    fn globs(&mut self, paths: &Spanned<Vec<String>>, owner: &str) -> Option<Vec<String>> {
+        let at = place(&paths.referenced);
+        if paths.value.is_empty() {
+            self.error(
+                at,
+                format!("{owner}: `paths` lists no glob; leave it out to run the check always"),
+            );
+            return None;
+        }
+        let before = self.errors.len();
+        for text in &paths.value {
+            if let Err(err) = braid_shared::paths::glob(text) {
+                self.error(at, format!("{owner}: {err}"));
+            }
+        }
+        (self.errors.len() == before).then(|| paths.value.clone())
+    }
+
+    fn score(&mut self, score: &ScoreFile) -> Option<Score> {
+        if score.run.value.trim().is_empty() {
+            self.error(place(&score.run.referenced), "`score` has an empty `run`");
+            return None;
+        }
+        let timeout = self.duration(score.timeout.as_ref(), DEFAULT_CHECK_TIMEOUT)?;
+        Some(Score {
+            run: score.run.value.clone(),
+            timeout,
+        })
+    }
+
+    fn retries(&mut self, value: Option<&Spanned<Scalar>>) -> Option<u32> {
+        let Some(value) = value else { return Some(0) };
+        match value.value {
+            Scalar::Int(n) if (0..=i64::from(MAX_RETRIES)).contains(&n) => Some(n as u32),
+            _ => {
+                self.error(
+                    place(&value.referenced),
+                    format!(
+                        "`retries` must be a whole number from 0 to {MAX_RETRIES}, not {}",
+                        shown(&value.value)
+                    ),
+                );
+                None
+            }
+        }
     }
 
     fn merge(&mut self, merge: Option<&super::file::MergeFile>) -> Option<MergeConfig> {

@@ -23,6 +23,8 @@ pub const MAX_ATTEMPTS: u32 = 32;
 pub const DEFAULT_MAX_REBASES: u32 = 1;
 /// Most re-runs on top of the integration a plan may allow per task.
 pub const MAX_REBASES: u32 = 8;
+/// Most feedback retries a plan may allow after one attempt.
+pub const MAX_RETRIES: u32 = 8;
 
 /// A checked plan.
 #[derive(Debug, Clone)]
@@ -64,6 +66,11 @@ pub struct Task {
     pub select: Select,
     /// Checks run in each attempt's worktree.
     pub checks: Vec<Check>,
+    /// A command that rates each attempt; higher is better.
+    pub score: Option<Score>,
+    /// How many follow-up attempts, one after another, may continue an attempt whose
+    /// checks failed, each with the failure as feedback.
+    pub retries: u32,
     /// What happens when this task's winner conflicts with the integration so far.
     pub on_conflict: OnConflict,
 }
@@ -86,13 +93,43 @@ pub struct Check {
     pub run: String,
     /// Wall-clock limit.
     pub timeout: Duration,
+    /// Globs: the check runs only when the change touches a matching path. Empty: always.
+    pub paths: Vec<String>,
+    /// Whether a failure the base already has is `pre_existing` rather than blamed.
+    pub baseline: bool,
+}
+
+/// A score command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Score {
+    /// The shell command line; it prints a number on its last line.
+    pub run: String,
+    /// Wall-clock limit.
+    pub timeout: Duration,
 }
 
 /// How a winner is picked among a task's attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Select {
-    /// Among attempts whose checks pass: the smallest diff, then the lowest number.
+    /// Among attempts whose checks pass: the highest score, then the smallest diff, then
+    /// the fastest, then the lowest number.
     Best,
+    /// The first attempt whose checks pass wins at once; the others are cancelled.
+    FirstPass,
+    /// Passing attempts with the same change (whitespace aside) form groups; the largest
+    /// group wins.
+    Vote,
+}
+
+impl Select {
+    /// The policy's name, as written in a plan.
+    pub fn name(self) -> &'static str {
+        match self {
+            Select::Best => "best",
+            Select::FirstPass => "first-pass",
+            Select::Vote => "vote",
+        }
+    }
 }
 
 /// What happens when a winner conflicts with the integration so far.

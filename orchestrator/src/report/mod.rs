@@ -227,6 +227,13 @@ pub struct TaskReport {
     pub winner: Option<u32>,
     /// Why the winner won, or why the task failed or was blocked.
     pub reason: Option<String>,
+    /// How the winner was picked: `best`, `first-pass` or `vote`.
+    #[serde(default)]
+    pub select: String,
+    /// The checks as they ran on the task's base, to tell failures the base already had
+    /// (`pre_existing`) from failures an attempt caused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseline: Vec<CheckReport>,
     /// The attempts, by number.
     pub attempts: Vec<AttemptReport>,
 }
@@ -273,6 +280,15 @@ pub struct AttemptReport {
     /// The commit it started from, when not the task's first base.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+    /// What its score command printed; `null` when there is none.
+    #[serde(default)]
+    pub score: Option<f64>,
+    /// Why its score command gave no score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_error: Option<String>,
+    /// The attempt this one continues, as a feedback retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continues: Option<u32>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -288,6 +304,8 @@ pub enum AttemptKind {
     Task,
     /// Resolving a conflict between the task's winner and the integration.
     Resolution,
+    /// The task's checks on its base commit; never in a report's attempts.
+    Baseline,
 }
 
 impl AttemptKind {
@@ -318,6 +336,9 @@ impl AttemptReport {
             kind: AttemptKind::Task,
             round: 0,
             base: None,
+            score: None,
+            score_error: None,
+            continues: None,
         }
     }
 }
@@ -346,6 +367,9 @@ pub struct CheckReport {
     pub duration_ms: u64,
     /// Its log file.
     pub log: Option<String>,
+    /// Why it was skipped or counts as `pre_existing`, in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Tokens and cost; `null` where unknown.

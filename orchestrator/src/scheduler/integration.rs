@@ -214,7 +214,7 @@ impl Scheduler {
         state.phase = TaskPhase::Running;
         state.base = Some(base.clone());
         for _ in 0..plan_task.attempts {
-            let n = state.attempts.len() as u32 + 1;
+            let n = state.attempts.iter().map(|a| a.report.n).max().unwrap_or(0) + 1;
             let mut report = AttemptReport::empty(
                 n,
                 &format!("braid/{}/{}/{n}", self.ctx.run_id, plan_task.id),
@@ -227,10 +227,12 @@ impl Scheduler {
             self.queue.push_back((task, state.attempts.len() - 1));
         }
         let round = state.round;
+        let (id, attempts) = (plan_task.id.clone(), plan_task.attempts);
+        self.ensure_baseline(task, &base);
         self.note(Note::TaskStarted {
-            task: plan_task.id.clone(),
+            task: id,
             base,
-            attempts: plan_task.attempts,
+            attempts,
         });
         self.mark("rebase", Some(task), format!("round {round}: {why}"));
     }
@@ -501,8 +503,8 @@ impl Scheduler {
             }
         }
 
+        let n = self.next_n(t);
         let state = &mut self.tasks[t];
-        let n = state.attempts.len() as u32 + 1;
         let mut report = AttemptReport::empty(n, &format!("braid/{}/{id}/{n}", self.ctx.run_id));
         report.kind = AttemptKind::Resolution;
         report.base = Some(base);

@@ -7,12 +7,13 @@ use std::time::Instant;
 use braid_shared::proto::coordinator_message::Kind as Down;
 use braid_shared::proto::worker_message::Kind as Up;
 use braid_shared::proto::{
-    self as pb, AgentSpec, Assign, AttemptSpec, Cancel, ResultAck, progress,
+    self as pb, AgentSpec, Assign, AttemptSpec, Cancel, CheckSpec, ResultAck, ScoreSpec,
+    progress,
 };
 
 use super::{AttemptPhase, Lease, Scheduler, TaskPhase, check_report, check_spec, down};
 use crate::progress::Note;
-use crate::report::{AttemptStatus, DiffReport, TaskStatus, word};
+use crate::report::{AttemptKind, AttemptStatus, DiffReport, TaskStatus};
 
 impl Scheduler {
     pub(super) async fn on_worker_message(&mut self, worker: String, kind: Up) {
@@ -69,9 +70,22 @@ impl Scheduler {
             return;
         }
         let finished_ms = self.ctx.started.elapsed().as_millis() as u64;
-        let report = &mut self.tasks[lease.task].attempts[lease.attempt].report;
+        let (task, attempt) = (lease.task, lease.attempt);
+        if self.tasks[task].attempts[attempt].report.kind == AttemptKind::Baseline {
+            self.baseline_done(task, attempt, &result.checks);
+            return;
+        }
+        let state = &mut self.tasks[task].attempts[attempt];
+        state.tails = result
+            .checks
+            .iter()
+            .filter(|c| !c.output_tail.is_empty())
+            .map(|c| (c.name.clone(), c.output_tail.clone()))
+            .collect();
+        let report = &mut state.report;
         report.status = match result.status() {
-            pb::AttemptStatus::Succeeded => AttemptStatus::Succeeded,
+            // Provisional: the checks are judged against the baseline next.
+            pb::AttemptStatus::Finished => AttemptStatus::Succeeded,
             pb::AttemptStatus::TimedOut => AttemptStatus::TimedOut,
             pb::AttemptStatus::Cancelled => AttemptStatus::Cancelled,
             pb::AttemptStatus::Failed | pb::AttemptStatus::Unspecified => AttemptStatus::Failed,
@@ -88,6 +102,13 @@ impl Scheduler {
         report.checks = result.checks.iter().map(check_report).collect();
         report.duration_ms = result.duration_ms;
         report.error = (!result.error.is_empty()).then(|| result.error.clone());
+        if report.status == AttemptStatus::Cancelled
+            && let Some(why) = &state.cancel_reason
+        {
+            report.error = Some(why.clone());
+        }
+        report.score = result.score;
+        report.score_error = (!result.score_error.is_empty()).then(|| result.score_error.clone());
         report.log = (!result.log_path.is_empty()).then(|| result.log_path.clone());
         report.agent_exit_code = result.agent_exit_code;
         report.finished_ms = Some(finished_ms);
@@ -98,16 +119,8 @@ impl Scheduler {
                 report.error = Some(format!("could not record branch {}: {err}", report.branch));
             }
         }
-        self.tasks[lease.task].attempts[lease.attempt].phase = AttemptPhase::Done;
-        let report = &self.tasks[lease.task].attempts[lease.attempt].report;
-        let note = Note::AttemptDone {
-            task: self.ctx.plan.tasks[lease.task].id.clone(),
-            n: report.n,
-            status: word(report.status),
-            detail: report.error.clone().unwrap_or_default(),
-        };
-        self.note(note);
-        self.finish_task_if_done(lease.task).await;
+        state.phase = AttemptPhase::Judging;
+        self.judging.insert(task);
     }
 
     /// Forgets a lease; returns it.
@@ -307,6 +320,25 @@ impl Scheduler {
         let plan_task = &self.ctx.plan.tasks[task];
         let state = &self.tasks[task];
         let this = &state.attempts[attempt];
+        let kind = this.report.kind;
+        let checks: Vec<CheckSpec> = if kind == AttemptKind::Baseline {
+            this.checks_only.iter().map(check_spec).collect()
+        } else {
+            plan_task
+                .checks
+                .iter()
+                .chain(&this.extra_checks)
+                .map(check_spec)
+                .collect()
+        };
+        let score = plan_task
+            .score
+            .as_ref()
+            .filter(|_| kind == AttemptKind::Task)
+            .map(|s| ScoreSpec {
+                run: s.run.clone(),
+                timeout_ms: s.timeout.as_millis() as u64,
+            });
         AttemptSpec {
             run_id: self.ctx.run_id.clone(),
             task_id: plan_task.id.clone(),
@@ -323,19 +355,18 @@ impl Scheduler {
                 .prompt
                 .clone()
                 .unwrap_or_else(|| plan_task.prompt.clone()),
-            agent: Some(AgentSpec {
+            agent: (kind != AttemptKind::Baseline).then(|| AgentSpec {
                 command: plan_task.agent.command.clone(),
                 env: plan_task.agent.env.clone().into_iter().collect(),
             }),
             timeout_ms: plan_task.timeout.as_millis() as u64,
-            checks: plan_task
-                .checks
-                .iter()
-                .chain(&this.extra_checks)
-                .map(check_spec)
-                .collect(),
+            checks,
             log_dir: self.ctx.log_dir.to_string_lossy().into_owned(),
             log_cap_bytes: self.config.log_cap,
+            baseline: kind == AttemptKind::Baseline,
+            diff_base: this.diff_base.clone().unwrap_or_default(),
+            score,
+            feedback: this.feedback.clone().unwrap_or_default(),
         }
     }
 

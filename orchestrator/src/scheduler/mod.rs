@@ -8,10 +8,12 @@
 //!
 //! - [`leases`]: assigning attempts into free slots and taking results, lost workers and
 //!   interrupts back.
+//! - [`judging`]: checks judged against the task's base, feedback retries, and the end of
+//!   a task's other attempts under `first-pass`.
 //! - [`integration`]: trial merges while tasks run, then the integration of the winners
 //!   with each task's conflict strategy, inside the same loop.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,11 +27,12 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 mod integration;
+mod judging;
 mod leases;
 
 use crate::dag::Dag;
 use crate::merge::{self, DepWinner, MergeError, Merged, Merger};
-use crate::plan::{Check, Plan};
+use crate::plan::{Check, Plan, Select};
 use crate::progress::Note;
 use crate::report::{
     AttemptKind, AttemptReport, AttemptStatus, CheckReport, CheckStatus, ConflictReport,
@@ -165,6 +168,9 @@ enum AttemptPhase {
     Idle,
     Queued,
     Leased,
+    /// The result is in; a check failed and the baseline that tells whether the base fails
+    /// it too is still running.
+    Judging,
     Done,
 }
 
@@ -189,6 +195,17 @@ struct AttemptState {
     prompt: Option<String>,
     /// Checks run after the task's own (a resolution also runs the verify checks).
     extra_checks: Vec<Check>,
+    /// A baseline job's checks, instead of the task's.
+    checks_only: Vec<Check>,
+    /// The commit the attempt is measured against, when not the one it starts from (a
+    /// feedback retry starts from the attempt it continues).
+    diff_base: Option<String>,
+    /// What a feedback retry is told.
+    feedback: Option<String>,
+    /// The last lines of each failing check's output.
+    tails: Vec<(String, String)>,
+    /// Why braid cancelled it, when it did.
+    cancel_reason: Option<String>,
 }
 
 impl AttemptState {
@@ -198,6 +215,11 @@ impl AttemptState {
             phase,
             prompt: None,
             extra_checks: Vec::new(),
+            checks_only: Vec::new(),
+            diff_base: None,
+            feedback: None,
+            tails: Vec::new(),
+            cancel_reason: None,
         }
     }
 }
@@ -241,6 +263,12 @@ pub struct Scheduler {
     integration: integration::Integration,
     predicted: Vec<Prediction>,
     timeline: Vec<TimelineEntry>,
+    /// What each check gave on each base.
+    baselines: HashMap<(String, String), judging::BaselineEntry>,
+    /// Baseline jobs that have not ended.
+    baseline_jobs: Vec<(usize, usize)>,
+    /// Tasks with attempts in [`AttemptPhase::Judging`].
+    judging: BTreeSet<usize>,
 }
 
 impl Scheduler {
@@ -295,6 +323,9 @@ impl Scheduler {
             integration: Default::default(),
             predicted: Vec::new(),
             timeline: Vec::new(),
+            baselines: HashMap::new(),
+            baseline_jobs: Vec::new(),
+            judging: BTreeSet::new(),
         })
     }
 
@@ -333,9 +364,11 @@ impl Scheduler {
     /// Ends the tasks whose attempts all ended since the last event, and moves the
     /// integration on once every task has ended.
     async fn settle(&mut self) {
+        self.judge_all();
         while let Some(task) = self.dirty.pop() {
             self.finish_task_if_done(task).await;
         }
+        self.drop_unneeded_baselines();
         self.advance_integration().await;
     }
 
@@ -470,6 +503,7 @@ impl Scheduler {
             self.queue.push_back((task, i));
         }
         let attempts = state.attempts.len() as u32;
+        self.ensure_baseline(task, &base);
         self.mark(
             "task_started",
             Some(task),
@@ -485,16 +519,25 @@ impl Scheduler {
     /// Ends a task whose attempts have all ended: picks the winner and moves the DAG on.
     async fn finish_task_if_done(&mut self, task: usize) {
         let state = &self.tasks[task];
+        let policy = self.ctx.plan.tasks[task].select;
         let round: Vec<&AttemptState> = state
             .attempts
             .iter()
             .filter(|a| a.report.kind == AttemptKind::Task && a.report.round == state.round)
             .collect();
-        if state.phase != TaskPhase::Running || round.iter().any(|a| a.phase != AttemptPhase::Done)
-        {
+        let all_done = round.iter().all(|a| a.phase == AttemptPhase::Done);
+        let passed = round
+            .iter()
+            .any(|a| a.phase == AttemptPhase::Done && select::passes(&a.report));
+        let early = policy == Select::FirstPass && passed && self.cancelling.is_none();
+        if state.phase != TaskPhase::Running || !(all_done || early) {
             return;
         }
-        let reports: Vec<AttemptReport> = round.iter().map(|a| a.report.clone()).collect();
+        let reports: Vec<AttemptReport> = round
+            .iter()
+            .filter(|a| a.phase == AttemptPhase::Done)
+            .map(|a| a.report.clone())
+            .collect();
         if self.cancelling.is_some() && reports.iter().any(|a| a.status == AttemptStatus::Cancelled)
         {
             self.end_task(
@@ -504,7 +547,15 @@ impl Scheduler {
             );
             return;
         }
-        let verdict = select::best(&reports);
+        let changes = if policy == Select::Vote {
+            self.change_keys(task)
+        } else {
+            HashMap::new()
+        };
+        let verdict = select::pick(policy, &reports, &changes);
+        if let (Some(verdict), Select::FirstPass) = (&verdict, policy) {
+            self.cancel_rest(task, verdict.winner);
+        }
         if verdict.is_none() && self.tasks[task].winner.is_some() {
             // A re-run found nothing better: the earlier winner stands, and the
             // integration leaves it out as before.
@@ -628,8 +679,24 @@ impl Scheduler {
                     TaskPhase::Done(status) => status,
                     _ => TaskStatus::Cancelled,
                 };
+                let baseline = match &state.base {
+                    Some(base) => task
+                        .checks
+                        .iter()
+                        .filter_map(|c| match self.baselines.get(&judging::key(base, c)) {
+                            Some(judging::BaselineEntry::Known(report)) => Some(report.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
                 let attempts = if state.base.is_some() {
-                    state.attempts.into_iter().map(|a| a.report).collect()
+                    state
+                        .attempts
+                        .into_iter()
+                        .map(|a| a.report)
+                        .filter(|r| r.kind != AttemptKind::Baseline)
+                        .collect()
                 } else {
                     Vec::new()
                 };
@@ -643,6 +710,8 @@ impl Scheduler {
                         .map(|_| winner_branch(&self.ctx.run_id, &task.id)),
                     winner: state.winner,
                     reason: state.reason,
+                    select: task.select.name().to_owned(),
+                    baseline,
                     attempts,
                 }
             })
@@ -679,6 +748,7 @@ pub fn check_spec(check: &Check) -> CheckSpec {
         name: check.name.clone(),
         run: check.run.clone(),
         timeout_ms: check.timeout.as_millis() as u64,
+        paths: check.paths.clone(),
     }
 }
 
@@ -695,5 +765,6 @@ pub fn check_report(check: &pb::CheckResult) -> CheckReport {
         exit_code: check.exit_code,
         duration_ms: check.duration_ms,
         log: (!check.log_path.is_empty()).then(|| check.log_path.clone()),
+        note: (!check.note.is_empty()).then(|| check.note.clone()),
     }
 }

@@ -1,0 +1,97 @@
+//! Path scopes: the `paths:` globs of a check, matched against the paths a change touches.
+//!
+//! A glob is matched against the whole path from the repository root, with `/` as a
+//! separator that `*` does not cross: `src/*.rs` matches `src/a.rs` but not `src/x/a.rs`,
+//! `src/**` matches everything under `src/`, and `**/*.md` matches Markdown files anywhere.
+
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// A set of globs, ready to match.
+#[derive(Debug, Clone)]
+pub struct PathScope {
+    globs: Vec<String>,
+    set: GlobSet,
+}
+
+/// A glob that cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad glob {glob:?}: {reason}")]
+pub struct BadGlob {
+    /// The glob as written.
+    pub glob: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Parses one glob with braid's rules.
+pub fn glob(text: &str) -> Result<Glob, BadGlob> {
+    GlobBuilder::new(text)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .empty_alternates(true)
+        .build()
+        .map_err(|err| BadGlob {
+            glob: text.to_owned(),
+            reason: err.kind().to_string(),
+        })
+}
+
+impl PathScope {
+    /// The scope of `globs`.
+    pub fn new<S: AsRef<str>>(globs: &[S]) -> Result<Self, BadGlob> {
+        let mut builder = GlobSetBuilder::new();
+        for text in globs {
+            builder.add(glob(text.as_ref())?);
+        }
+        let set = builder.build().map_err(|err| BadGlob {
+            glob: globs
+                .iter()
+                .map(|g| g.as_ref())
+                .collect::<Vec<_>>()
+                .join(", "),
+            reason: err.to_string(),
+        })?;
+        Ok(PathScope {
+            globs: globs.iter().map(|g| g.as_ref().to_owned()).collect(),
+            set,
+        })
+    }
+
+    /// The first of `paths` the scope matches.
+    pub fn first_match<'a, S: AsRef<str>>(&self, paths: &'a [S]) -> Option<&'a str> {
+        paths
+            .iter()
+            .map(AsRef::as_ref)
+            .find(|p| self.set.is_match(p))
+    }
+
+    /// The globs, as written, joined for a sentence.
+    pub fn describe(&self) -> String {
+        self.globs.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_whole_paths() {
+        let scope = PathScope::new(&["src/**", "*.toml", "docs/*.md"]).unwrap();
+        assert_eq!(scope.first_match(&["README.md", "src/a/b.rs"]), Some("src/a/b.rs"));
+        assert_eq!(scope.first_match(&["Cargo.toml"]), Some("Cargo.toml"));
+        assert_eq!(scope.first_match(&["x/Cargo.toml"]), None);
+        assert_eq!(scope.first_match(&["docs/a/b.md", "srcx/a"]), None);
+        assert_eq!(scope.first_match(&["docs/b.md"]), Some("docs/b.md"));
+        let anywhere = PathScope::new(&["**/*.md"]).unwrap();
+        assert_eq!(anywhere.first_match(&["a/b/c.md"]), Some("a/b/c.md"));
+        assert_eq!(anywhere.first_match(&["c.md"]), Some("c.md"));
+    }
+
+    #[test]
+    fn bad_globs_are_named() {
+        let err = PathScope::new(&["src/[a"]).unwrap_err();
+        assert_eq!(err.glob, "src/[a");
+        assert!(err.reason.contains("unclosed"), "{}", err.reason);
+    }
+}

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::dag::Dag;
 use crate::error::{BraidError, EXIT_OK};
 use crate::plan::{self, Plan};
+use crate::report::compare::compare;
 use crate::run::{RunOptions, run_embedded};
 use crate::scheduler::SchedulerConfig;
 
@@ -48,12 +49,29 @@ enum Command {
     Report {
         /// The run id, or `latest`.
         run: String,
-        /// `md` (the default) or `json`.
+        /// `md` (the default), `json`, or `html` (writes report.html and prints its path).
         #[arg(long, default_value = "md")]
         format: String,
         /// Show only the conflicts: each path with its kind, and the hunks with both sides.
         #[arg(long)]
         conflicts: bool,
+        /// The repository the run belongs to [default: the one holding the current folder].
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
+    /// Show a task's attempts side by side: checks, score, diff size, time, cost, the
+    /// winner and why, and how alike their changes are.
+    Compare {
+        /// The run id, or `latest`.
+        run: String,
+        /// The task's id.
+        task: String,
+        /// Also show each attempt's diff against the task's base.
+        #[arg(long)]
+        diff: bool,
+        /// Print the comparison as JSON.
+        #[arg(long)]
+        json: bool,
         /// The repository the run belongs to [default: the one holding the current folder].
         #[arg(long)]
         repo: Option<PathBuf>,
@@ -143,13 +161,36 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             conflicts,
             repo,
         } => {
-            let dir = match repo {
-                Some(repo) => repo,
-                None => {
-                    std::env::current_dir().map_err(BraidError::io("reading the current folder"))?
-                }
-            };
+            let dir = repo_dir(repo)?;
             print!("{}", show_report(&dir, &run, &format, conflicts).await?);
+            Ok(EXIT_OK)
+        }
+        Command::Compare {
+            run,
+            task,
+            diff,
+            json,
+            repo,
+        } => {
+            let dir = repo_dir(repo)?;
+            let stored = load_report(&dir, &run).await?;
+            let Some(task) = stored.report.tasks.iter().find(|t| t.id == task) else {
+                let ids: Vec<&str> = stored.report.tasks.iter().map(|t| t.id.as_str()).collect();
+                return Err(BraidError::Usage(format!(
+                    "run {} has no task {task:?}; its tasks are {}",
+                    stored.report.run,
+                    ids.join(", ")
+                )));
+            };
+            let git = braid_shared::git::Git::at(&stored.report.repo);
+            let comparison = compare(&stored.report, task, &git, diff).await?;
+            if json {
+                let text = serde_json::to_string_pretty(&comparison)
+                    .map_err(|e| BraidError::Internal(e.to_string()))?;
+                println!("{text}");
+            } else {
+                print!("{}", comparison.text());
+            }
             Ok(EXIT_OK)
         }
         Command::Demo { dir, workers, json } => {
@@ -200,18 +241,25 @@ async fn run_and_print(
     Ok(finished.exit_code)
 }
 
-/// The report of run `run` of the repository at `dir`, as `braid report` prints it.
-async fn show_report(
-    dir: &std::path::Path,
-    run: &str,
-    format: &str,
-    conflicts: bool,
-) -> Result<String, BraidError> {
-    if !matches!(format, "md" | "json") {
-        return Err(BraidError::Usage(format!(
-            "unknown report format {format:?}; use md or json"
-        )));
+fn repo_dir(repo: Option<PathBuf>) -> Result<PathBuf, BraidError> {
+    match repo {
+        Some(repo) => Ok(repo),
+        None => std::env::current_dir().map_err(BraidError::io("reading the current folder")),
     }
+}
+
+/// A finished run's report as stored.
+struct Stored {
+    /// Its state directory.
+    dir: PathBuf,
+    /// report.json as written.
+    text: String,
+    /// report.json read.
+    report: crate::report::Report,
+}
+
+/// Reads the report of run `run` (or `latest`) of the repository at `dir`.
+async fn load_report(dir: &std::path::Path, run: &str) -> Result<Stored, BraidError> {
     let git_dir = braid_shared::git::Git::at(dir)
         .common_dir()
         .await
@@ -233,12 +281,34 @@ async fn show_report(
     } else {
         run.to_owned()
     };
-    let path = crate::state::run_dir(&git_dir, &run).join("report.json");
+    let run_dir = crate::state::run_dir(&git_dir, &run);
+    let path = run_dir.join("report.json");
     let text = std::fs::read_to_string(&path).map_err(|_| {
         BraidError::Usage(format!("no report for run {run:?} at {}", path.display()))
     })?;
     let report: crate::report::Report = serde_json::from_str(&text)
         .map_err(|e| BraidError::Internal(format!("cannot read {}: {e}", path.display())))?;
+    Ok(Stored {
+        dir: run_dir,
+        text,
+        report,
+    })
+}
+
+/// The report of run `run` of the repository at `dir`, as `braid report` prints it. For
+/// `html`, writes report.html beside report.json and returns its path.
+async fn show_report(
+    dir: &std::path::Path,
+    run: &str,
+    format: &str,
+    conflicts: bool,
+) -> Result<String, BraidError> {
+    if !matches!(format, "md" | "json" | "html") {
+        return Err(BraidError::Usage(format!(
+            "unknown report format {format:?}; use md, json or html"
+        )));
+    }
+    let Stored { dir, text, report } = load_report(dir, run).await?;
     Ok(match (conflicts, format) {
         (true, "json") => {
             let value = serde_json::json!({
@@ -250,6 +320,17 @@ async fn show_report(
         }
         (true, _) => report.conflicts_text(),
         (false, "json") => text,
+        (false, "html") => {
+            let git = braid_shared::git::Git::at(&report.repo);
+            let mut comparisons = Vec::with_capacity(report.tasks.len());
+            for task in &report.tasks {
+                comparisons.push(compare(&report, task, &git, true).await?);
+            }
+            let path = dir.join("report.html");
+            crate::report::write_atomically(&path, report.html(&comparisons).as_bytes())
+                .map_err(BraidError::io(format!("writing {}", path.display())))?;
+            format!("{}\n", path.display())
+        }
         (false, _) => report.markdown(),
     })
 }

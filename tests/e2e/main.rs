@@ -2,6 +2,7 @@
 //! with fake agent scripts.
 
 mod corpus;
+mod judging;
 mod merging;
 mod plans;
 mod runs;

@@ -371,6 +371,12 @@ pub fn describe(plan: &Plan) -> String {
             .map(|&t| {
                 let task = &plan.tasks[t];
                 let mut text = format!("{} ×{}", task.id, task.attempts);
+                if task.select != plan::Select::Best {
+                    let _ = write!(text, " {}", task.select.name());
+                }
+                if task.retries > 0 {
+                    let _ = write!(text, " +{} retries", task.retries);
+                }
                 if !task.deps.is_empty() {
                     let _ = write!(text, " (after {})", task.deps.join(", "));
                 }

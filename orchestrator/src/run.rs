@@ -268,7 +268,9 @@ async fn winners_paths(git: &Git, outcome: &Outcome) -> Vec<String> {
         if let (Some(base), Some(commit)) = (&task.base, commit) {
             match git.diff_stat(base, commit).await {
                 Ok(stat) => paths.extend(stat.paths),
-                Err(err) => tracing::warn!(%err, task = %task.id, "could not list a winner's paths"),
+                Err(err) => {
+                    tracing::warn!(%err, task = %task.id, "could not list a winner's paths")
+                }
             }
         }
     }

@@ -163,7 +163,10 @@ fn only_passing(winner: &AttemptReport, attempts: &[AttemptReport]) -> String {
     if ran.is_empty() {
         "only passing attempt: it finished with a change".to_owned()
     } else {
-        format!("only passing attempt: its checks passed ({})", ran.join(", "))
+        format!(
+            "only passing attempt: its checks passed ({})",
+            ran.join(", ")
+        )
     }
 }
 
@@ -316,7 +319,10 @@ mod tests {
         ];
         let v = best(&attempts).unwrap();
         assert_eq!(v.winner, 3);
-        assert_eq!(v.reason, "highest score 0.93 of 3 passing attempts (next: 0.5)");
+        assert_eq!(
+            v.reason,
+            "highest score 0.93 of 3 passing attempts (next: 0.5)"
+        );
 
         for a in &mut attempts {
             a.score = None;
@@ -343,7 +349,10 @@ mod tests {
     fn the_only_passing_attempt_names_what_the_others_failed() {
         let attempts = [attempt(1, false, 1, None), attempt(2, true, 5, None)];
         let v = best(&attempts).unwrap();
-        assert_eq!((v.winner, v.reason.as_str()), (2, "only attempt passing unit"));
+        assert_eq!(
+            (v.winner, v.reason.as_str()),
+            (2, "only attempt passing unit")
+        );
         assert_eq!(best(&attempts[..1]), None);
     }
 
@@ -358,7 +367,10 @@ mod tests {
         attempts[1].finished_ms = Some(300);
         attempts[2].finished_ms = Some(100);
         let v = first_pass(&attempts).unwrap();
-        assert_eq!((v.winner, v.reason.as_str()), (2, "first attempt to pass at 0.3s"));
+        assert_eq!(
+            (v.winner, v.reason.as_str()),
+            (2, "first attempt to pass at 0.3s")
+        );
     }
 
     #[test]

@@ -176,8 +176,7 @@ impl Git {
         let mut stat = DiffStat::default();
         for record in out.split('\0').filter(|r| !r.is_empty()) {
             let mut cols = record.splitn(3, '\t');
-            let (Some(ins), Some(del), Some(path)) = (cols.next(), cols.next(), cols.next())
-            else {
+            let (Some(ins), Some(del), Some(path)) = (cols.next(), cols.next(), cols.next()) else {
                 return Err(GitError::Unreadable {
                     args: join(&args),
                     detail: format!("unexpected record {record:?}"),

@@ -78,7 +78,10 @@ mod tests {
     #[test]
     fn globs_match_whole_paths() {
         let scope = PathScope::new(&["src/**", "*.toml", "docs/*.md"]).unwrap();
-        assert_eq!(scope.first_match(&["README.md", "src/a/b.rs"]), Some("src/a/b.rs"));
+        assert_eq!(
+            scope.first_match(&["README.md", "src/a/b.rs"]),
+            Some("src/a/b.rs")
+        );
         assert_eq!(scope.first_match(&["Cargo.toml"]), Some("Cargo.toml"));
         assert_eq!(scope.first_match(&["x/Cargo.toml"]), None);
         assert_eq!(scope.first_match(&["docs/a/b.md", "srcx/a"]), None);

@@ -89,11 +89,7 @@ tasks:
     assert_eq!(check(only, "lint")["status"], "failed");
     assert_eq!(only["error"], "check lint did not pass");
 
-    let md = braid(
-        Path::new(BIN),
-        &repo.path,
-        &["report", &run_of(&report)],
-    );
+    let md = braid(Path::new(BIN), &repo.path, &["report", &run_of(&report)]);
     assert!(stdout(&md).contains("lint pre_existing"), "{}", stdout(&md));
     repo.assert_untouched(&before);
 }
@@ -221,7 +217,9 @@ fn compare_prints_a_table_a_similarity_matrix_and_json() {
     let header: Vec<&str> = lines[2].split_whitespace().collect();
     assert_eq!(
         header,
-        ["attempt", "status", "score", "files", "lines", "time", "tokens", "cost", "note"]
+        [
+            "attempt", "status", "score", "files", "lines", "time", "tokens", "cost", "note"
+        ]
     );
     let row = |n: &str| {
         lines
@@ -231,7 +229,10 @@ fn compare_prints_a_table_a_similarity_matrix_and_json() {
             .unwrap_or_else(|| panic!("no row {n} in\n{text}"))
     };
     assert_eq!(row("1")[..6], ["1", "succeeded", "0.5", "1", "+2", "-0"]);
-    assert_eq!(row("2")[..7], ["2", "★", "succeeded", "0.93", "2", "+2", "-0"]);
+    assert_eq!(
+        row("2")[..7],
+        ["2", "★", "succeeded", "0.93", "2", "+2", "-0"]
+    );
     assert_eq!(row("3")[..6], ["3", "succeeded", "error", "1", "+1", "-0"]);
     assert!(
         text.contains("\nwinner: attempt 2: highest score 0.93 of 3 passing attempts"),
@@ -441,7 +442,10 @@ tasks:
     assert_eq!(retry["status"], "succeeded");
     assert_eq!(retry["base"], first["commit"]);
     // Its diff is measured against the task's base, not the attempt it continues.
-    assert_eq!(retry["diff"], json!({"files": 1, "insertions": 1, "deletions": 0}));
+    assert_eq!(
+        retry["diff"],
+        json!({"files": 1, "insertions": 1, "deletions": 0})
+    );
     assert_eq!(fix["winner"], 2);
     let feedback = std::fs::read_to_string(&seen).expect("the retry saw its feedback");
     assert!(
@@ -454,7 +458,8 @@ tasks:
     );
     let run = run_of(&report);
     assert_eq!(
-        repo.show(&format!("braid/{run}/fix/2"), "out.txt").as_deref(),
+        repo.show(&format!("braid/{run}/fix/2"), "out.txt")
+            .as_deref(),
         Some("fixed\n")
     );
     let retried = report["timeline"]
@@ -574,8 +579,14 @@ fn the_html_report_is_self_contained_and_renders_in_chromium() {
         );
         assert!(dom.contains(&node), "{node} missing");
     }
-    assert_eq!(dom.matches("<table class=\"attempts\">").count(), tasks.len());
-    assert_eq!(dom.matches("<table class=\"similarity\">").count(), tasks.len());
+    assert_eq!(
+        dom.matches("<table class=\"attempts\">").count(),
+        tasks.len()
+    );
+    assert_eq!(
+        dom.matches("<table class=\"similarity\">").count(),
+        tasks.len()
+    );
     assert!(dom.matches("<details class=\"diff\">").count() >= 6);
     assert!(dom.contains("<table class=\"verify\">"));
     assert!(dom.contains("class=\"conflicts\""));

@@ -129,7 +129,9 @@ fn validate_prints_the_dag_in_layers() {
         "{text}"
     );
     assert!(
-        text.contains("  layer 1: parser ×3\n  layer 2: docs ×2 (after parser)\n"),
+        text.contains(
+            "  layer 1: parser ×3 first-pass +2 retries\n  layer 2: docs ×2 vote (after parser)\n"
+        ),
         "{text}"
     );
 }

@@ -12,9 +12,7 @@ use std::time::Instant;
 
 use braid_shared::exec::Ending;
 use braid_shared::git::Git;
-use braid_shared::proto::{
-    AttemptResult, AttemptSpec, AttemptStatus, DiffStat, Phase,
-};
+use braid_shared::proto::{AttemptResult, AttemptSpec, AttemptStatus, DiffStat, Phase};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

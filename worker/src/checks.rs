@@ -80,8 +80,7 @@ pub async fn run_checks(
                     Ending::Cancelled => CheckStatus::Skipped,
                     Ending::Exited(_) | Ending::Signalled(_) => CheckStatus::Failed,
                 };
-                let output_tail = if matches!(status, CheckStatus::Failed | CheckStatus::TimedOut)
-                {
+                let output_tail = if matches!(status, CheckStatus::Failed | CheckStatus::TimedOut) {
                     tail(&log)
                 } else {
                     String::new()
@@ -186,7 +185,9 @@ pub async fn run_score(
 /// The number on the last non-empty line of `stdout`.
 pub fn parse_score(stdout: &str) -> Result<f64, String> {
     let Some(line) = stdout.lines().map(str::trim).rfind(|l| !l.is_empty()) else {
-        return Err("the score command printed nothing; it must print a number on its last line".into());
+        return Err(
+            "the score command printed nothing; it must print a number on its last line".into(),
+        );
     };
     match line.parse::<f64>() {
         Ok(n) if n.is_finite() => Ok(n),

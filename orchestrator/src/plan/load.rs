@@ -15,8 +15,8 @@ use serde_saphyr::{Location, Spanned};
 use super::file::{AgentFile, CheckFile, PlanFile, Scalar, ScoreFile, Settings, TaskFile};
 use super::{
     Agent, Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_MAX_REBASES, DEFAULT_TIMEOUT, MAX_ATTEMPTS,
-    MAX_REBASES, MAX_RETRIES, MergeConfig, OnConflict, Plan, PlanError, PlanErrors, Score, Select, Task,
-    parse_duration,
+    MAX_REBASES, MAX_RETRIES, MergeConfig, OnConflict, Plan, PlanError, PlanErrors, Score, Select,
+    Task, parse_duration,
 };
 use crate::dag;
 

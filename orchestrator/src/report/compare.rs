@@ -109,11 +109,18 @@ pub async fn compare(
             _ => None,
         });
     }
-    let lines: Vec<Option<HashSet<String>>> =
-        texts.iter().map(|t| t.as_deref().map(changed_lines)).collect();
+    let lines: Vec<Option<HashSet<String>>> = texts
+        .iter()
+        .map(|t| t.as_deref().map(changed_lines))
+        .collect();
     let similarity = lines
         .iter()
-        .map(|a| lines.iter().map(|b| jaccard(a.as_ref(), b.as_ref())).collect())
+        .map(|a| {
+            lines
+                .iter()
+                .map(|b| jaccard(a.as_ref(), b.as_ref()))
+                .collect()
+        })
         .collect();
     let rows = attempts
         .iter()
@@ -186,7 +193,10 @@ fn changed_lines(diff: &str) -> HashSet<String> {
     let mut path = "";
     let mut out = HashSet::new();
     for line in diff.lines() {
-        if let Some(p) = line.strip_prefix("+++ ").or_else(|| line.strip_prefix("--- ")) {
+        if let Some(p) = line
+            .strip_prefix("+++ ")
+            .or_else(|| line.strip_prefix("--- "))
+        {
             if p != "/dev/null" {
                 path = p.get(2..).unwrap_or(p);
             }
@@ -222,7 +232,11 @@ impl Comparison {
                 format!("{}{}", r.n, if r.winner { " ★" } else { "" }),
                 r.status.clone(),
             ];
-            cells.extend(r.checks.iter().map(|c| c.clone().unwrap_or_else(|| "-".into())));
+            cells.extend(
+                r.checks
+                    .iter()
+                    .map(|c| c.clone().unwrap_or_else(|| "-".into())),
+            );
             cells.push(match (&r.score, &r.score_error) {
                 (Some(s), _) => s.to_string(),
                 (None, Some(_)) => "error".into(),
@@ -277,7 +291,11 @@ impl Comparison {
         for (r, values) in self.attempts.iter().zip(&self.similarity) {
             matrix.push(
                 std::iter::once(r.n.to_string())
-                    .chain(values.iter().map(|v| v.map_or("-".into(), |v| format!("{v:.2}"))))
+                    .chain(
+                        values
+                            .iter()
+                            .map(|v| v.map_or("-".into(), |v| format!("{v:.2}"))),
+                    )
                     .collect(),
             );
         }

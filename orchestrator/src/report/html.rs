@@ -170,7 +170,9 @@ impl Report {
         if self.result.integrated.is_empty() {
             h.push_str("<p>Nothing was integrated.</p>\n");
         } else {
-            h.push_str("<table class=\"steps\"><tr><th>task</th><th>route</th><th>commit</th></tr>\n");
+            h.push_str(
+                "<table class=\"steps\"><tr><th>task</th><th>route</th><th>commit</th></tr>\n",
+            );
             for step in &self.result.steps {
                 let _ = writeln!(
                     h,
@@ -252,7 +254,10 @@ impl Report {
         for (t, a) in &runs {
             let worker = a.worker.as_deref().unwrap_or("");
             let start = a.started_ms.unwrap_or(0);
-            let end = a.finished_ms.unwrap_or(start + a.duration_ms).max(start + 1);
+            let end = a
+                .finished_ms
+                .unwrap_or(start + a.duration_ms)
+                .max(start + 1);
             let free = lanes.entry(worker).or_default();
             let lane = match free.iter().position(|&busy| busy <= start) {
                 Some(lane) => {

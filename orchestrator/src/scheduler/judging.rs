@@ -315,7 +315,9 @@ impl Scheduler {
                 Ok(files) => {
                     keys.insert(report.n, select::change_key(&files));
                 }
-                Err(err) => tracing::warn!(%err, n = report.n, "could not read an attempt's change"),
+                Err(err) => {
+                    tracing::warn!(%err, n = report.n, "could not read an attempt's change")
+                }
             }
         }
         keys
@@ -378,7 +380,10 @@ impl Scheduler {
                     && s.attempts.iter().any(|a| {
                         a.report.kind == AttemptKind::Task
                             && a.phase != AttemptPhase::Done
-                            && a.diff_base.as_ref().or(a.report.base.as_ref()).or(s.base.as_ref())
+                            && a.diff_base
+                                .as_ref()
+                                .or(a.report.base.as_ref())
+                                .or(s.base.as_ref())
                                 == base.as_ref()
                     })
             });

@@ -7,8 +7,7 @@ use std::time::Instant;
 use braid_shared::proto::coordinator_message::Kind as Down;
 use braid_shared::proto::worker_message::Kind as Up;
 use braid_shared::proto::{
-    self as pb, AgentSpec, Assign, AttemptSpec, Cancel, CheckSpec, ResultAck, ScoreSpec,
-    progress,
+    self as pb, AgentSpec, Assign, AttemptSpec, Cancel, CheckSpec, ResultAck, ScoreSpec, progress,
 };
 
 use super::{AttemptPhase, Lease, Scheduler, TaskPhase, check_report, check_spec, down};

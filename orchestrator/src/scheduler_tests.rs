@@ -6,14 +6,15 @@ use std::time::{Duration, Instant};
 use braid_shared::proto::coordinator_message::Kind as Down;
 use braid_shared::proto::worker_message::Kind as Up;
 use braid_shared::proto::{
-    AttemptResult, AttemptStatus as PbStatus, CoordinatorMessage, Heartbeat,
+    AttemptResult, AttemptStatus as PbStatus, CheckResult, CheckStatus as PbCheckStatus,
+    CoordinatorMessage, Heartbeat,
 };
 use braid_tests::TestRepo;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::plan::{Agent, MergeConfig, OnConflict, Plan, Select, Task};
-use crate::report::{AttemptStatus, TaskStatus};
+use crate::plan::{Agent, Check, MergeConfig, OnConflict, Plan, Select, Task};
+use crate::report::{AttemptStatus, CheckStatus, TaskStatus};
 use crate::scheduler::{Event, Outcome, RunContext, Scheduler, SchedulerConfig, WorkerLink};
 
 type Inbox = mpsc::Receiver<Result<CoordinatorMessage, Status>>;
@@ -57,10 +58,16 @@ fn plan(repo: &TestRepo, attempts: u32) -> Plan {
 }
 
 fn start(attempts: u32, config: SchedulerConfig) -> Harness {
+    start_with(attempts, config, |_| {})
+}
+
+fn start_with(attempts: u32, config: SchedulerConfig, edit: impl FnOnce(&mut Plan)) -> Harness {
     let repo = TestRepo::init();
+    let mut plan = plan(&repo, attempts);
+    edit(&mut plan);
     let ctx = RunContext {
         run_id: "test-run".into(),
-        plan: Arc::new(plan(&repo, attempts)),
+        plan: Arc::new(plan),
         log_dir: repo.outside().join("logs"),
         started: Instant::now(),
     };
@@ -276,4 +283,107 @@ async fn infrastructure_failures_are_retried_without_using_an_attempt() {
     let outcome = h.run.await.unwrap();
     assert_eq!(outcome.tasks[0].status, TaskStatus::Succeeded);
     assert_eq!(outcome.tasks[0].attempts[0].lost, 1);
+}
+
+fn unit_check(status: PbCheckStatus) -> CheckResult {
+    CheckResult {
+        name: "unit".into(),
+        status: status as i32,
+        exit_code: Some(if status == PbCheckStatus::Passed {
+            0
+        } else {
+            1
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_failed_check_waits_for_the_baseline_and_is_then_pre_existing() {
+    let h = start_with(1, quick(), |plan| {
+        plan.tasks[0].checks = vec![Check {
+            name: "unit".into(),
+            run: "make test".into(),
+            timeout: Duration::from_secs(60),
+            paths: vec![],
+            baseline: true,
+        }];
+    });
+    let mut w1 = h.join("w1", 2).await;
+    // The baseline job goes first, and carries only the checks.
+    let (baseline, spec) = match next(&mut w1).await {
+        Down::Assign(a) => (a.lease_id, a.attempt.unwrap()),
+        other => panic!("expected Assign, got {other:?}"),
+    };
+    assert!(spec.baseline);
+    assert!(spec.agent.is_none());
+    assert_eq!(spec.checks.len(), 1);
+    let (lease, n) = assignment(&mut w1).await;
+    assert_eq!(n, 1);
+    let result = AttemptResult {
+        lease_id: lease,
+        status: PbStatus::Finished as i32,
+        commit: h.commit(1),
+        checks: vec![unit_check(PbCheckStatus::Failed)],
+        ..Default::default()
+    };
+    h.say("w1", Up::Result(result)).await;
+    assert!(matches!(next(&mut w1).await, Down::ResultAck(ack) if ack.accepted));
+    // Until the base has spoken, the attempt is not judged and the run goes on.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!h.run.is_finished());
+    let on_base = AttemptResult {
+        lease_id: baseline,
+        status: PbStatus::Finished as i32,
+        checks: vec![unit_check(PbCheckStatus::Failed)],
+        ..Default::default()
+    };
+    h.say("w1", Up::Result(on_base)).await;
+    let outcome = h.run.await.unwrap();
+    let task = &outcome.tasks[0];
+    assert_eq!(task.status, TaskStatus::Succeeded);
+    assert_eq!(task.winner, Some(1));
+    assert_eq!(task.baseline.len(), 1);
+    assert_eq!(task.attempts.len(), 1, "the baseline job is not an attempt");
+    assert_eq!(task.attempts[0].checks[0].status, CheckStatus::PreExisting);
+}
+
+#[tokio::test]
+async fn a_check_the_base_passes_is_blamed() {
+    let h = start_with(1, quick(), |plan| {
+        plan.tasks[0].checks = vec![Check {
+            name: "unit".into(),
+            run: "make test".into(),
+            timeout: Duration::from_secs(60),
+            paths: vec![],
+            baseline: true,
+        }];
+    });
+    let mut w1 = h.join("w1", 2).await;
+    let baseline = match next(&mut w1).await {
+        Down::Assign(a) => a.lease_id,
+        other => panic!("expected Assign, got {other:?}"),
+    };
+    let (lease, _) = assignment(&mut w1).await;
+    let on_base = AttemptResult {
+        lease_id: baseline,
+        status: PbStatus::Finished as i32,
+        checks: vec![unit_check(PbCheckStatus::Passed)],
+        ..Default::default()
+    };
+    h.say("w1", Up::Result(on_base)).await;
+    let result = AttemptResult {
+        lease_id: lease,
+        status: PbStatus::Finished as i32,
+        commit: h.commit(1),
+        checks: vec![unit_check(PbCheckStatus::Failed)],
+        ..Default::default()
+    };
+    h.say("w1", Up::Result(result)).await;
+    let outcome = h.run.await.unwrap();
+    let attempt = &outcome.tasks[0].attempts[0];
+    assert_eq!(outcome.tasks[0].status, TaskStatus::Failed);
+    assert_eq!(attempt.status, AttemptStatus::Failed);
+    assert_eq!(attempt.checks[0].status, CheckStatus::Failed);
+    assert_eq!(attempt.error.as_deref(), Some("check unit did not pass"));
 }

@@ -454,24 +454,34 @@ impl Report {
                 }
                 _ => {}
             }
+            if !task.baseline.is_empty() {
+                let _ = writeln!(md, "Checks on the base: {}.", checks_text(&task.baseline));
+            }
             if !task.attempts.is_empty() {
                 let _ = writeln!(
                     md,
-                    "\n| attempt | status | checks | diff | duration | worker | note |"
+                    "\n| attempt | status | checks | score | diff | duration | worker | note |"
                 );
-                let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+                let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
                 for a in &task.attempts {
                     let mark = if task.winner == Some(a.n) { " ★" } else { "" };
+                    let mut note: Vec<String> = Vec::new();
+                    if let Some(p) = a.continues {
+                        note.push(format!("continues {p}"));
+                    }
+                    note.extend(a.error.clone());
+                    note.extend(a.score_error.clone());
                     let _ = writeln!(
                         md,
-                        "| {}{mark} | {} | {} | {} | {} | {} | {} |",
+                        "| {}{mark} | {} | {} | {} | {} | {} | {} | {} |",
                         a.n,
                         word(a.status),
                         checks_text(&a.checks),
+                        a.score.map_or("-".into(), |s| s.to_string()),
                         diff_text(&a.diff, a.commit.is_some()),
                         seconds(a.duration_ms),
                         a.worker.as_deref().unwrap_or("-"),
-                        a.error.as_deref().unwrap_or("").replace('|', "\\|"),
+                        note.join("; ").replace('|', "\\|"),
                     );
                 }
             }

@@ -136,16 +136,18 @@ fn line(note: &Note, verbose: bool) -> Option<String> {
             status,
             detail,
         } => format!("{task}#{n} {status}: {detail}"),
-        Note::AttemptLost {
-            task,
-            n,
-            retried: true,
-        } => format!("{task}#{n} lost its worker; running it again"),
-        Note::AttemptLost {
-            task,
-            n,
-            retried: false,
-        } => format!("{task}#{n} lost its worker too often; giving up"),
+        Note::AttemptLost { task, n, retried } => {
+            let who = if *n == 0 {
+                format!("{task}: the checks on the base")
+            } else {
+                format!("{task}#{n}")
+            };
+            if *retried {
+                format!("{who} lost its worker; running it again")
+            } else {
+                format!("{who} lost its worker too often; giving up")
+            }
+        }
         Note::TaskDone {
             task,
             status,

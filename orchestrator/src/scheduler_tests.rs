@@ -285,6 +285,17 @@ async fn infrastructure_failures_are_retried_without_using_an_attempt() {
     assert_eq!(outcome.tasks[0].attempts[0].lost, 1);
 }
 
+/// Gives the plan's task one check, `unit`, judged against the base.
+fn with_unit_check(plan: &mut Plan) {
+    plan.tasks[0].checks = vec![Check {
+        name: "unit".into(),
+        run: "make test".into(),
+        timeout: Duration::from_secs(60),
+        paths: vec![],
+        baseline: true,
+    }];
+}
+
 fn unit_check(status: PbCheckStatus) -> CheckResult {
     CheckResult {
         name: "unit".into(),
@@ -300,15 +311,7 @@ fn unit_check(status: PbCheckStatus) -> CheckResult {
 
 #[tokio::test]
 async fn a_failed_check_waits_for_the_baseline_and_is_then_pre_existing() {
-    let h = start_with(1, quick(), |plan| {
-        plan.tasks[0].checks = vec![Check {
-            name: "unit".into(),
-            run: "make test".into(),
-            timeout: Duration::from_secs(60),
-            paths: vec![],
-            baseline: true,
-        }];
-    });
+    let h = start_with(1, quick(), with_unit_check);
     let mut w1 = h.join("w1", 2).await;
     // The baseline job goes first, and carries only the checks.
     let (baseline, spec) = match next(&mut w1).await {
@@ -350,15 +353,7 @@ async fn a_failed_check_waits_for_the_baseline_and_is_then_pre_existing() {
 
 #[tokio::test]
 async fn a_check_the_base_passes_is_blamed() {
-    let h = start_with(1, quick(), |plan| {
-        plan.tasks[0].checks = vec![Check {
-            name: "unit".into(),
-            run: "make test".into(),
-            timeout: Duration::from_secs(60),
-            paths: vec![],
-            baseline: true,
-        }];
-    });
+    let h = start_with(1, quick(), with_unit_check);
     let mut w1 = h.join("w1", 2).await;
     let baseline = match next(&mut w1).await {
         Down::Assign(a) => a.lease_id,

@@ -216,6 +216,32 @@ fn jaccard(a: Option<&HashSet<String>>, b: Option<&HashSet<String>>) -> Option<f
     Some(a.intersection(b).count() as f64 / union as f64)
 }
 
+impl Row {
+    /// The note column: the retry chain, then why it won or failed, then a score error.
+    pub fn note_text(&self) -> String {
+        let mut note = Vec::new();
+        if let Some(p) = self.continues {
+            note.push(format!("continues {p}"));
+        }
+        note.extend(self.note.clone());
+        note.extend(self.score_error.clone());
+        note.join("; ")
+    }
+
+    /// Input and output tokens, or `-` when unknown.
+    pub fn tokens_text(&self) -> String {
+        match (self.input_tokens, self.output_tokens) {
+            (None, None) => "-".into(),
+            (i, o) => format!("{}/{}", i.unwrap_or(0), o.unwrap_or(0)),
+        }
+    }
+
+    /// The cost, or `-` when unknown.
+    pub fn cost_text(&self) -> String {
+        self.cost_usd.map_or("-".into(), |c| format!("${c:.4}"))
+    }
+}
+
 impl Comparison {
     /// The comparison as `braid compare` prints it.
     pub fn text(&self) -> String {
@@ -245,22 +271,9 @@ impl Comparison {
             cells.push(r.files.to_string());
             cells.push(format!("+{} -{}", r.insertions, r.deletions));
             cells.push(seconds(r.duration_ms));
-            cells.push(match (r.input_tokens, r.output_tokens) {
-                (None, None) => "-".into(),
-                (i, o) => format!("{}/{}", i.unwrap_or(0), o.unwrap_or(0)),
-            });
-            cells.push(r.cost_usd.map_or("-".into(), |c| format!("${c:.4}")));
-            let mut note = Vec::new();
-            if let Some(p) = r.continues {
-                note.push(format!("continues {p}"));
-            }
-            if let Some(n) = &r.note {
-                note.push(n.clone());
-            }
-            if let Some(e) = &r.score_error {
-                note.push(e.clone());
-            }
-            cells.push(note.join("; "));
+            cells.push(r.tokens_text());
+            cells.push(r.cost_text());
+            cells.push(r.note_text());
             rows.push(cells);
         }
         let mut out = String::new();

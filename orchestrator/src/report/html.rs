@@ -398,16 +398,6 @@ fn task_section(h: &mut String, task: &TaskReport, c: &Comparison) {
             let st = check.clone().unwrap_or_else(|| "-".into());
             let _ = write!(h, "<td class=\"{st}\">{st}</td>", st = esc(&st));
         }
-        let mut note = Vec::new();
-        if let Some(p) = row.continues {
-            note.push(format!("continues {p}"));
-        }
-        if let Some(n) = &row.note {
-            note.push(n.clone());
-        }
-        if let Some(e) = &row.score_error {
-            note.push(e.clone());
-        }
         let _ = writeln!(
             h,
             "<td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">+{} -{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
@@ -416,13 +406,10 @@ fn task_section(h: &mut String, task: &TaskReport, c: &Comparison) {
             row.insertions,
             row.deletions,
             seconds(row.duration_ms),
-            match (row.input_tokens, row.output_tokens) {
-                (None, None) => "-".into(),
-                (i, o) => format!("{}/{}", i.unwrap_or(0), o.unwrap_or(0)),
-            },
-            row.cost_usd.map_or("-".into(), |c| format!("${c:.4}")),
+            row.tokens_text(),
+            row.cost_text(),
             esc(row.worker.as_deref().unwrap_or("-")),
-            esc(&note.join("; ")),
+            esc(&row.note_text()),
         );
     }
     h.push_str("</table>\n");

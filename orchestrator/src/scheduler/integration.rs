@@ -209,12 +209,12 @@ impl Scheduler {
     /// Queues the attempts of `task` again from `base` (a rebase round).
     pub(super) fn rerun(&mut self, task: usize, base: String, why: &str) {
         let plan_task = &self.ctx.plan.tasks[task];
+        let first = self.next_n(task);
         let state = &mut self.tasks[task];
         state.round += 1;
         state.phase = TaskPhase::Running;
         state.base = Some(base.clone());
-        for _ in 0..plan_task.attempts {
-            let n = state.attempts.iter().map(|a| a.report.n).max().unwrap_or(0) + 1;
+        for n in first..first + plan_task.attempts {
             let mut report = AttemptReport::empty(
                 n,
                 &format!("braid/{}/{}/{n}", self.ctx.run_id, plan_task.id),

@@ -333,17 +333,20 @@ impl Scheduler {
                 continue;
             }
             match state.phase {
-                AttemptPhase::Queued | AttemptPhase::Idle => {
-                    self.queue.retain(|&(task, a)| (task, a) != (t, i));
-                    let state = &mut self.tasks[t].attempts[i];
-                    state.phase = AttemptPhase::Done;
-                    state.report.status = AttemptStatus::Cancelled;
-                    state.report.error = Some(why.clone());
-                }
+                AttemptPhase::Queued | AttemptPhase::Idle => self.drop_queued(t, i, &why),
                 AttemptPhase::Leased => self.cancel_lease(t, i, &why),
                 AttemptPhase::Judging | AttemptPhase::Done => {}
             }
         }
+    }
+
+    /// Takes attempt `i` of task `t` out of the queue before it ever ran.
+    fn drop_queued(&mut self, t: usize, i: usize, why: &str) {
+        self.queue.retain(|&(task, a)| (task, a) != (t, i));
+        let state = &mut self.tasks[t].attempts[i];
+        state.phase = AttemptPhase::Done;
+        state.report.status = AttemptStatus::Cancelled;
+        state.report.error = Some(why.to_owned());
     }
 
     /// Asks the worker running attempt `i` of task `t` to stop it.
@@ -375,16 +378,12 @@ impl Scheduler {
                 continue;
             }
             let base = self.measured_from(t, i);
-            let needed = self.tasks.iter().any(|s| {
+            let needed = self.tasks.iter().enumerate().any(|(o, s)| {
                 s.phase == TaskPhase::Running
-                    && s.attempts.iter().any(|a| {
+                    && s.attempts.iter().enumerate().any(|(j, a)| {
                         a.report.kind == AttemptKind::Task
                             && a.phase != AttemptPhase::Done
-                            && a.diff_base
-                                .as_ref()
-                                .or(a.report.base.as_ref())
-                                .or(s.base.as_ref())
-                                == base.as_ref()
+                            && self.measured_from(o, j) == base
                     })
             });
             if needed {
@@ -396,10 +395,7 @@ impl Scheduler {
                 self.cancel_lease(t, i, why);
                 self.baseline_jobs.push((t, i));
             } else {
-                self.queue.retain(|&(task, a)| (task, a) != (t, i));
-                let state = &mut self.tasks[t].attempts[i];
-                state.phase = AttemptPhase::Done;
-                state.report.status = AttemptStatus::Cancelled;
+                self.drop_queued(t, i, why);
             }
         }
     }

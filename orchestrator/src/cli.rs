@@ -27,12 +27,17 @@ enum Command {
     Run {
         /// The plan file (YAML).
         plan: PathBuf,
-        /// Local workers [default: the number of CPUs].
+        /// Local workers [default: the number of CPUs]; 0 with `--listen` runs only the
+        /// workers that connect.
         #[arg(long)]
         workers: Option<u32>,
         /// Attempts each worker runs at once.
         #[arg(long, default_value_t = 1)]
         slots: u32,
+        /// Also take workers that connect to this address, `unix:/path/to.sock`
+        /// (`braid worker --connect` and other clients of `braid.v1`).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
         /// Print report.json on standard output at the end.
         #[arg(long)]
         json: bool,
@@ -92,7 +97,16 @@ enum Command {
 
 /// Runs the command line; returns the exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    main_from(std::env::args_os())
+}
+
+/// Runs the command line `args` (the first is the program's name); returns the exit code.
+pub fn main_from<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
@@ -138,17 +152,26 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             plan,
             workers,
             slots,
+            listen,
             json,
             verbose,
         } => {
-            let plan = plan::load(&plan).await?;
+            let listen = listen.as_deref().map(listen_path).transpose()?;
             let workers = workers.unwrap_or_else(default_workers);
-            if workers == 0 || slots == 0 {
+            if slots == 0 || (workers == 0 && listen.is_none()) {
                 return Err(BraidError::Usage(
-                    "--workers and --slots must be at least 1".into(),
+                    "--slots must be at least 1, and --workers too unless --listen is given".into(),
                 ));
             }
-            run_and_print(plan, workers, slots, json, verbose).await
+            let plan = plan::load(&plan).await?;
+            let options = RunOptions {
+                workers,
+                slots,
+                verbose,
+                listen,
+                scheduler: SchedulerConfig::default(),
+            };
+            run_and_print(plan, options, json).await
         }
         Command::Validate { plan } => {
             let plan = plan::load(&plan).await?;
@@ -198,7 +221,14 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             eprintln!("demo repository: {}", demo.repo.display());
             eprintln!("demo plan:       {}", demo.plan.display());
             let plan = plan::load(&demo.plan).await?;
-            let code = run_and_print(plan, workers.max(1), 1, json, false).await?;
+            let options = RunOptions {
+                workers: workers.max(1),
+                slots: 1,
+                verbose: false,
+                listen: None,
+                scheduler: SchedulerConfig::default(),
+            };
+            let code = run_and_print(plan, options, json).await?;
             let out = if json { "" } else { "\n" };
             let lines = format!(
                 "{out}Look around:\n  git -C {repo} branch --list 'braid/*'\n  git -C {repo} log --oneline --graph --all\n  cat {repo}/.git/braid/runs/*/report.md\n",
@@ -214,19 +244,17 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
     }
 }
 
-async fn run_and_print(
-    plan: Plan,
-    workers: u32,
-    slots: u32,
-    json: bool,
-    verbose: bool,
-) -> Result<i32, BraidError> {
-    let options = RunOptions {
-        workers,
-        slots,
-        verbose,
-        scheduler: SchedulerConfig::default(),
-    };
+/// The socket path of a `--listen` address.
+fn listen_path(addr: &str) -> Result<PathBuf, BraidError> {
+    match addr.strip_prefix("unix:") {
+        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+        _ => Err(BraidError::Usage(format!(
+            "--listen {addr:?}: give a Unix socket as unix:/path/to.sock (TCP comes with braid serve)"
+        ))),
+    }
+}
+
+async fn run_and_print(plan: Plan, options: RunOptions, json: bool) -> Result<i32, BraidError> {
     let finished = run_embedded(plan, options).await?;
     let summary = finished.report.summary();
     if json {

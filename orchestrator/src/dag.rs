@@ -64,17 +64,37 @@ impl Dag {
 
     /// Every task that depends on `task`, directly or not, in plan order.
     pub fn downstream(&self, task: usize) -> Vec<usize> {
+        let seen = self.reachable(task, Direction::Outgoing);
+        (0..seen.len()).filter(|&t| seen[t]).collect()
+    }
+
+    /// Whether each task is ordered against `task` by the DAG: `task` depends on it, or it
+    /// depends on `task`, directly or not. `task` itself is not.
+    pub fn related(&self, task: usize) -> Vec<bool> {
+        let mut related = self.reachable(task, Direction::Outgoing);
+        for (t, up) in self
+            .reachable(task, Direction::Incoming)
+            .into_iter()
+            .enumerate()
+        {
+            related[t] |= up;
+        }
+        related
+    }
+
+    /// Which tasks can be reached from `task` along edges in `direction`.
+    fn reachable(&self, task: usize, direction: Direction) -> Vec<bool> {
         let mut seen = vec![false; self.graph.node_count()];
         let mut queue = VecDeque::from([task]);
         while let Some(t) = queue.pop_front() {
-            for next in self.dependents(t) {
+            for next in self.neighbours(t, direction) {
                 if !seen[next] {
                     seen[next] = true;
                     queue.push_back(next);
                 }
             }
         }
-        (0..seen.len()).filter(|&t| seen[t]).collect()
+        seen
     }
 
     /// The tasks in layers: a task's layer is one more than the deepest of its deps.
@@ -228,6 +248,13 @@ mod tests {
         assert_eq!(dag.order(), vec![1, 2, 0, 3]);
         assert_eq!(dag.layers(), vec![vec![1, 3], vec![2], vec![0]]);
         assert_eq!(dag.downstream(1), vec![0, 2]);
+        let related = dag.related(0);
+        assert_eq!(
+            (0..related.len())
+                .filter(|&t| related[t])
+                .collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         assert_eq!(dag.deps(0), vec![2]);
     }
 

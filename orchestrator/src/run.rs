@@ -29,12 +29,15 @@ const WORKER_WIND_DOWN: Duration = Duration::from_secs(30);
 /// How an embedded run is set up.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Local workers.
+    /// Local workers; 0 when only workers that connect to `listen` serve the run.
     pub workers: u32,
     /// Slots per worker.
     pub slots: u32,
     /// Show the agents' output lines as progress.
     pub verbose: bool,
+    /// A Unix socket to serve on, for workers of other processes too; by default a socket
+    /// in a private temporary folder that only this process's workers know.
+    pub listen: Option<PathBuf>,
     /// The scheduler's timings.
     pub scheduler: SchedulerConfig,
 }
@@ -52,6 +55,19 @@ pub struct Finished {
 
 /// Runs `plan` to the end with local workers and writes its report.
 pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, BraidError> {
+    // The coordinator's server, on a Unix socket: by default one only this process knows.
+    // Bound first, so an address in use changes nothing.
+    let socket_dir = tempfile::Builder::new()
+        .prefix("braid-")
+        .tempdir()
+        .map_err(BraidError::io("creating the socket folder"))?;
+    let socket = match &options.listen {
+        Some(path) => path.clone(),
+        None => socket_dir.path().join("coordinator.sock"),
+    };
+    let listener = UnixListener::bind(&socket)
+        .map_err(BraidError::io(format!("binding {}", socket.display())))?;
+    let _unlink = options.listen.as_ref().map(|path| Unlink(path.clone()));
     let started = Instant::now();
     let started_at = chrono::Utc::now();
     let run_id = state::new_run_id();
@@ -80,14 +96,6 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         run_dir.display()
     )));
 
-    // The coordinator's server, on a Unix socket only this process knows.
-    let socket_dir = tempfile::Builder::new()
-        .prefix("braid-")
-        .tempdir()
-        .map_err(BraidError::io("creating the socket folder"))?;
-    let socket = socket_dir.path().join("coordinator.sock");
-    let listener = UnixListener::bind(&socket)
-        .map_err(BraidError::io(format!("binding {}", socket.display())))?;
     let server_stop = CancellationToken::new();
     let api = WorkerApi::new(events_tx.clone(), config.heartbeat_interval);
     let server = task::spawn(
@@ -103,7 +111,7 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     // Local workers, over the same protocol any remote worker speaks.
     let url = format!("unix:{}", socket.display());
     let worker_stop = CancellationToken::new();
-    let workers: Vec<_> = (1..=options.workers.max(1))
+    let workers: Vec<_> = (1..=options.workers)
         .map(|i| {
             let url = url.clone();
             let stop = worker_stop.child_token();
@@ -251,6 +259,15 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         report_path,
         exit_code,
     })
+}
+
+/// Removes a socket file this run bound, when the run ends.
+struct Unlink(PathBuf);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// The union of the paths the integrated winners changed, each against its task's base.

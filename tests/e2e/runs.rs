@@ -1,9 +1,11 @@
 //! Runs through the binary: winners, dependencies, conflicts, timeouts, failures, and the
 //! user's repository left as it was.
 
-use braid_tests::{TestRepo, alive, stderr};
+use std::path::Path;
 
-use crate::{attempt, run_plan, task};
+use braid_tests::{TestRepo, alive, braid, stderr, stdout};
+
+use crate::{BIN, attempt, run_plan, task};
 
 fn run_id(report: &serde_json::Value) -> String {
     report["run"].as_str().expect("run id").to_owned()
@@ -496,5 +498,93 @@ tasks:
         assert_eq!(c["tasks"], serde_json::json!(["x", "y"]));
         assert_eq!(c["paths"], serde_json::json!(["README.md"]));
     }
+    repo.assert_untouched(&before);
+}
+
+/// `--workers 0 --listen`: the run waits for workers to connect over the socket, and one
+/// that does (the worker runtime, from this test's process) runs every attempt.
+#[test]
+fn workers_that_connect_to_listen_run_the_plan() {
+    let repo = TestRepo::init();
+    let before = repo.snapshot();
+    let plan = repo.plan(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: note
+    prompt: Write a note.
+    attempts: 2
+    agent: {command: [sh, -c, 'echo "note $BRAID_ATTEMPT" > note.txt']}
+"#,
+    );
+    let socket = repo.outside().join("coordinator.sock");
+    let listen = format!("unix:{}", socket.display());
+    let run = braid_tests::command(BIN, repo.outside())
+        .args(["run", plan.to_str().unwrap(), "--json", "--workers", "0"])
+        .args(["--listen", &listen])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no socket at {listen}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let options = braid_worker::runtime::WorkerOptions {
+        name: "remote-one".into(),
+        slots: 2,
+        labels: Default::default(),
+    };
+    runtime
+        .block_on(braid_worker::runtime::serve(
+            &listen,
+            options,
+            tokio_util::sync::CancellationToken::new(),
+        ))
+        .expect("the worker served the run");
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["workers"].as_array().unwrap().len(), 1);
+    assert_eq!(report["workers"][0]["name"], "remote-one");
+    let note = task(&report, "note");
+    assert_eq!(note["status"], "succeeded");
+    assert_eq!(note["attempts"].as_array().unwrap().len(), 2);
+    assert!(!socket.exists(), "the socket is removed when the run ends");
+    repo.assert_untouched(&before);
+}
+
+#[test]
+fn listen_takes_only_a_unix_socket_and_workers_0_needs_it() {
+    let repo = TestRepo::init();
+    let plan = repo.plan("version: 1\nrepo: repo\ntasks:\n  - id: a\n    prompt: p\n    agent: {command: [\"true\"]}\n");
+    let plan = plan.to_str().unwrap();
+    let before = repo.snapshot();
+    for (args, message) in [
+        (
+            vec!["--listen", "127.0.0.1:7000"],
+            "give a Unix socket as unix:/path/to.sock",
+        ),
+        (
+            vec!["--workers", "0"],
+            "--workers too unless --listen is given",
+        ),
+    ] {
+        let mut all = vec!["run", plan];
+        all.extend(args);
+        let out = braid(Path::new(BIN), repo.outside(), &all);
+        assert_eq!(out.status.code(), Some(2), "{all:?}");
+        assert!(stderr(&out).contains(message), "{all:?}: {}", stderr(&out));
+    }
+    assert!(repo.braid_refs().is_empty());
+    assert!(
+        !repo.git_dir().join("braid").exists(),
+        "nothing was written"
+    );
     repo.assert_untouched(&before);
 }

@@ -4,6 +4,7 @@
 //! - [`attempt`]: one attempt from worktree to result.
 //! - [`agent`]: the command agent.
 //! - [`checks`]: checks run in a worktree.
+//! - [`checkout`]: a fresh worktree's files, written in process.
 //! - [`worktree_pool`]: worktrees reused from attempt to attempt.
 //!
 //! Invariant: the worker never touches the user's checkout, index, HEAD or branches; it
@@ -11,6 +12,7 @@
 
 pub mod agent;
 pub mod attempt;
+pub mod checkout;
 pub mod checks;
 pub mod runtime;
 pub mod worktree_pool;

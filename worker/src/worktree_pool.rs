@@ -1,10 +1,10 @@
 //! A pool of git worktrees, reused from attempt to attempt.
 //!
-//! A fresh `git worktree add` checks out the whole tree (seconds on a large repository, and
-//! much worse on a disk with online discard right after other worktrees were deleted). A
-//! worktree that is moved to the next attempt's base with `git checkout` rewrites only what
-//! differs. So worktrees are created on demand, handed back after each attempt, and removed
-//! only when the pool is closed.
+//! A fresh worktree checks out the whole tree (seconds on a large repository, and much worse
+//! on a disk with online discard right after other worktrees were deleted); braid writes
+//! its files with gix on every core ([`checkout`]). A worktree that is moved to the next
+//! attempt's base with `git checkout` rewrites only what differs. So worktrees are created
+//! on demand, handed back after each attempt, and removed only when the pool is closed.
 //!
 //! Invariant: worktrees live under `<git-common-dir>/braid/worktrees/<run>/`, never inside
 //! the user's working tree, and the pool never touches the user's checkout, index or HEAD.
@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use braid_shared::git::{Git, GitError};
+
+use crate::checkout;
 use tokio::sync::Mutex;
 
 /// A worktree lent to one attempt.
@@ -57,6 +59,8 @@ struct Slots {
 pub struct WorktreePool {
     owner: String,
     slots: Mutex<HashMap<PoolKey, Slots>>,
+    /// Each repository's common git directory, asked of git once.
+    commons: Mutex<HashMap<PathBuf, PathBuf>>,
 }
 
 impl WorktreePool {
@@ -65,6 +69,7 @@ impl WorktreePool {
         WorktreePool {
             owner: owner.into(),
             slots: Mutex::new(HashMap::new()),
+            commons: Mutex::new(HashMap::new()),
         }
     }
 
@@ -75,8 +80,18 @@ impl WorktreePool {
         run: &str,
         commit: &str,
     ) -> Result<Worktree, GitError> {
-        let repo_git = Git::at(repo);
-        let common = repo_git.common_dir().await?;
+        let known = self.commons.lock().await.get(repo).cloned();
+        let common = match known {
+            Some(common) => common,
+            None => {
+                let common = Git::at(repo).common_dir().await?;
+                self.commons
+                    .lock()
+                    .await
+                    .insert(repo.to_owned(), common.clone());
+                common
+            }
+        };
         let key = PoolKey {
             repo: common.clone(),
             run: run.to_owned(),
@@ -113,11 +128,26 @@ impl WorktreePool {
         if let Some(parent) = path.parent() {
             let _ = tokio::fs::create_dir_all(parent).await;
         }
-        if let Err(err) = Git::at(&common).worktree_add(&path, commit).await {
+        spread_folders(&common.join("braid/worktrees"));
+        if let Err(err) = Git::at(&common).worktree_add_empty(&path, commit).await {
             self.forget(&key, &path).await;
             return Err(err);
         }
-        Ok(Worktree { key, path })
+        let (dir, at) = (path.clone(), commit.to_owned());
+        let populated = tokio::task::spawn_blocking(move || checkout::populate(&dir, &at))
+            .await
+            .unwrap_or_else(|e| Err(format!("the checkout stopped: {e}")));
+        let worktree = Worktree { key, path };
+        if let Err(detail) = populated {
+            let path = worktree.path.clone();
+            self.discard(worktree).await;
+            return Err(GitError::Failed {
+                args: format!("checkout {commit}"),
+                dir: path,
+                stderr: detail,
+            });
+        }
+        Ok(worktree)
     }
 
     /// Takes a worktree back for the next attempt.
@@ -169,6 +199,26 @@ impl WorktreePool {
     }
 }
 
+/// Asks the file system to spread the folders made in `dir` over its disk (ext4's
+/// "top directory" flag, `chattr +T`), where it can; elsewhere this does nothing.
+///
+/// Why: ext4 does not hand out an inode freed in the last minute; it scans past each one.
+/// Folders are placed near their parent, so a worktree made soon after others were
+/// removed scans past all their inodes for every file it creates: measured here, a
+/// 20,000-file checkout took 10 s of kernel time instead of 0.35 s. A spread folder lands
+/// in a part of the disk with no such inodes.
+fn spread_folders(dir: &Path) {
+    use rustix::fs::{IFlags, ioctl_getflags, ioctl_setflags};
+    let Ok(folder) = std::fs::File::open(dir) else {
+        return;
+    };
+    if let Ok(flags) = ioctl_getflags(&folder)
+        && !flags.contains(IFlags::TOPDIR)
+    {
+        let _ = ioctl_setflags(&folder, flags | IFlags::TOPDIR);
+    }
+}
+
 /// Removes a worktree: git's record and the folder, even if git has lost track of it.
 async fn remove(common: &Path, path: &Path) {
     if let Err(err) = Git::at(common).worktree_remove(path).await {
@@ -195,6 +245,19 @@ mod tests {
         let worktree = pool.acquire(&repo.path, "run", &first).await.unwrap();
         let path = worktree.path().to_owned();
         assert!(path.starts_with(repo.git_dir().join("braid/worktrees/run")));
+        // A fresh worktree is an ordinary one to git: its files, index and HEAD agree.
+        assert_eq!(
+            std::fs::read_to_string(path.join("README.md")).unwrap(),
+            std::fs::read_to_string(repo.path.join("README.md")).unwrap()
+        );
+        let fresh = worktree
+            .git()
+            .run(&["status", "--porcelain"])
+            .await
+            .unwrap();
+        assert_eq!(fresh, "", "a fresh worktree is clean");
+        let head = worktree.git().run(&["rev-parse", "HEAD"]).await.unwrap();
+        assert_eq!(head.trim(), first);
         // An attempt leaves a mess: a changed file, a new file, an ignored build folder.
         std::fs::write(path.join("README.md"), "changed").unwrap();
         std::fs::write(path.join("junk.txt"), "junk").unwrap();

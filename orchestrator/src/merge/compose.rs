@@ -178,6 +178,19 @@ pub fn changed_paths(
     Ok(changes.iter().map(|c| c.path().to_string()).collect())
 }
 
+/// The paths that differ between two commits, each with whether it was deleted.
+pub fn changed_paths_deleted(
+    repo: &gix::Repository,
+    from: ObjectId,
+    to: ObjectId,
+) -> Result<Vec<(String, bool)>, ObjectError> {
+    let changes = changes(repo, tree_of(repo, from)?, tree_of(repo, to)?)?;
+    Ok(changes
+        .iter()
+        .map(|c| (c.path().to_string(), matches!(c, Change::Delete(_))))
+        .collect())
+}
+
 /// Whether a path of one side is, or is inside, or holds, a path of the other.
 fn overlap(ours: &[Change], theirs: &[Change]) -> bool {
     let ours: BTreeSet<&[u8]> = ours.iter().map(|c| c.path().as_slice()).collect();

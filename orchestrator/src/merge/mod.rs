@@ -9,6 +9,7 @@
 //! Only objects are written, never the user's index, HEAD or working tree.
 
 pub mod compose;
+pub mod footprint;
 pub mod hunks;
 pub mod ort;
 
@@ -63,6 +64,44 @@ fn is_zero(n: &usize) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use braid_tests::TestRepo;
+
+    #[test]
+    fn branches_are_created_once_and_moved_only_from_where_they_are() {
+        let repo = TestRepo::init();
+        let first = repo.git(&["rev-parse", "HEAD"]);
+        let second = repo.commit(&[("a.txt", "a\n")], "second");
+        let merger = super::Merger::open(&repo.path).unwrap();
+        let name = "refs/heads/braid/run/task/1";
+        merger.set_ref(name, &first, None).unwrap();
+        assert_eq!(repo.git(&["rev-parse", name]), first);
+        let again = merger.set_ref(name, &second, None).unwrap_err();
+        assert!(again.to_string().contains(name), "{again}");
+        let stale = merger.set_ref(name, &second, Some(&second)).unwrap_err();
+        assert!(stale.to_string().contains(name), "{stale}");
+        assert_eq!(
+            repo.git(&["rev-parse", name]),
+            first,
+            "a refused move moves nothing"
+        );
+        merger.set_ref(name, &second, Some(&first)).unwrap();
+        assert_eq!(repo.git(&["rev-parse", name]), second);
+        let log = repo.git(&["reflog", "--format=%gs", name]);
+        assert_eq!(log.lines().count(), 2, "one reflog entry per change: {log}");
+        let missing = "0123456789012345678901234567890123456789";
+        let err = merger
+            .set_ref("refs/heads/braid/run/other", missing, None)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("is not in the repository"),
+            "{err}"
+        );
+        assert!(
+            repo.git(&["for-each-ref", "refs/heads/braid/run/other"])
+                .is_empty()
+        );
+    }
+
     #[test]
     fn messages_name_the_sides() {
         let text = "CONFLICT (modify/delete): f deleted in aaa and modified in bbb.  Version bbb of f left in tree.";
@@ -317,6 +356,74 @@ impl Merger {
         let repo = self.repo();
         let (from, to) = (self.objects(oid(from))?, self.objects(oid(to))?);
         self.objects(compose::changed_paths(&repo, from, to))
+    }
+
+    /// Points the branch `refname` at `commit`: creates it when `old` is `None` (and fails if
+    /// it exists), else moves it from `old` (and fails if it has moved since). In process,
+    /// with a reflog entry as `git update-ref` writes: recording every attempt's branch
+    /// this way costs microseconds instead of a git process in the coordinator's loop.
+    pub fn set_ref(
+        &self,
+        refname: &str,
+        commit: &str,
+        old: Option<&str>,
+    ) -> Result<(), MergeError> {
+        use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+        let id = self.objects(oid(commit))?;
+        let expected = match old {
+            None => PreviousValue::MustNotExist,
+            Some(old) => {
+                PreviousValue::MustExistAndMatch(gix::refs::Target::Object(self.objects(oid(old))?))
+            }
+        };
+        let name = refname
+            .try_into()
+            .map_err(
+                |e: gix::validate::reference::name::Error| MergeError::Objects {
+                    repo: self.dir.clone(),
+                    detail: format!("bad branch name {refname}: {e}"),
+                },
+            )?;
+        let edit = RefEdit {
+            change: Change::Update {
+                log: LogChange {
+                    mode: RefLog::AndReference,
+                    force_create_reflog: false,
+                    message: "braid".into(),
+                },
+                expected,
+                new: gix::refs::Target::Object(id),
+            },
+            name,
+            deref: false,
+        };
+        let time = gix::date::Time::now_utc();
+        let mut buf = gix::date::parse::TimeBuf::default();
+        let committer = gix::actor::SignatureRef {
+            name: braid_shared::git::IDENTITY_NAME.into(),
+            email: braid_shared::git::IDENTITY_EMAIL.into(),
+            time: time.to_str(&mut buf),
+        };
+        let repo = self.repo();
+        if !repo.has_object(id) {
+            return Err(MergeError::Objects {
+                repo: self.dir.clone(),
+                detail: format!("commit {commit} is not in the repository"),
+            });
+        }
+        repo.edit_references_as(Some(edit), Some(committer))
+            .map(drop)
+            .map_err(|e| MergeError::Objects {
+                repo: self.dir.clone(),
+                detail: format!("could not set {refname} to {commit}: {e}"),
+            })
+    }
+
+    /// The paths that differ between two commits, each with whether it was deleted.
+    pub fn changes(&self, from: &str, to: &str) -> Result<Vec<(String, bool)>, MergeError> {
+        let repo = self.repo();
+        let (from, to) = (self.objects(oid(from))?, self.objects(oid(to))?);
+        self.objects(compose::changed_paths_deleted(&repo, from, to))
     }
 
     /// The text of `path` in `tree`, when it is a text file.

@@ -7,8 +7,10 @@
 //! them and goes on where it stopped.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::{AttemptPhase, AttemptState, Scheduler, TaskPhase};
+use crate::merge::footprint::Footprint;
 use crate::merge::{self, DepWinner, PathConflict, Route, Step, hunks};
 use crate::plan::OnConflict;
 use crate::progress::Note;
@@ -74,6 +76,25 @@ impl Scheduler {
             .and_then(|a| a.report.commit.clone())
     }
 
+    /// What the winner of task `t` touched against the task's base; kept until the winner
+    /// changes.
+    fn footprint(&mut self, t: usize) -> Option<Arc<Footprint>> {
+        if let Some(footprint) = &self.tasks[t].footprint {
+            return Some(Arc::clone(footprint));
+        }
+        let (base, commit) = (self.tasks[t].base.clone()?, self.winner_commit(t)?);
+        let changes = match self.merger.changes(&base, &commit) {
+            Ok(changes) => changes,
+            Err(err) => {
+                tracing::warn!(%err, "could not list a winner's paths");
+                return None;
+            }
+        };
+        let footprint = Arc::new(Footprint::of(&changes));
+        self.tasks[t].footprint = Some(Arc::clone(&footprint));
+        Some(footprint)
+    }
+
     fn dep_winner(&self, t: usize) -> Option<DepWinner> {
         Some(DepWinner {
             id: self.ctx.plan.tasks[t].id.clone(),
@@ -102,23 +123,39 @@ impl Scheduler {
         let Some(mine) = self.winner_commit(task) else {
             return;
         };
-        let position = self.dag.positions();
-        let related = self.dag.downstream(task);
-        let others: Vec<usize> = (0..self.tasks.len())
-            .filter(|&o| {
-                o != task && !related.contains(&o) && !self.dag.downstream(o).contains(&task)
+        let Some(footprint) = self.footprint(task) else {
+            return;
+        };
+        let related = self.dag.related(task);
+        let candidates: Vec<usize> = related
+            .iter()
+            .enumerate()
+            .filter(|&(o, &ordered)| {
+                o != task
+                    && !ordered
+                    && self.tasks[o].phase == TaskPhase::Done(TaskStatus::Succeeded)
             })
-            .filter(|&o| self.tasks[o].phase == TaskPhase::Done(TaskStatus::Succeeded))
+            .map(|(o, _)| o)
             .collect();
+        let mut others = Vec::new();
+        for o in candidates {
+            if self
+                .footprint(o)
+                .is_some_and(|theirs| theirs.meets(&footprint))
+            {
+                others.push(o);
+            }
+        }
         for other in others {
             let Some(theirs) = self.winner_commit(other) else {
                 continue;
             };
-            let (first, second, first_commit, second_commit) = if position[other] < position[task] {
-                (other, task, &theirs, &mine)
-            } else {
-                (task, other, &mine, &theirs)
-            };
+            let (first, second, first_commit, second_commit) =
+                if self.positions[other] < self.positions[task] {
+                    (other, task, &theirs, &mine)
+                } else {
+                    (task, other, &mine, &theirs)
+                };
             let merged = match self.merger.merge(first_commit, second_commit).await {
                 Ok(merged) => merged,
                 Err(err) => {

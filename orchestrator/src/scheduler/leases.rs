@@ -113,7 +113,7 @@ impl Scheduler {
         report.finished_ms = Some(finished_ms);
         if let Some(commit) = &report.commit {
             let refname = format!("refs/heads/{}", report.branch);
-            if let Err(err) = self.git.create_ref(&refname, commit).await {
+            if let Err(err) = self.merger.set_ref(&refname, commit, None) {
                 report.status = AttemptStatus::Failed;
                 report.error = Some(format!("could not record branch {}: {err}", report.branch));
             }

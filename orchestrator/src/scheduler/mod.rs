@@ -18,7 +18,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use braid_shared::git::Git;
 use braid_shared::proto::coordinator_message::Kind as Down;
 use braid_shared::proto::worker_message::Kind as Up;
 use braid_shared::proto::{self as pb, CheckSpec, CoordinatorMessage, Shutdown};
@@ -185,6 +184,8 @@ struct TaskState {
     round: u32,
     /// The latest re-run found no passing attempt (the earlier winner stands).
     rebase_failed: bool,
+    /// What the winner touched, for trial merges; `None` until asked for.
+    footprint: Option<Arc<merge::footprint::Footprint>>,
 }
 
 #[derive(Debug)]
@@ -244,7 +245,8 @@ pub struct Scheduler {
     ctx: RunContext,
     config: SchedulerConfig,
     dag: Dag,
-    git: Git,
+    /// Each task's place in the DAG's order.
+    positions: Vec<usize>,
     merger: Merger,
     tasks: Vec<TaskState>,
     queue: VecDeque<(usize, usize)>,
@@ -299,11 +301,13 @@ impl Scheduler {
                 reason: None,
                 round: 0,
                 rebase_failed: false,
+                footprint: None,
             })
             .collect();
+        let dag = Dag::new(&plan.tasks);
         Ok(Scheduler {
-            dag: Dag::new(&plan.tasks),
-            git: Git::at(&plan.repo),
+            positions: dag.positions(),
+            dag,
             merger,
             ctx,
             config,
@@ -592,10 +596,8 @@ impl Scheduler {
             .and_then(|a| a.commit.clone())
             .unwrap_or_default();
         let refname = format!("refs/heads/{branch}");
-        let recorded = match self.winner_commit(task) {
-            Some(old) => self.git.move_ref(&refname, &commit, &old).await,
-            None => self.git.create_ref(&refname, &commit).await,
-        };
+        let old = self.winner_commit(task);
+        let recorded = self.merger.set_ref(&refname, &commit, old.as_deref());
         if let Err(err) = recorded {
             self.end_task(
                 task,
@@ -606,6 +608,7 @@ impl Scheduler {
         }
         let state = &mut self.tasks[task];
         state.winner = Some(verdict.winner);
+        state.footprint = None;
         state.phase = TaskPhase::Done(TaskStatus::Succeeded);
         state.reason = Some(verdict.reason.clone());
         let detail = format!("winner #{}: {}", verdict.winner, verdict.reason);

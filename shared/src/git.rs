@@ -162,13 +162,6 @@ impl Git {
         Ok(())
     }
 
-    /// Moves `refname` from `old` to `commit`; fails if it no longer points at `old`.
-    pub async fn move_ref(&self, refname: &str, commit: &str, old: &str) -> Result<(), GitError> {
-        self.run(&["update-ref", refname, commit, old])
-            .await
-            .map(drop)
-    }
-
     /// Files and lines changed from `from` to `to`.
     pub async fn diff_stat(&self, from: &str, to: &str) -> Result<DiffStat, GitError> {
         let args = ["diff", "--numstat", "-z", "--no-renames", from, to, "--"];

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::repo::{BigRepo, hermetic_env};
 use crate::table::{Baseline, Goal, Row, Unit, secs};
-use crate::{braid, say};
+use crate::{braid, report_attempts, say};
 
 const TASKS: usize = 10;
 const ATTEMPTS: usize = 20;
@@ -91,11 +91,8 @@ fn braid_run(plan_path: &Path, scratch: &Path) -> Result<f64> {
         bail!("braid run failed ({status}); see {}", scratch.display());
     }
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_path)?)?;
-    let succeeded = report["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|t| t["attempts"].as_array().into_iter().flatten())
+    let succeeded = report_attempts(&report)
+        .iter()
         .filter(|a| a["status"] == "succeeded")
         .count();
     if succeeded != TASKS * ATTEMPTS {

@@ -83,6 +83,16 @@ pub fn braid() -> Result<Command> {
     Ok(cmd)
 }
 
+/// Every attempt of every task in a report.json.
+pub fn report_attempts(report: &serde_json::Value) -> Vec<&serde_json::Value> {
+    report["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["attempts"].as_array().into_iter().flatten())
+        .collect()
+}
+
 /// Prints a line of progress on standard error.
 pub fn say(line: impl AsRef<str>) {
     eprintln!("[bench] {}", line.as_ref());

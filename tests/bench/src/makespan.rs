@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 
 use crate::repo::SmallRepo;
 use crate::table::{Baseline, Goal, Row, Unit};
-use crate::{braid, say};
+use crate::{braid, report_attempts, say};
 
 const TASKS: usize = 200;
 const SLOTS: usize = 8;
@@ -95,12 +95,7 @@ pub fn run(repo: &SmallRepo, scratch: &Path, rounds: usize) -> Result<Vec<Row>> 
             );
         }
         let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let attempts: Vec<&serde_json::Value> = report["tasks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|t| t["attempts"].as_array().into_iter().flatten())
-            .collect();
+        let attempts = report_attempts(&report);
         if attempts.len() != TASKS || attempts.iter().any(|a| a["status"] != "succeeded") {
             bail!("braid run: not every one of the {TASKS} attempts succeeded");
         }

@@ -139,6 +139,22 @@ impl Dag {
         order
     }
 
+    /// Each task's height: the number of tasks on the longest chain from it to a task
+    /// nothing depends on, itself included. A free slot goes to the highest first, since
+    /// the longest chains decide when the run ends.
+    pub fn heights(&self) -> Vec<usize> {
+        let mut height = vec![1usize; self.graph.node_count()];
+        for &t in self.order().iter().rev() {
+            height[t] = 1 + self
+                .dependents(t)
+                .iter()
+                .map(|&d| height[d])
+                .max()
+                .unwrap_or(0);
+        }
+        height
+    }
+
     /// Each task's place in [`Dag::order`].
     pub fn positions(&self) -> Vec<usize> {
         let mut positions = vec![0; self.graph.node_count()];
@@ -256,6 +272,8 @@ mod tests {
             vec![1, 2]
         );
         assert_eq!(dag.deps(0), vec![2]);
+        // a → b → c is the longest chain; d stands alone.
+        assert_eq!(dag.heights(), vec![1, 3, 2, 1]);
     }
 
     proptest::proptest! {

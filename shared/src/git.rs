@@ -230,10 +230,15 @@ impl Git {
         self.run(&["clean", "-ffdxq"]).await.map(drop)
     }
 
+    /// In a worktree: stages everything, honouring `.gitignore`.
+    pub async fn add_all(&self) -> Result<(), GitError> {
+        self.run(&["add", "--all"]).await.map(drop)
+    }
+
     /// In a worktree: stages everything (honouring `.gitignore`) and commits it if anything
     /// changed. Returns the new HEAD.
     pub async fn commit_all(&self, message: &str) -> Result<String, GitError> {
-        self.run(&["add", "--all"]).await?;
+        self.add_all().await?;
         let args = ["diff", "--cached", "--quiet"];
         match self.raw(&args).await? {
             (0, _, _) => {}

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::{AttemptFiles, attempt_env, run_agent};
 use crate::checks::{run_checks, run_score, skipped};
+use crate::commit;
 use crate::worktree_pool::WorktreePool;
 
 /// Something the attempt reports while it runs.
@@ -144,7 +145,11 @@ async fn run_in(
         "braid: {} attempt {}\n\nRun {}.",
         spec.task_id, spec.attempt, spec.run_id
     );
-    let head = match git.commit_all(&message).await {
+    let committed = match git.add_all().await {
+        Ok(()) => in_process(dir, move |dir| commit::commit_index(dir, &message)).await,
+        Err(err) => Err(err.to_string()),
+    };
+    let head = match committed {
         Ok(head) => head,
         Err(err) => {
             result.error = format!("could not commit the attempt's changes: {err}");
@@ -159,11 +164,12 @@ async fn run_in(
         // result under a current lease, so a lost worker can never move a branch.
         result.commit = head.clone();
         let diff_base = if spec.diff_base.is_empty() {
-            &spec.base_commit
+            spec.base_commit.clone()
         } else {
-            &spec.diff_base
+            spec.diff_base.clone()
         };
-        match git.diff_stat(diff_base, &head).await {
+        let to = head.clone();
+        match in_process(dir, move |dir| commit::diff_stat(dir, &diff_base, &to)).await {
             Ok(stat) => {
                 result.diff = Some(DiffStat {
                     files: stat.files,
@@ -234,6 +240,17 @@ async fn run_in(
     } else {
         AttemptStatus::Finished
     } as i32;
+}
+
+/// Runs `work` on the worktree `dir` off the async threads (it reads and writes objects).
+async fn in_process<T: Send + 'static>(
+    dir: &Path,
+    work: impl FnOnce(&Path) -> Result<T, commit::Error> + Send + 'static,
+) -> Result<T, String> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || work(&dir))
+        .await
+        .unwrap_or_else(|e| Err(format!("stopped: {e}")))
 }
 
 /// Every check of `spec`, skipped for `why`.

@@ -14,5 +14,6 @@ pub mod agent;
 pub mod attempt;
 pub mod checkout;
 pub mod checks;
+pub mod commit;
 pub mod runtime;
 pub mod worktree_pool;

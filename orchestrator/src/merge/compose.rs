@@ -1,13 +1,15 @@
-//! The fast path: when two branches changed disjoint sets of paths since their one merge
-//! base, their merge is the base's tree with both sides' changes applied, and braid builds
-//! it by editing trees in process instead of running a full merge.
+//! The fast path: when two branches changed disjoint sets of paths since their merge base,
+//! their merge is the base's tree with both sides' changes applied, and braid builds it by
+//! editing trees in process instead of running a full merge. With several merge bases
+//! (criss-cross merges, or tasks started from merges of the same deps), the base is the
+//! bases composed the same way, as merge-ort's virtual base would be.
 //!
 //! gix does the object work here: reading and writing trees in process is what makes a
 //! disjoint merge cheaper than starting `git merge-tree`. Whenever merge-ort could decide
 //! anything (a path both sides touched, a file where the other side has a directory, a
-//! directory one side emptied and the other added to, several merge bases), this path
-//! declines and the caller runs merge-ort itself; the merge corpus test holds the two to
-//! the same results.
+//! directory one side emptied and the other added to, merge bases that do not compose),
+//! this path declines and the caller runs merge-ort itself; the merge corpus test holds
+//! the two to the same results.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -71,22 +73,35 @@ pub fn compose(
     ours: ObjectId,
     theirs: ObjectId,
 ) -> Result<Option<Composed>, ObjectError> {
-    let bases = repo.merge_bases_many(ours, &[theirs]).map_err(err)?;
-    let [base] = bases.as_slice() else {
-        return Ok(None);
+    compose_at(repo, ours, theirs, 0)
+}
+
+/// How deep merge bases are merged into virtual ones before braid leaves it to merge-ort.
+const MAX_VIRTUAL_DEPTH: usize = 4;
+
+fn compose_at(
+    repo: &gix::Repository,
+    ours: ObjectId,
+    theirs: ObjectId,
+    depth: usize,
+) -> Result<Option<Composed>, ObjectError> {
+    let bases: Vec<ObjectId> = repo
+        .merge_bases_many(ours, &[theirs])
+        .map_err(err)?
+        .into_iter()
+        .map(|id| id.detach())
+        .collect();
+    let base_tree = match bases.as_slice() {
+        [] => return Ok(None),
+        [base] if *base == theirs => return Ok(Some(Composed::UpToDate)),
+        [base] if *base == ours => return Ok(Some(Composed::FastForward)),
+        [base] => tree_of(repo, *base)?,
+        many => match virtual_base(repo, many, depth)? {
+            Some(tree) => tree,
+            None => return Ok(None),
+        },
     };
-    let base = base.detach();
-    if base == theirs {
-        return Ok(Some(Composed::UpToDate));
-    }
-    if base == ours {
-        return Ok(Some(Composed::FastForward));
-    }
-    let (base_tree, ours_tree, theirs_tree) = (
-        tree_of(repo, base)?,
-        tree_of(repo, ours)?,
-        tree_of(repo, theirs)?,
-    );
+    let (ours_tree, theirs_tree) = (tree_of(repo, ours)?, tree_of(repo, theirs)?);
     let ours_changes = changes(repo, base_tree, ours_tree)?;
     let theirs_changes = changes(repo, base_tree, theirs_tree)?;
     if overlap(&ours_changes, &theirs_changes)
@@ -96,6 +111,39 @@ pub fn compose(
         return Ok(None);
     }
     apply(repo, ours_tree, &theirs_changes).map(|tree| Some(Composed::Tree(tree)))
+}
+
+/// The tree of the virtual merge base that merge-ort would build from several merge bases
+/// (as after criss-cross merges, or when tasks start from merges of the same deps): the
+/// bases merged with one another. Only when each of those merges composes too, so their
+/// order cannot matter; otherwise `None`, and merge-ort decides.
+fn virtual_base(
+    repo: &gix::Repository,
+    bases: &[ObjectId],
+    depth: usize,
+) -> Result<Option<ObjectId>, ObjectError> {
+    let Some((&first, rest)) = bases.split_first() else {
+        return Ok(None);
+    };
+    if depth >= MAX_VIRTUAL_DEPTH {
+        return Ok(None);
+    }
+    let mut acc = first;
+    let mut tree = tree_of(repo, first)?;
+    for (i, &next) in rest.iter().enumerate() {
+        tree = match compose_at(repo, acc, next, depth + 1)? {
+            None => return Ok(None),
+            Some(Composed::UpToDate) => tree_of(repo, acc)?,
+            Some(Composed::FastForward) => tree_of(repo, next)?,
+            Some(Composed::Tree(tree)) => tree,
+        };
+        if i + 1 < rest.len() {
+            // The next base merges with this virtual one, whose history is both of its
+            // parents: it needs a commit (written, never referenced, like merge-ort's).
+            acc = write_commit(repo, tree, &[acc, next], "braid: virtual merge base")?;
+        }
+    }
+    Ok(Some(tree))
 }
 
 /// Applies `changes` to `tree` and writes the result; deletions go first, so a file that

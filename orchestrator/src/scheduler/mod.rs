@@ -13,7 +13,7 @@
 //! - [`integration`]: trial merges while tasks run, then the integration of the winners
 //!   with each task's conflict strategy, inside the same loop.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,8 +28,10 @@ use tonic::Status;
 mod integration;
 mod judging;
 mod leases;
+mod queue;
 
 use crate::dag::Dag;
+use queue::Queue;
 use crate::merge::{self, DepWinner, MergeError, Merged, Merger};
 use crate::plan::{Check, Plan, Select};
 use crate::progress::Note;
@@ -249,7 +251,7 @@ pub struct Scheduler {
     positions: Vec<usize>,
     merger: Merger,
     tasks: Vec<TaskState>,
-    queue: VecDeque<(usize, usize)>,
+    queue: Queue,
     workers: BTreeMap<String, WorkerState>,
     joined: Vec<WorkerReport>,
     leases: HashMap<String, Lease>,
@@ -305,6 +307,7 @@ impl Scheduler {
             })
             .collect();
         let dag = Dag::new(&plan.tasks);
+        let queue = Queue::new(dag.heights());
         Ok(Scheduler {
             positions: dag.positions(),
             dag,
@@ -312,7 +315,7 @@ impl Scheduler {
             ctx,
             config,
             tasks,
-            queue: VecDeque::new(),
+            queue,
             workers: BTreeMap::new(),
             joined: Vec::new(),
             leases: HashMap::new(),

@@ -1,0 +1,374 @@
+//! An attempt's commit and its diff, made in process.
+//!
+//! `git add --all` stages what the agent left (it alone knows every ignore rule, filter and
+//! submodule); the rest is object work that gix does without starting a process: the tree
+//! is written from the index, the commit from the tree, the worktree's HEAD moved with a
+//! reflog entry as `git commit` writes, and the diff counted line by line. Four git
+//! processes per attempt fewer is what keeps a chain of short tasks close to the sum of
+//! its agents' times (see `cargo run --release -p braid-bench -- makespan`).
+
+use std::path::Path;
+
+use braid_shared::git::{DiffStat, IDENTITY_EMAIL, IDENTITY_NAME};
+use gix::ObjectId;
+use gix::bstr::{BStr, BString, ByteSlice};
+use gix::objs::tree::{Entry, EntryKind, EntryMode};
+
+/// A failure, in a sentence.
+pub type Error = String;
+
+fn err(e: impl std::fmt::Display) -> Error {
+    e.to_string()
+}
+
+/// Commits the worktree's index at `dir` on top of its HEAD, unless the index holds HEAD's
+/// tree already. Returns HEAD afterwards.
+pub fn commit_index(dir: &Path, message: &str) -> Result<String, Error> {
+    let repo = gix::open(dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+    let head = repo
+        .head_id()
+        .map_err(|e| format!("reading HEAD: {e}"))?
+        .detach();
+    let head_tree = repo
+        .find_commit(head)
+        .and_then(|c| c.tree_id())
+        .map_err(|e| format!("reading commit {head}: {e}"))?
+        .detach();
+    let index = repo
+        .open_index()
+        .map_err(|e| format!("reading the index: {e}"))?;
+    let tree = write_tree(&repo, &index)?;
+    if tree == head_tree {
+        return Ok(head.to_string());
+    }
+    let time = gix::date::Time::now_utc();
+    let signature = gix::actor::Signature {
+        name: IDENTITY_NAME.into(),
+        email: IDENTITY_EMAIL.into(),
+        time,
+    };
+    let commit = gix::objs::Commit {
+        tree,
+        parents: [head].into_iter().collect(),
+        author: signature.clone(),
+        committer: signature,
+        encoding: None,
+        message: format!("{}\n", message.trim_end()).into(),
+        extra_headers: Vec::new(),
+    };
+    let id = repo
+        .write_object(&commit)
+        .map_err(|e| format!("writing the commit: {e}"))?
+        .detach();
+    move_head(&repo, head, id, message, time)?;
+    Ok(id.to_string())
+}
+
+/// Moves the worktree's detached HEAD from `old` to `new`, with the reflog entry
+/// `git commit` would write; fails if HEAD moved meanwhile.
+fn move_head(
+    repo: &gix::Repository,
+    old: ObjectId,
+    new: ObjectId,
+    message: &str,
+    time: gix::date::Time,
+) -> Result<(), Error> {
+    use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+    let subject = message.lines().next().unwrap_or_default();
+    let edit = RefEdit {
+        change: Change::Update {
+            log: LogChange {
+                mode: RefLog::AndReference,
+                force_create_reflog: false,
+                message: format!("commit: {subject}").into(),
+            },
+            expected: PreviousValue::MustExistAndMatch(gix::refs::Target::Object(old)),
+            new: gix::refs::Target::Object(new),
+        },
+        name: "HEAD".try_into().map_err(err)?,
+        deref: false,
+    };
+    let mut buf = gix::date::parse::TimeBuf::default();
+    let committer = gix::actor::SignatureRef {
+        name: IDENTITY_NAME.into(),
+        email: IDENTITY_EMAIL.into(),
+        time: time.to_str(&mut buf),
+    };
+    repo.edit_references_as(Some(edit), Some(committer))
+        .map(drop)
+        .map_err(|e| format!("moving HEAD to {new}: {e}"))
+}
+
+/// Writes the trees of `index` (as `git write-tree` does) and returns the root's id.
+fn write_tree(repo: &gix::Repository, index: &gix::index::File) -> Result<ObjectId, Error> {
+    // Folders being filled, outermost first: (path, entries so far).
+    let mut open: Vec<(BString, Vec<Entry>)> = vec![(BString::default(), Vec::new())];
+    for entry in index.entries() {
+        let path = entry.path(index);
+        if entry.stage_raw() != 0 {
+            return Err(format!("{path} is unmerged in the index"));
+        }
+        if entry
+            .flags
+            .contains(gix::index::entry::Flags::INTENT_TO_ADD)
+        {
+            continue;
+        }
+        let Some(mode) = entry.mode.to_tree_entry_mode() else {
+            return Err(format!("{path} has an unknown mode in the index"));
+        };
+        // A sparse index keeps whole folders as one entry, named with a trailing slash.
+        let path = match path.strip_suffix(b"/") {
+            Some(folder) if mode.is_tree() => folder.as_bstr(),
+            _ => path,
+        };
+        let (dir, name) = match path.rfind_byte(b'/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (BStr::new(b""), path),
+        };
+        // Close the folders this entry is not in, then open the ones it is in.
+        while !within(dir, open.last().map_or(b"".as_bstr(), |(p, _)| p.as_bstr())) {
+            close(repo, &mut open)?;
+        }
+        let top_len = open.last().map_or(0, |(p, _)| p.len());
+        let rest = &dir[if top_len == 0 { 0 } else { top_len + 1 }..];
+        if !rest.is_empty() {
+            let mut at = open.last().map(|(p, _)| p.clone()).unwrap_or_default();
+            for part in rest.split_str("/") {
+                if !at.is_empty() {
+                    at.push(b'/');
+                }
+                at.extend_from_slice(part);
+                open.push((at.clone(), Vec::new()));
+            }
+        }
+        if let Some((_, entries)) = open.last_mut() {
+            entries.push(Entry {
+                mode,
+                filename: name.into(),
+                oid: entry.id,
+            });
+        }
+    }
+    while open.len() > 1 {
+        close(repo, &mut open)?;
+    }
+    let (_, mut root) = open.pop().unwrap_or_default();
+    root.sort();
+    let tree = gix::objs::Tree { entries: root };
+    Ok(repo.write_object(&tree).map_err(err)?.detach())
+}
+
+/// Whether the folder `dir` is `folder` or inside it.
+fn within(dir: &BStr, folder: &BStr) -> bool {
+    folder.is_empty()
+        || dir == folder
+        || (dir.len() > folder.len() && dir.starts_with(folder) && dir[folder.len()] == b'/')
+}
+
+/// Writes the innermost open folder and enters it in its parent.
+fn close(repo: &gix::Repository, open: &mut Vec<(BString, Vec<Entry>)>) -> Result<(), Error> {
+    let Some((path, mut entries)) = open.pop() else {
+        return Ok(());
+    };
+    entries.sort();
+    let id = repo
+        .write_object(&gix::objs::Tree { entries })
+        .map_err(err)?
+        .detach();
+    let name = match path.rfind_byte(b'/') {
+        Some(i) => path[i + 1..].into(),
+        None => path,
+    };
+    if let Some((_, parent)) = open.last_mut() {
+        parent.push(Entry {
+            mode: EntryKind::Tree.into(),
+            filename: name,
+            oid: id,
+        });
+    }
+    Ok(())
+}
+
+/// Files and lines changed from commit `from` to commit `to` of the repository at `dir`,
+/// as `git diff --numstat --no-renames` counts them: a binary file counts no lines.
+pub fn diff_stat(dir: &Path, from: &str, to: &str) -> Result<DiffStat, Error> {
+    use gix::diff::tree::recorder::Change;
+    let repo = gix::open(dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+    let tree = |rev: &str| -> Result<gix::Tree<'_>, Error> {
+        let id = ObjectId::from_hex(rev.as_bytes()).map_err(|e| format!("{rev}: {e}"))?;
+        repo.find_commit(id)
+            .and_then(|c| c.tree())
+            .map_err(|e| format!("reading commit {rev}: {e}"))
+    };
+    let (old, new) = (tree(from)?, tree(to)?);
+    let mut recorder = gix::diff::tree::Recorder::default();
+    gix::diff::tree(
+        gix::objs::TreeRefIter::from_bytes(&old.data, repo.object_hash()),
+        gix::objs::TreeRefIter::from_bytes(&new.data, repo.object_hash()),
+        &mut gix::diff::tree::State::default(),
+        &repo.objects,
+        &mut recorder,
+    )
+    .map_err(|e| format!("comparing {from} and {to}: {e}"))?;
+    type Side = Option<(EntryMode, ObjectId)>;
+    let mut changes: Vec<(BString, Side, Side)> = recorder
+        .records
+        .into_iter()
+        .map(|change| match change {
+            Change::Addition {
+                entry_mode,
+                oid,
+                path,
+                ..
+            } => (path, None, Some((entry_mode, oid))),
+            Change::Deletion {
+                entry_mode,
+                oid,
+                path,
+                ..
+            } => (path, Some((entry_mode, oid)), None),
+            Change::Modification {
+                previous_entry_mode,
+                previous_oid,
+                entry_mode,
+                oid,
+                path,
+            } => (
+                path,
+                Some((previous_entry_mode, previous_oid)),
+                Some((entry_mode, oid)),
+            ),
+        })
+        .collect();
+    // The tree diff goes folder by folder; git lists paths in order (its trees' order).
+    changes.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut stat = DiffStat::default();
+    for (path, before, after) in changes {
+        let leaf = |side: Option<(EntryMode, ObjectId)>| side.filter(|(mode, _)| !mode.is_tree());
+        let (before, after) = (leaf(before), leaf(after));
+        if before.is_none() && after.is_none() {
+            continue;
+        }
+        let (before, after) = (content(&repo, before)?, content(&repo, after)?);
+        stat.files += 1;
+        if !is_binary(&before) && !is_binary(&after) {
+            let input = gix::diff::blob::InternedInput::new(before.as_slice(), after.as_slice());
+            let diff = gix::diff::blob::Diff::compute(gix::diff::blob::Algorithm::Myers, &input);
+            stat.insertions += u64::from(diff.count_additions());
+            stat.deletions += u64::from(diff.count_removals());
+        }
+        stat.paths.push(path.to_string());
+    }
+    Ok(stat)
+}
+
+/// What git diffs for an entry: a blob's bytes (a symlink's target), a submodule's line.
+fn content(repo: &gix::Repository, side: Option<(EntryMode, ObjectId)>) -> Result<Vec<u8>, Error> {
+    match side {
+        None => Ok(Vec::new()),
+        Some((mode, id)) if mode.is_commit() => Ok(format!("Subproject commit {id}\n").into_bytes()),
+        Some((_, id)) => Ok(repo
+            .find_object(id)
+            .map_err(|e| format!("reading {id}: {e}"))?
+            .detach()
+            .data),
+    }
+}
+
+/// git's test: a NUL byte in the first 8,000 bytes.
+fn is_binary(data: &[u8]) -> bool {
+    data[..data.len().min(8000)].contains(&0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use braid_tests::TestRepo;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A repository whose HEAD is detached, as an attempt's worktree is.
+    fn repo() -> (TestRepo, String) {
+        let repo = TestRepo::init();
+        let base = repo.commit(
+            &[
+                ("a.txt", "one\ntwo\nthree\n"),
+                ("a/b.txt", "inner\n"),
+                ("a/c/d.txt", "deep\n"),
+                ("a.b/e.txt", "sorted after a/ by git, before it by bytes\n"),
+                ("gone.txt", "x\ny\n"),
+                ("bin.dat", "\0\u{1}binary"),
+            ],
+            "base",
+        );
+        repo.git(&["checkout", "--quiet", "--detach"]);
+        (repo, base)
+    }
+
+    #[test]
+    fn the_commit_is_git_s_tree_with_head_and_reflog_moved() {
+        let (repo, base) = repo();
+        // Edits, an addition in a new folder, a deletion, a binary edit, a symlink, a mode
+        // change, a file turned into a folder, and an ignored file that must stay out.
+        repo.write(&[
+            ("a.txt", "one\n2\nthree\nfour\n"),
+            ("new/deeper/f.txt", "f\n"),
+            ("bin.dat", "\0\u{2}binary"),
+            (".gitignore", "*.log\n"),
+            ("build.log", "noise\n"),
+        ]);
+        std::fs::remove_file(repo.path.join("gone.txt")).unwrap();
+        std::fs::remove_file(repo.path.join("a/b.txt")).unwrap();
+        repo.write(&[("a/b.txt/inside.txt", "now a folder\n")]);
+        std::os::unix::fs::symlink("a.txt", repo.path.join("link")).unwrap();
+        let script = repo.path.join("a/c/d.txt");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        repo.git(&["add", "--all"]);
+        let expected_tree = repo.git(&["write-tree"]);
+
+        let head = commit_index(&repo.path, "braid: t attempt 1\n\nRun r.").unwrap();
+        assert_eq!(repo.git(&["rev-parse", "HEAD"]), head);
+        assert_eq!(repo.git(&["rev-parse", "HEAD^{tree}"]), expected_tree);
+        assert_eq!(repo.git(&["rev-parse", "HEAD^"]), base);
+        assert_eq!(repo.git(&["log", "-1", "--format=%an <%ae>%n%B"]), "braid <braid@localhost>\nbraid: t attempt 1\n\nRun r.");
+        assert_eq!(
+            repo.git(&["reflog", "-1", "--format=%gs", "HEAD"]),
+            "commit: braid: t attempt 1"
+        );
+        assert_eq!(repo.git(&["status", "--porcelain"]), "", "the index matches HEAD");
+        repo.git(&["fsck", "--strict", "--no-dangling"]);
+
+        // Nothing staged since: no new commit.
+        assert_eq!(commit_index(&repo.path, "again").unwrap(), head);
+        assert_eq!(repo.git(&["rev-parse", "HEAD"]), head);
+    }
+
+    #[test]
+    fn the_diff_counts_what_git_diff_numstat_counts() {
+        let (repo, base) = repo();
+        repo.write(&[
+            ("a.txt", "zero\none\n2\nthree\n"),
+            ("a/c/new.txt", "n1\nn2\nn3"),
+            ("bin.dat", "\0\u{3}binary"),
+        ]);
+        std::fs::remove_file(repo.path.join("gone.txt")).unwrap();
+        std::os::unix::fs::symlink("a.txt", repo.path.join("link")).unwrap();
+        repo.git(&["add", "--all"]);
+        repo.git(&["commit", "--quiet", "-m", "change"]);
+        let head = repo.git(&["rev-parse", "HEAD"]);
+
+        let stat = diff_stat(&repo.path, &base, &head).unwrap();
+        let git = repo.git(&["diff", "--numstat", "--no-renames", &base, &head]);
+        let mut expected = DiffStat::default();
+        for line in git.lines() {
+            let cols: Vec<&str> = line.splitn(3, '\t').collect();
+            expected.files += 1;
+            expected.insertions += cols[0].parse::<u64>().unwrap_or(0);
+            expected.deletions += cols[1].parse::<u64>().unwrap_or(0);
+            expected.paths.push(cols[2].to_owned());
+        }
+        assert_eq!(stat, expected);
+        assert_eq!(stat.files, 5, "{stat:?}");
+        assert_eq!(diff_stat(&repo.path, &head, &head).unwrap(), DiffStat::default());
+    }
+}

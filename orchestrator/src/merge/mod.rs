@@ -182,6 +182,17 @@ pub enum Step {
     },
 }
 
+/// A branch to point at a commit: created when `old` is `None`, else moved from `old`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchMove {
+    /// The full ref name, `refs/heads/...`.
+    pub refname: String,
+    /// The commit it is to point at.
+    pub commit: String,
+    /// Where it must point now; `None`: it must not exist yet.
+    pub old: Option<String>,
+}
+
 /// Merges commits of one repository.
 ///
 /// One handle on the object database is kept and shared, so its caches of decoded trees and
@@ -344,6 +355,16 @@ impl Merger {
             .to_string())
     }
 
+    /// Whether `commit` names a commit in the repository.
+    pub fn has_commit(&self, commit: &str) -> bool {
+        let Ok(id) = oid(commit) else {
+            return false;
+        };
+        self.repo()
+            .find_header(id)
+            .is_ok_and(|header| header.kind() == gix::objs::Kind::Commit)
+    }
+
     /// The tree of a commit.
     pub fn tree_of(&self, commit: &str) -> Result<String, MergeError> {
         let repo = self.repo();
@@ -360,43 +381,64 @@ impl Merger {
 
     /// Points the branch `refname` at `commit`: creates it when `old` is `None` (and fails if
     /// it exists), else moves it from `old` (and fails if it has moved since). In process,
-    /// with a reflog entry as `git update-ref` writes: recording every attempt's branch
-    /// this way costs microseconds instead of a git process in the coordinator's loop.
+    /// with a reflog entry as `git update-ref` writes.
     pub fn set_ref(
         &self,
         refname: &str,
         commit: &str,
         old: Option<&str>,
     ) -> Result<(), MergeError> {
+        self.set_refs(&[BranchMove {
+            refname: refname.to_owned(),
+            commit: commit.to_owned(),
+            old: old.map(str::to_owned),
+        }])
+    }
+
+    /// Makes every move of `moves` in one transaction: all of them or none.
+    pub fn set_refs(&self, moves: &[BranchMove]) -> Result<(), MergeError> {
         use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
-        let id = self.objects(oid(commit))?;
-        let expected = match old {
-            None => PreviousValue::MustNotExist,
-            Some(old) => {
-                PreviousValue::MustExistAndMatch(gix::refs::Target::Object(self.objects(oid(old))?))
-            }
+        let failed = |detail: String| MergeError::Objects {
+            repo: self.dir.clone(),
+            detail,
         };
-        let name = refname
-            .try_into()
-            .map_err(
-                |e: gix::validate::reference::name::Error| MergeError::Objects {
-                    repo: self.dir.clone(),
-                    detail: format!("bad branch name {refname}: {e}"),
+        let repo = self.repo();
+        let mut edits = Vec::with_capacity(moves.len());
+        for BranchMove {
+            refname,
+            commit,
+            old,
+        } in moves
+        {
+            let id = self.objects(oid(commit))?;
+            let expected = match old {
+                None => PreviousValue::MustNotExist,
+                Some(old) => PreviousValue::MustExistAndMatch(gix::refs::Target::Object(
+                    self.objects(oid(old))?,
+                )),
+            };
+            let name = refname.as_str().try_into().map_err(
+                |e: gix::validate::reference::name::Error| {
+                    failed(format!("bad branch name {refname}: {e}"))
                 },
             )?;
-        let edit = RefEdit {
-            change: Change::Update {
-                log: LogChange {
-                    mode: RefLog::AndReference,
-                    force_create_reflog: false,
-                    message: "braid".into(),
+            if !repo.has_object(id) {
+                return Err(failed(format!("commit {commit} is not in the repository")));
+            }
+            edits.push(RefEdit {
+                change: Change::Update {
+                    log: LogChange {
+                        mode: RefLog::AndReference,
+                        force_create_reflog: false,
+                        message: "braid".into(),
+                    },
+                    expected,
+                    new: gix::refs::Target::Object(id),
                 },
-                expected,
-                new: gix::refs::Target::Object(id),
-            },
-            name,
-            deref: false,
-        };
+                name,
+                deref: false,
+            });
+        }
         let time = gix::date::Time::now_utc();
         let mut buf = gix::date::parse::TimeBuf::default();
         let committer = gix::actor::SignatureRef {
@@ -404,18 +446,14 @@ impl Merger {
             email: braid_shared::git::IDENTITY_EMAIL.into(),
             time: time.to_str(&mut buf),
         };
-        let repo = self.repo();
-        if !repo.has_object(id) {
-            return Err(MergeError::Objects {
-                repo: self.dir.clone(),
-                detail: format!("commit {commit} is not in the repository"),
-            });
-        }
-        repo.edit_references_as(Some(edit), Some(committer))
+        repo.edit_references_as(edits, Some(committer))
             .map(drop)
-            .map_err(|e| MergeError::Objects {
-                repo: self.dir.clone(),
-                detail: format!("could not set {refname} to {commit}: {e}"),
+            .map_err(|e| {
+                let names: Vec<String> = moves
+                    .iter()
+                    .map(|m| format!("{} to {}", m.refname, m.commit))
+                    .collect();
+                failed(format!("could not set {}: {e}", names.join(", ")))
             })
     }
 

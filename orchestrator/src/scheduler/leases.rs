@@ -11,6 +11,7 @@ use braid_shared::proto::{
 };
 
 use super::{AttemptPhase, Lease, Scheduler, TaskPhase, check_report, check_spec, down};
+use crate::merge::BranchMove;
 use crate::progress::Note;
 use crate::report::{AttemptKind, AttemptStatus, DiffReport, TaskStatus};
 
@@ -112,10 +113,20 @@ impl Scheduler {
         report.agent_exit_code = result.agent_exit_code;
         report.finished_ms = Some(finished_ms);
         if let Some(commit) = &report.commit {
-            let refname = format!("refs/heads/{}", report.branch);
-            if let Err(err) = self.merger.set_ref(&refname, commit, None) {
+            let branch_move = BranchMove {
+                refname: format!("refs/heads/{}", report.branch),
+                commit: commit.clone(),
+                old: None,
+            };
+            let recorded = if self.merger.has_commit(commit) {
+                self.refs.send(&self.merger, branch_move)
+            } else {
+                Err(format!("its commit {commit} is not in the repository"))
+            };
+            if let Err(err) = recorded {
                 report.status = AttemptStatus::Failed;
-                report.error = Some(format!("could not record branch {}: {err}", report.branch));
+                report.error = Some(err);
+                report.commit = None;
             }
         }
         state.phase = AttemptPhase::Judging;

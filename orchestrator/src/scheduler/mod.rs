@@ -29,10 +29,12 @@ mod integration;
 mod judging;
 mod leases;
 mod queue;
+mod refs;
 
 use crate::dag::Dag;
 use queue::Queue;
-use crate::merge::{self, DepWinner, MergeError, Merged, Merger};
+use refs::RefWriter;
+use crate::merge::{self, BranchMove, DepWinner, MergeError, Merged, Merger};
 use crate::plan::{Check, Plan, Select};
 use crate::progress::Note;
 use crate::report::{
@@ -250,6 +252,8 @@ pub struct Scheduler {
     /// Each task's place in the DAG's order.
     positions: Vec<usize>,
     merger: Merger,
+    /// Writes the branches of attempts and winners off the loop.
+    refs: RefWriter,
     tasks: Vec<TaskState>,
     queue: Queue,
     workers: BTreeMap<String, WorkerState>,
@@ -308,7 +312,9 @@ impl Scheduler {
             .collect();
         let dag = Dag::new(&plan.tasks);
         let queue = Queue::new(dag.heights());
+        let refs = RefWriter::start(Merger::open(&plan.repo)?);
         Ok(Scheduler {
+            refs,
             positions: dag.positions(),
             dag,
             merger,
@@ -364,6 +370,10 @@ impl Scheduler {
             let _ = worker.link.tx.try_send(Ok(down(Down::Shutdown(Shutdown {
                 reason: "the run is over".into(),
             }))));
+        }
+        let failures = self.refs.finish().await;
+        if !failures.is_empty() && self.error.is_none() {
+            self.error = Some(failures.join("; "));
         }
         self.outcome()
     }
@@ -598,15 +608,13 @@ impl Scheduler {
             .find(|a| a.n == verdict.winner)
             .and_then(|a| a.commit.clone())
             .unwrap_or_default();
-        let refname = format!("refs/heads/{branch}");
-        let old = self.winner_commit(task);
-        let recorded = self.merger.set_ref(&refname, &commit, old.as_deref());
-        if let Err(err) = recorded {
-            self.end_task(
-                task,
-                TaskStatus::Failed,
-                format!("could not record branch {branch}: {err}"),
-            );
+        let branch_move = BranchMove {
+            refname: format!("refs/heads/{branch}"),
+            commit,
+            old: self.winner_commit(task),
+        };
+        if let Err(err) = self.refs.send(&self.merger, branch_move) {
+            self.end_task(task, TaskStatus::Failed, err);
             return;
         }
         let state = &mut self.tasks[task];

@@ -267,7 +267,9 @@ pub fn diff_stat(dir: &Path, from: &str, to: &str) -> Result<DiffStat, Error> {
 fn content(repo: &gix::Repository, side: Option<(EntryMode, ObjectId)>) -> Result<Vec<u8>, Error> {
     match side {
         None => Ok(Vec::new()),
-        Some((mode, id)) if mode.is_commit() => Ok(format!("Subproject commit {id}\n").into_bytes()),
+        Some((mode, id)) if mode.is_commit() => {
+            Ok(format!("Subproject commit {id}\n").into_bytes())
+        }
         Some((_, id)) => Ok(repo
             .find_object(id)
             .map_err(|e| format!("reading {id}: {e}"))?
@@ -330,12 +332,19 @@ mod tests {
         assert_eq!(repo.git(&["rev-parse", "HEAD"]), head);
         assert_eq!(repo.git(&["rev-parse", "HEAD^{tree}"]), expected_tree);
         assert_eq!(repo.git(&["rev-parse", "HEAD^"]), base);
-        assert_eq!(repo.git(&["log", "-1", "--format=%an <%ae>%n%B"]), "braid <braid@localhost>\nbraid: t attempt 1\n\nRun r.");
+        assert_eq!(
+            repo.git(&["log", "-1", "--format=%an <%ae>%n%B"]),
+            "braid <braid@localhost>\nbraid: t attempt 1\n\nRun r."
+        );
         assert_eq!(
             repo.git(&["reflog", "-1", "--format=%gs", "HEAD"]),
             "commit: braid: t attempt 1"
         );
-        assert_eq!(repo.git(&["status", "--porcelain"]), "", "the index matches HEAD");
+        assert_eq!(
+            repo.git(&["status", "--porcelain"]),
+            "",
+            "the index matches HEAD"
+        );
         repo.git(&["fsck", "--strict", "--no-dangling"]);
 
         // Nothing staged since: no new commit.
@@ -369,6 +378,9 @@ mod tests {
         }
         assert_eq!(stat, expected);
         assert_eq!(stat.files, 5, "{stat:?}");
-        assert_eq!(diff_stat(&repo.path, &head, &head).unwrap(), DiffStat::default());
+        assert_eq!(
+            diff_stat(&repo.path, &head, &head).unwrap(),
+            DiffStat::default()
+        );
     }
 }

@@ -32,8 +32,6 @@ mod queue;
 mod refs;
 
 use crate::dag::Dag;
-use queue::Queue;
-use refs::RefWriter;
 use crate::merge::{self, BranchMove, DepWinner, MergeError, Merged, Merger};
 use crate::plan::{Check, Plan, Select};
 use crate::progress::Note;
@@ -42,6 +40,8 @@ use crate::report::{
     Prediction, Resolution, StepReport, TaskReport, TaskStatus, TimelineEntry, WorkerReport, word,
 };
 use crate::select;
+use queue::Queue;
+use refs::RefWriter;
 
 /// A worker's end of its stream, as the service hands it over.
 #[derive(Debug)]

@@ -45,7 +45,7 @@ struct Cli {
     /// Scenarios to run: all, or any of start, fanout, merge, scheduler, makespan, memory.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
-    /// Rounds per scenario [default: 7 for start, 15 for merge, 2 for fanout (its shell
+    /// Rounds per scenario [default: 7 for start, 15 for merge, 1 for fanout (its shell
     /// pipeline takes many minutes a round), 3 for the others].
     #[arg(long)]
     rounds: Option<usize>,
@@ -149,7 +149,7 @@ fn run(cli: Cli) -> Result<bool> {
         let big = || big.as_ref().context("the large repository");
         let new = match scenario {
             "start" => runtime.block_on(start::run(big()?, &scratch, rounds(7)))?,
-            "fanout" => fanout::run(big()?, &scratch, rounds(2))?,
+            "fanout" => fanout::run(big()?, &scratch, rounds(1))?,
             "merge" => runtime.block_on(merge::run(big()?, rounds(15)))?,
             "scheduler" => runtime.block_on(scheduler::run(&small, &scratch, rounds(3)))?,
             "makespan" => makespan::run(&small, &scratch, rounds(3))?,

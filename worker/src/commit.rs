@@ -130,8 +130,13 @@ fn write_tree(repo: &gix::Repository, index: &gix::index::File) -> Result<Object
         while !within(dir, open.last().map_or(b"".as_bstr(), |(p, _)| p.as_bstr())) {
             close(repo, &mut open)?;
         }
+        // The folders below the innermost open one ("" when the entry is in it).
         let top_len = open.last().map_or(0, |(p, _)| p.len());
-        let rest = &dir[if top_len == 0 { 0 } else { top_len + 1 }..];
+        let rest = match top_len {
+            0 => dir,
+            n if n >= dir.len() => BStr::new(b""),
+            n => &dir[n + 1..],
+        };
         if !rest.is_empty() {
             let mut at = open.last().map(|(p, _)| p.clone()).unwrap_or_default();
             for part in rest.split_str("/") {
@@ -297,6 +302,9 @@ mod tests {
                 ("a.txt", "one\ntwo\nthree\n"),
                 ("a/b.txt", "inner\n"),
                 ("a/c/d.txt", "deep\n"),
+                ("a/c/e.txt", "beside deep\n"),
+                ("a/c/f/g.txt", "deeper\n"),
+                ("a/h.txt", "after the folder\n"),
                 ("a.b/e.txt", "sorted after a/ by git, before it by bytes\n"),
                 ("gone.txt", "x\ny\n"),
                 ("bin.dat", "\0\u{1}binary"),
@@ -315,6 +323,9 @@ mod tests {
         repo.write(&[
             ("a.txt", "one\n2\nthree\nfour\n"),
             ("new/deeper/f.txt", "f\n"),
+            ("new/deeper/f2.txt", "f2\n"),
+            ("new/z.txt", "z\n"),
+            ("a/c/e.txt", "edited beside deep\n"),
             ("bin.dat", "\0\u{2}binary"),
             (".gitignore", "*.log\n"),
             ("build.log", "noise\n"),

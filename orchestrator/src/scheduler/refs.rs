@@ -38,21 +38,13 @@ impl RefWriter {
                 thread: Some(thread),
             },
             Err(err) => {
-                // No thread: fall back to writing in the caller.
+                // No thread: `send` makes each move at once, in the caller.
                 tracing::warn!(%err, "could not start the branch writer; writing branches inline");
                 RefWriter {
                     tx: None,
                     thread: None,
                 }
             }
-        }
-    }
-
-    /// A writer with no thread, whose moves are made at once by `send`.
-    fn inline() -> Self {
-        RefWriter {
-            tx: None,
-            thread: None,
         }
     }
 
@@ -78,12 +70,6 @@ impl RefWriter {
             .map_err(|e| e.to_string())
             .and_then(|joined| joined.map_err(|_| "the branch writer panicked".to_owned()))
             .unwrap_or_else(|e| vec![e])
-    }
-}
-
-impl Default for RefWriter {
-    fn default() -> Self {
-        RefWriter::inline()
     }
 }
 

@@ -61,13 +61,31 @@ pub async fn run_attempt(
             return result;
         }
     };
+    let provisioned = started.elapsed();
     if spec.baseline {
         run_baseline(spec, worktree.path(), cancel, &updates, &mut result).await;
     } else {
-        run_in(spec, lease, worktree.path(), cancel, &updates, &mut result).await;
+        let repo = worktree.repo();
+        run_in(
+            spec,
+            lease,
+            repo,
+            worktree.path(),
+            cancel,
+            &updates,
+            &mut result,
+        )
+        .await;
     }
     pool.release(worktree).await;
     result.duration_ms = started.elapsed().as_millis() as u64;
+    tracing::debug!(
+        task = %spec.task_id,
+        attempt = spec.attempt,
+        worktree_ms = provisioned.as_secs_f64() * 1e3,
+        total_ms = started.elapsed().as_secs_f64() * 1e3,
+        "attempt timings"
+    );
     result
 }
 
@@ -102,6 +120,7 @@ async fn run_baseline(
 async fn run_in(
     spec: &AttemptSpec,
     lease: &str,
+    repo: gix::ThreadSafeRepository,
     dir: &Path,
     cancel: CancellationToken,
     updates: &mpsc::Sender<Update>,
@@ -127,8 +146,10 @@ async fn run_in(
             }
         })
     };
+    let clock = Instant::now();
     let agent = run_agent(spec, lease, dir, &files, cancel.clone(), tap).await;
     let _ = forward.await;
+    let agent_ms = clock.elapsed().as_secs_f64() * 1e3;
     let ending = match agent {
         Ok(done) => done.ending,
         Err(err) => {
@@ -140,51 +161,37 @@ async fn run_in(
     result.agent_exit_code = ending.code();
 
     let _ = updates.send(Update::Phase(Phase::Committing)).await;
-    let git = Git::at(dir);
-    let message = format!(
-        "braid: {} attempt {}\n\nRun {}.",
-        spec.task_id, spec.attempt, spec.run_id
-    );
-    let committed = match git.add_all().await {
-        Ok(()) => in_process(dir, move |dir| commit::commit_index(dir, &message)).await,
-        Err(err) => Err(err.to_string()),
-    };
-    let head = match committed {
-        Ok(head) => head,
+    let clock = Instant::now();
+    let recorded = record(spec, repo, dir).await;
+    let record_ms = clock.elapsed().as_secs_f64() * 1e3;
+    let (head, stat) = match recorded {
+        Ok(recorded) => recorded,
         Err(err) => {
-            result.error = format!("could not commit the attempt's changes: {err}");
+            result.error = err;
             result.infrastructure = true;
             return;
         }
     };
     let changed = head != spec.base_commit;
     let mut touched = Vec::new();
-    if changed {
+    if let Some(stat) = stat {
         // The coordinator records the commit on the attempt's branch once it accepts the
         // result under a current lease, so a lost worker can never move a branch.
-        result.commit = head.clone();
-        let diff_base = if spec.diff_base.is_empty() {
-            spec.base_commit.clone()
-        } else {
-            spec.diff_base.clone()
-        };
-        let to = head.clone();
-        match in_process(dir, move |dir| commit::diff_stat(dir, &diff_base, &to)).await {
-            Ok(stat) => {
-                result.diff = Some(DiffStat {
-                    files: stat.files,
-                    insertions: stat.insertions,
-                    deletions: stat.deletions,
-                });
-                touched = stat.paths;
-            }
-            Err(err) => {
-                result.error = format!("could not measure the attempt's diff: {err}");
-                result.infrastructure = true;
-                return;
-            }
-        }
+        result.commit = head;
+        result.diff = Some(DiffStat {
+            files: stat.files,
+            insertions: stat.insertions,
+            deletions: stat.deletions,
+        });
+        touched = stat.paths;
     }
+    tracing::debug!(
+        task = %spec.task_id,
+        attempt = spec.attempt,
+        agent_ms,
+        record_ms,
+        "attempt phases"
+    );
 
     let (status, error) = match ending {
         Ending::Exited(0) if !changed => (
@@ -242,13 +249,60 @@ async fn run_in(
     } as i32;
 }
 
-/// Runs `work` on the worktree `dir` off the async threads (it reads and writes objects).
-async fn in_process<T: Send + 'static>(
+/// Stages and commits what the agent left, and measures the diff when HEAD moved: in
+/// process where [`commit::stage_all`] can, with `git add --all` where not. Returns HEAD
+/// and the diff, or a sentence.
+async fn record(
+    spec: &AttemptSpec,
+    repo: gix::ThreadSafeRepository,
     dir: &Path,
-    work: impl FnOnce(&Path) -> Result<T, commit::Error> + Send + 'static,
+) -> Result<(String, Option<braid_shared::git::DiffStat>), String> {
+    let message = format!(
+        "braid: {} attempt {}\n\nRun {}.",
+        spec.task_id, spec.attempt, spec.run_id
+    );
+    let base = spec.base_commit.clone();
+    let diff_base = if spec.diff_base.is_empty() {
+        spec.base_commit.clone()
+    } else {
+        spec.diff_base.clone()
+    };
+    let commit_and_measure = move |repo: &gix::Repository| {
+        let head = commit::commit_index(repo, &message)
+            .map_err(|e| format!("could not commit the attempt's changes: {e}"))?;
+        if head == base {
+            return Ok((head, None));
+        }
+        let stat = commit::diff_stat(repo, &diff_base, &head)
+            .map_err(|e| format!("could not measure the attempt's diff: {e}"))?;
+        Ok((head, Some(stat)))
+    };
+    // One trip off the async threads when staging stays in process.
+    let (tried, then) = (repo.clone(), commit_and_measure.clone());
+    let first = in_process(tried, move |repo| match commit::stage_all(repo) {
+        Ok(_) => then(repo).map(Some),
+        Err(why) => {
+            tracing::debug!(%why, "staging with git");
+            Ok(None)
+        }
+    })
+    .await?;
+    if let Some(recorded) = first {
+        return Ok(recorded);
+    }
+    Git::at(dir)
+        .add_all()
+        .await
+        .map_err(|e| format!("could not commit the attempt's changes: {e}"))?;
+    in_process(repo, commit_and_measure).await
+}
+
+/// Runs `work` on the opened worktree `repo` off the async threads.
+async fn in_process<T: Send + 'static>(
+    repo: gix::ThreadSafeRepository,
+    work: impl FnOnce(&gix::Repository) -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
-    let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || work(&dir))
+    tokio::task::spawn_blocking(move || work(&repo.to_thread_local()))
         .await
         .unwrap_or_else(|e| Err(format!("stopped: {e}")))
 }

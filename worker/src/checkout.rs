@@ -12,9 +12,20 @@ use std::sync::atomic::AtomicBool;
 
 use gix::worktree::stack::state::attributes::Source;
 
-/// Writes the files of `commit` into the empty worktree at `dir`, and its index.
-pub fn populate(dir: &Path, commit: &str) -> Result<(), String> {
-    let repo = gix::open(dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+/// Opens the worktree at `dir` for in-process work.
+///
+/// Stat times are compared to the nanosecond, as git does on Linux: gix compares whole
+/// seconds unless told otherwise, and then every file written in the same second as the
+/// index counts as possibly changed and is read again (measured: most of the time of a
+/// status in a worktree that attempts move through several times a second).
+pub(crate) fn open(dir: &Path) -> Result<gix::Repository, String> {
+    let options = gix::open::Options::default().config_overrides(["gitoxide.core.useNsec=true"]);
+    gix::open_opts(dir, options).map_err(|e| format!("opening {}: {e}", dir.display()))
+}
+
+/// Writes the files of `commit` into the empty worktree of `repo`, and its index.
+pub fn populate(repo: &gix::Repository, commit: &str) -> Result<(), String> {
+    let dir = repo.workdir().ok_or("the repository has no worktree")?;
     let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| format!("{commit}: {e}"))?;
     let tree = repo
         .find_commit(id)
@@ -55,4 +66,501 @@ pub fn populate(dir: &Path, commit: &str) -> Result<(), String> {
     index
         .write(Default::default())
         .map_err(|e| format!("writing the index: {e}"))
+}
+
+/// What moving a worktree did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// Files written (new, changed, or changed by the earlier attempt).
+    pub written: usize,
+    /// Paths removed: tracked files the target lacks, and untracked or ignored ones.
+    pub removed: usize,
+}
+
+/// Moves the worktree of `repo` to `commit`, as `git checkout --force --detach` followed by
+/// `git clean -ffdx` would: HEAD detached at `commit`, its tree in the index and on disk,
+/// nothing untracked or ignored left. Only what differs is touched: the files whose entry
+/// differs between the index and the target, the files the last attempt changed, and the
+/// paths the index does not know.
+///
+/// Fails, touching nothing, on what it leaves to git: submodules, unmerged or sparse
+/// entries. A failure after the first file was touched leaves the worktree for git to
+/// reset, which it always can.
+pub fn move_to(repo: &gix::Repository, commit: &str) -> Result<Moved, String> {
+    use gix::index::entry::Mode;
+    let dir = repo.workdir().ok_or("the repository has no worktree")?;
+    let target =
+        gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| format!("{commit}: {e}"))?;
+    let old_head = repo
+        .head_id()
+        .map_err(|e| format!("reading HEAD: {e}"))?
+        .detach();
+    let tree = repo
+        .find_commit(target)
+        .and_then(|c| c.tree_id())
+        .map_err(|e| format!("reading commit {commit}: {e}"))?
+        .detach();
+    let old = repo
+        .open_index()
+        .map_err(|e| format!("reading the index: {e}"))?;
+    refuse_unusual(&old)?;
+    let mut next = repo
+        .index_from_tree(&tree)
+        .map_err(|e| format!("reading tree {tree}: {e}"))?;
+    if next.entries().iter().any(|e| e.mode == Mode::COMMIT) {
+        return Err(format!("commit {commit} holds submodules"));
+    }
+
+    let Survey {
+        dirty,
+        refreshed,
+        strays,
+    } = survey(repo, &old, Strays::ToRemove)?;
+
+    // Remove what the target does not have: strays, and tracked files it lacks.
+    let mut removed = 0;
+    let mut emptied: Vec<std::path::PathBuf> = Vec::new();
+    for (path, _) in &strays {
+        let at = on_disk(dir, path.as_ref())?;
+        remove_path(&at)?;
+        emptied.extend(at.parent().map(Path::to_owned));
+        removed += 1;
+    }
+    for entry in old.entries() {
+        let path = entry.path(&old);
+        if next.entry_by_path(path).is_none() {
+            let at = on_disk(dir, path)?;
+            remove_path(&at)?;
+            emptied.extend(at.parent().map(Path::to_owned));
+            removed += 1;
+        }
+    }
+    // Folders left empty go too, as `git checkout` removes them.
+    emptied.sort();
+    emptied.dedup();
+    for folder in emptied.iter().rev() {
+        let mut at = folder.as_path();
+        while at != dir && at.starts_with(dir) && std::fs::remove_dir(at).is_ok() {
+            match at.parent() {
+                Some(parent) => at = parent,
+                None => break,
+            }
+        }
+    }
+
+    // Write what differs, and every attributes file (the checkout reads attributes from the
+    // entries it is given).
+    let mut part = gix::index::State::new(repo.object_hash());
+    for entry in next.entries() {
+        let path = entry.path(&next);
+        let same = old
+            .entry_by_path(path)
+            .is_some_and(|o| o.id == entry.id && o.mode == entry.mode);
+        let attributes = path == ".gitattributes" || path.ends_with(b"/.gitattributes");
+        if !same || dirty.contains(path) || attributes {
+            part.dangerously_push_entry(
+                Default::default(),
+                entry.id,
+                entry.flags,
+                entry.mode,
+                path,
+            );
+        }
+    }
+    let written = part.entries().len();
+    if written > 0 {
+        let mut options = repo
+            .checkout_options(Source::IdMapping)
+            .map_err(|e| format!("reading the checkout options: {e}"))?;
+        options.overwrite_existing = true;
+        if written < 100 {
+            // Threads cost more than they save on a few files.
+            options.thread_limit = Some(1);
+        }
+        let objects = repo
+            .objects
+            .clone()
+            .into_arc()
+            .map_err(|e| format!("sharing the object database: {e}"))?;
+        let outcome = gix::worktree::state::checkout(
+            &mut part,
+            dir,
+            objects,
+            &gix::progress::Discard,
+            &gix::progress::Discard,
+            &AtomicBool::new(false),
+            options,
+        )
+        .map_err(|e| format!("writing the files of {commit}: {e}"))?;
+        if let Some(error) = outcome.errors.first() {
+            return Err(format!(
+                "writing {} of {commit}: {}",
+                error.path, error.error
+            ));
+        }
+        if let Some(collision) = outcome.collisions.first() {
+            return Err(format!("{} collides with another path", collision.path));
+        }
+    }
+
+    // The index: the target's entries, with the stat of each file as it is on disk now.
+    let (entries, paths) = next.entries_mut_and_pathbacking();
+    for entry in entries.iter_mut() {
+        let path = entry.path_in(paths);
+        let stat = match part.entry_by_path(path) {
+            Some(written) => Some(written.stat),
+            None => refreshed
+                .get(path)
+                .copied()
+                .or_else(|| old.entry_by_path(path).map(|o| o.stat)),
+        };
+        if let Some(stat) = stat {
+            entry.stat = stat;
+        }
+    }
+    next.write(Default::default())
+        .map_err(|e| format!("writing the index: {e}"))?;
+    if old_head != target {
+        crate::commit::move_head(
+            repo,
+            old_head,
+            target,
+            &format!("checkout: moving from {old_head} to {target}"),
+            gix::date::Time::now_utc(),
+        )?;
+    }
+    Ok(Moved { written, removed })
+}
+
+/// How a worktree differs from its index.
+pub(crate) struct Survey {
+    /// Tracked paths whose file changed, went or changed type.
+    pub dirty: std::collections::HashSet<gix::bstr::BString>,
+    /// Tracked paths whose file is unchanged but whose stat is not the index's.
+    pub refreshed: std::collections::HashMap<gix::bstr::BString, gix::index::entry::Stat>,
+    /// Paths the index does not know, with what they are on disk.
+    pub strays: Vec<(gix::bstr::BString, Option<gix::dir::entry::Kind>)>,
+}
+
+/// Which paths the index does not know a survey lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Strays {
+    /// Untracked and ignored ones, a folder standing for all it holds (what `git clean
+    /// -ffdx` removes).
+    ToRemove,
+    /// Each untracked file, none ignored (what `git add --all` adds).
+    ToAdd,
+}
+
+/// Compares the worktree of `repo` with `index`.
+pub(crate) fn survey(
+    repo: &gix::Repository,
+    index: &gix::index::State,
+    strays: Strays,
+) -> Result<Survey, String> {
+    use gix::dir::walk::EmissionMode;
+    let walk = repo
+        .dirwalk_options()
+        .map_err(|e| format!("reading the status options: {e}"))?
+        .emit_pruned(false)
+        .emit_tracked(false);
+    let walk = match strays {
+        Strays::ToRemove => walk
+            .emit_untracked(EmissionMode::CollapseDirectory)
+            .emit_ignored(Some(EmissionMode::CollapseDirectory))
+            .emit_empty_directories(true),
+        Strays::ToAdd => walk
+            .emit_untracked(EmissionMode::Matching)
+            .emit_ignored(None)
+            .emit_empty_directories(false),
+    };
+    let mut survey = Survey {
+        dirty: Default::default(),
+        refreshed: Default::default(),
+        strays: Vec::new(),
+    };
+    let mut collect = Collect {
+        survey: &mut survey,
+        rename: false,
+    };
+    // On this thread (the modification check is a stat per file; threads cost more here
+    // than they save), with the directory walk beside it.
+    let options = gix::status::index_worktree::Options {
+        dirwalk_options: Some(walk),
+        thread_limit: Some(1),
+        ..Default::default()
+    };
+    repo.index_worktree_status(
+        index,
+        Vec::<gix::bstr::BString>::new(),
+        &mut collect,
+        gix::status::plumbing::index_as_worktree::traits::FastEq,
+        NoSubmodules,
+        &mut gix::progress::Discard,
+        &AtomicBool::new(false),
+        options,
+    )
+    .map_err(|e| format!("reading the status: {e}"))?;
+    if collect.rename {
+        return Err("the status tracked a rename".into());
+    }
+    Ok(survey)
+}
+
+/// Fails on an index that holds what only git handles: submodules, unmerged entries, or
+/// entries git is told not to look at (sparse checkouts, assumed unchanged).
+pub(crate) fn refuse_unusual(index: &gix::index::State) -> Result<(), String> {
+    use gix::index::entry::{Flags, Mode};
+    let unusual = index.entries().iter().any(|e| {
+        e.mode == Mode::COMMIT
+            || e.stage_raw() != 0
+            || e.flags
+                .intersects(Flags::SKIP_WORKTREE | Flags::ASSUME_VALID)
+    });
+    if unusual {
+        return Err("the index holds submodules, unmerged or sparse entries".into());
+    }
+    Ok(())
+}
+
+/// Sorts what the status finds into a [`Survey`].
+struct Collect<'a> {
+    survey: &'a mut Survey,
+    rename: bool,
+}
+
+impl<'index> gix::status::plumbing::index_as_worktree_with_renames::VisitEntry<'index>
+    for Collect<'_>
+{
+    type ContentChange = ();
+    type SubmoduleStatus = ();
+
+    fn visit_entry(
+        &mut self,
+        entry: gix::status::plumbing::index_as_worktree_with_renames::Entry<'index, (), ()>,
+    ) {
+        use gix::dir::entry::Status as Walked;
+        use gix::status::plumbing::index_as_worktree::EntryStatus;
+        use gix::status::plumbing::index_as_worktree_with_renames::Entry;
+        match entry {
+            Entry::Modification {
+                rela_path, status, ..
+            } => match status {
+                EntryStatus::NeedsUpdate(stat) => {
+                    self.survey.refreshed.insert(rela_path.to_owned(), stat);
+                }
+                _ => {
+                    self.survey.dirty.insert(rela_path.to_owned());
+                }
+            },
+            Entry::DirectoryContents { entry, .. } => {
+                if matches!(entry.status, Walked::Untracked | Walked::Ignored(_)) {
+                    self.survey.strays.push((entry.rela_path, entry.disk_kind));
+                }
+            }
+            Entry::Rewrite { .. } => self.rename = true,
+        }
+    }
+}
+
+/// Submodules are refused before a survey, so none is ever asked about.
+#[derive(Clone)]
+struct NoSubmodules;
+
+impl gix::status::plumbing::index_as_worktree::traits::SubmoduleStatus for NoSubmodules {
+    type Output = ();
+
+    fn status(&mut self, _: &gix::index::Entry, _: &gix::bstr::BStr) -> gix::Result<Option<()>> {
+        Ok(None)
+    }
+}
+
+/// Where the repository path `path` is in the worktree at `dir`.
+pub(crate) fn on_disk(dir: &Path, path: &gix::bstr::BStr) -> Result<std::path::PathBuf, String> {
+    gix::path::from_bstr(path)
+        .map(|p| dir.join(p))
+        .map_err(|e| format!("{path}: {e}"))
+}
+
+/// Removes the file, link or folder at `at`, if there is one.
+fn remove_path(at: &Path) -> Result<(), String> {
+    let removed = match std::fs::symlink_metadata(at) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(at),
+        Ok(_) => std::fs::remove_file(at),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    removed.map_err(|e| format!("removing {}: {e}", at.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use braid_tests::{TestRepo, command};
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = command("git", dir).args(args).output().expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every path under `dir` but `.git`, with its kind, executable bit and content.
+    fn listing(dir: &Path) -> Vec<(PathBuf, String)> {
+        fn walk(root: &Path, at: &Path, out: &mut Vec<(PathBuf, String)>) {
+            for entry in std::fs::read_dir(at).unwrap() {
+                let path = entry.unwrap().path();
+                let rel = path.strip_prefix(root).unwrap().to_owned();
+                if rel == Path::new(".git") {
+                    continue;
+                }
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                if meta.file_type().is_symlink() {
+                    let link = std::fs::read_link(&path).unwrap();
+                    out.push((rel, format!("link {}", link.display())));
+                } else if meta.is_dir() {
+                    out.push((rel, "dir".into()));
+                    walk(root, &path, out);
+                } else {
+                    let exec = meta.permissions().mode() & 0o111 != 0;
+                    let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+                    out.push((rel, format!("file exec={exec} {text:?}")));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(dir, dir, &mut out);
+        out.sort();
+        out
+    }
+
+    /// What an attempt might leave behind in a worktree.
+    fn mess(dir: &Path) {
+        let write = |path: &str, text: &str| {
+            let at = dir.join(path);
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            std::fs::write(at, text).unwrap();
+        };
+        write("same.txt", "UNCHANGED!\n"); // the same size as before
+        write("kept.txt", "edited, not in the target's change\n");
+        std::fs::remove_file(dir.join("folder/deleted-by-agent.txt")).unwrap();
+        write("untracked.txt", "junk\n");
+        write("new-folder/deep/x.txt", "x\n");
+        write("target/debug/build.o", "object\n");
+        write("notes.log", "ignored file\n");
+        std::fs::create_dir_all(dir.join("empty/inner")).unwrap();
+        git(&dir.join("new-folder"), &["init", "--quiet", "nested"]);
+        // A tracked file the agent turned into a folder.
+        std::fs::remove_file(dir.join("turned")).unwrap();
+        write("turned/inside.txt", "now a folder\n");
+    }
+
+    #[test]
+    fn a_moved_worktree_is_what_git_checkout_and_clean_leave() {
+        let repo = TestRepo::init();
+        let base = repo.commit(
+            &[
+                (".gitignore", "target/\n*.log\n"),
+                (".gitattributes", "*.crlf text eol=crlf\n"),
+                ("same.txt", "unchanged!\n"),
+                ("kept.txt", "kept\n"),
+                ("changed.txt", "before\n"),
+                ("removed/only.txt", "its folder goes with it\n"),
+                ("folder/deleted-by-agent.txt", "restored\n"),
+                ("folder/stays.txt", "stays\n"),
+                ("file-then-dir", "a file first\n"),
+                ("turned", "a file the agent turns into a folder\n"),
+                ("script.sh", "echo hi\n"),
+            ],
+            "base",
+        );
+        let target = {
+            repo.git(&["rm", "--quiet", "-r", "removed", "file-then-dir"]);
+            repo.write(&[
+                ("changed.txt", "after\n"),
+                ("added/deep/new.txt", "new\n"),
+                ("file-then-dir/inner.txt", "now a folder\n"),
+                ("text.crlf", "one\ntwo\n"),
+            ]);
+            std::os::unix::fs::symlink("changed.txt", repo.path.join("link")).unwrap();
+            let script = repo.path.join("script.sh");
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+            repo.git(&["add", "--all"]);
+            repo.git(&["commit", "--quiet", "-m", "target"]);
+            repo.git(&["rev-parse", "HEAD"])
+        };
+        let worktrees = repo.outside().join("worktrees");
+        let (by_git, by_gix) = (worktrees.join("git"), worktrees.join("gix"));
+        for dir in [&by_git, &by_gix] {
+            repo.git(&[
+                "worktree",
+                "add",
+                "--quiet",
+                "--detach",
+                dir.to_str().unwrap(),
+                &base,
+            ]);
+            mess(dir);
+        }
+        let kept_before = std::fs::metadata(by_gix.join("folder/stays.txt")).unwrap();
+
+        git(
+            &by_git,
+            &["checkout", "--quiet", "--force", "--detach", &target],
+        );
+        git(&by_git, &["clean", "-ffdxq"]);
+        let moved = move_to(&open(&by_gix).unwrap(), &target).expect("moved in process");
+
+        assert_eq!(listing(&by_gix), listing(&by_git));
+        assert_eq!(
+            git(&by_gix, &["ls-files", "--stage"]),
+            git(&by_git, &["ls-files", "--stage"])
+        );
+        assert_eq!(git(&by_gix, &["rev-parse", "HEAD"]).trim(), target);
+        assert_eq!(git(&by_gix, &["status", "--porcelain", "--ignored"]), "");
+        // The index's stat matches the files: nothing needs a refresh.
+        git(&by_gix, &["diff-files", "--quiet"]);
+        assert_eq!(
+            git(&by_gix, &["reflog", "-1", "--format=%gs", "HEAD"]).trim(),
+            format!("checkout: moving from {base} to {target}")
+        );
+        // Only what differs was written: an untouched file kept its inode and time.
+        let kept_after = std::fs::metadata(by_gix.join("folder/stays.txt")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (kept_before.ino(), kept_before.mtime_nsec()),
+            (kept_after.ino(), kept_after.mtime_nsec())
+        );
+        // changed, added, file-then-dir/inner, text.crlf, link, script.sh (mode), and what
+        // the attempt changed: same.txt, kept.txt, deleted-by-agent, turned; plus
+        // .gitattributes, always.
+        assert_eq!(moved.written, 11, "{moved:?}");
+    }
+
+    #[test]
+    fn a_worktree_with_a_submodule_is_left_to_git() {
+        let repo = TestRepo::init();
+        let base = repo.git(&["rev-parse", "HEAD"]);
+        let gitlink = format!("160000,{base},sub");
+        repo.git(&["update-index", "--add", "--cacheinfo", &gitlink]);
+        repo.git(&["commit", "--quiet", "-m", "a submodule"]);
+        let with_sub = repo.git(&["rev-parse", "HEAD"]);
+        let dir = repo.outside().join("wt");
+        repo.git(&[
+            "worktree",
+            "add",
+            "--quiet",
+            "--detach",
+            dir.to_str().unwrap(),
+            &base,
+        ]);
+        let err = move_to(&open(&dir).unwrap(), &with_sub).unwrap_err();
+        assert!(err.contains("submodules"), "{err}");
+        assert_eq!(git(&dir, &["rev-parse", "HEAD"]).trim(), base);
+    }
 }

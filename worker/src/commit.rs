@@ -7,8 +7,6 @@
 //! processes per attempt fewer is what keeps a chain of short tasks close to the sum of
 //! its agents' times (see `cargo run --release -p braid-bench -- makespan`).
 
-use std::path::Path;
-
 use braid_shared::git::{DiffStat, IDENTITY_EMAIL, IDENTITY_NAME};
 use gix::ObjectId;
 use gix::bstr::{BStr, BString, ByteSlice};
@@ -21,10 +19,145 @@ fn err(e: impl std::fmt::Display) -> Error {
     e.to_string()
 }
 
-/// Commits the worktree's index at `dir` on top of its HEAD, unless the index holds HEAD's
+/// Stages everything in the worktree of `repo` as `git add --all` does: changed and new
+/// files (through the clean filters their attributes name), removed ones, and the stat of
+/// files that were only touched; ignored files stay out. Returns how many paths it staged.
+///
+/// Fails, writing no index, on what it leaves to git: submodules and nested repositories
+/// (git records them as gitlinks), unmerged or sparse entries, files of no kind git can
+/// track, and file systems without symbolic links.
+pub fn stage_all(repo: &gix::Repository) -> Result<usize, Error> {
+    use crate::checkout::{Strays, on_disk, refuse_unusual, survey};
+    use gix::dir::entry::Kind;
+    use gix::index::entry::{Flags, Mode, Stage};
+    let dir = repo.workdir().ok_or("the repository has no worktree")?;
+    let caps = repo.filesystem_options().map_err(err)?;
+    if !caps.symlink {
+        return Err("the file system has no symbolic links".into());
+    }
+    let original = repo
+        .open_index()
+        .map_err(|e| format!("reading the index: {e}"))?;
+    refuse_unusual(&original)?;
+    let found = survey(repo, &original, Strays::ToAdd)?;
+    let mut added = Vec::new();
+    for (path, kind) in found.strays {
+        match kind {
+            Some(Kind::File | Kind::Symlink) => added.push(path),
+            Some(Kind::Directory) => {}
+            Some(Kind::Repository) => return Err(format!("{path} is a repository of its own")),
+            Some(Kind::Untrackable) | None => {
+                return Err(format!("{path} is not a file git can add"));
+            }
+        }
+    }
+    if found.dirty.is_empty() && found.refreshed.is_empty() && added.is_empty() {
+        return Ok(0);
+    }
+
+    let mut index = original.clone();
+    let (mut filters, _) = repo
+        .filter_pipeline(None)
+        .map_err(|e| format!("reading the filters: {e}"))?;
+    let mut blob = Vec::new();
+    // A path as it would be staged now: its mode, blob and stat; `None` when it is gone.
+    let mut read = |path: &BStr,
+                    old_mode: Option<Mode>|
+     -> Result<Option<(Mode, ObjectId, gix::index::entry::Stat)>, Error> {
+        let at = on_disk(dir, path)?;
+        let meta = match gix::index::fs::Metadata::from_path_no_follow(&at) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("reading {path}: {e}")),
+        };
+        if meta.is_dir() {
+            return Ok(None);
+        }
+        let stat = gix::index::entry::Stat::from_fs(&meta).map_err(|e| format!("{path}: {e}"))?;
+        blob.clear();
+        let mode = if meta.is_symlink() {
+            let target = std::fs::read_link(&at).map_err(|e| format!("reading {path}: {e}"))?;
+            blob.extend_from_slice(
+                gix::path::os_str_into_bstr(target.as_os_str())
+                    .map_err(|e| format!("{path}: {e}"))?,
+            );
+            Mode::SYMLINK
+        } else if meta.is_file() {
+            let file = std::fs::File::open(&at).map_err(|e| format!("reading {path}: {e}"))?;
+            let rela = gix::path::from_bstr(path).map_err(|e| format!("{path}: {e}"))?;
+            let mut clean = filters
+                .convert_to_git(file, &rela, &original)
+                .map_err(|e| format!("filtering {path}: {e}"))?;
+            std::io::Read::read_to_end(&mut clean, &mut blob)
+                .map_err(|e| format!("reading {path}: {e}"))?;
+            let executable = if caps.executable_bit {
+                meta.is_executable()
+            } else {
+                old_mode == Some(Mode::FILE_EXECUTABLE)
+            };
+            if executable {
+                Mode::FILE_EXECUTABLE
+            } else {
+                Mode::FILE
+            }
+        } else {
+            return Err(format!("{path} is not a file git can add"));
+        };
+        let id = repo
+            .write_blob(&blob)
+            .map_err(|e| format!("storing {path}: {e}"))?
+            .detach();
+        Ok(Some((mode, id, stat)))
+    };
+
+    let mut gone = std::collections::HashSet::new();
+    let mut staged = 0;
+    for path in &found.dirty {
+        let old_mode = index.entry_by_path(path.as_ref()).map(|e| e.mode);
+        match read(path.as_ref(), old_mode)? {
+            Some((mode, id, stat)) => {
+                if let Some(entry) =
+                    index.entry_mut_by_path_and_stage(path.as_ref(), Stage::Unconflicted)
+                {
+                    entry.mode = mode;
+                    entry.id = id;
+                    entry.stat = stat;
+                    entry.flags.remove(Flags::INTENT_TO_ADD);
+                }
+            }
+            None => {
+                gone.insert(path.clone());
+            }
+        }
+        staged += 1;
+    }
+    for (path, stat) in &found.refreshed {
+        if let Some(entry) = index.entry_mut_by_path_and_stage(path.as_ref(), Stage::Unconflicted) {
+            entry.stat = *stat;
+        }
+    }
+    if !gone.is_empty() {
+        index.remove_entries(|_, path, _| gone.contains(path));
+    }
+    for path in &added {
+        if let Some((mode, id, stat)) = read(path.as_ref(), None)? {
+            index.dangerously_push_entry(stat, id, Flags::empty(), mode, path.as_ref());
+            staged += 1;
+        }
+    }
+    index.sort_entries();
+    // Cached trees no longer match the entries (git would invalidate the changed folders).
+    index.remove_tree();
+    index.remove_resolve_undo();
+    index
+        .write(Default::default())
+        .map_err(|e| format!("writing the index: {e}"))?;
+    Ok(staged)
+}
+
+/// Commits the index of `repo`'s worktree on top of its HEAD, unless the index holds HEAD's
 /// tree already. Returns HEAD afterwards.
-pub fn commit_index(dir: &Path, message: &str) -> Result<String, Error> {
-    let repo = gix::open(dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+pub fn commit_index(repo: &gix::Repository, message: &str) -> Result<String, Error> {
     let head = repo
         .head_id()
         .map_err(|e| format!("reading HEAD: {e}"))?
@@ -37,7 +170,7 @@ pub fn commit_index(dir: &Path, message: &str) -> Result<String, Error> {
     let index = repo
         .open_index()
         .map_err(|e| format!("reading the index: {e}"))?;
-    let tree = write_tree(&repo, &index)?;
+    let tree = write_tree(repo, &index)?;
     if tree == head_tree {
         return Ok(head.to_string());
     }
@@ -60,27 +193,27 @@ pub fn commit_index(dir: &Path, message: &str) -> Result<String, Error> {
         .write_object(&commit)
         .map_err(|e| format!("writing the commit: {e}"))?
         .detach();
-    move_head(&repo, head, id, message, time)?;
+    let subject = message.lines().next().unwrap_or_default();
+    move_head(repo, head, id, &format!("commit: {subject}"), time)?;
     Ok(id.to_string())
 }
 
-/// Moves the worktree's detached HEAD from `old` to `new`, with the reflog entry
-/// `git commit` would write; fails if HEAD moved meanwhile.
-fn move_head(
+/// Moves the worktree's detached HEAD from `old` to `new` with the reflog entry `reflog`
+/// (as git writes it, by braid's identity); fails if HEAD moved meanwhile.
+pub(crate) fn move_head(
     repo: &gix::Repository,
     old: ObjectId,
     new: ObjectId,
-    message: &str,
+    reflog: &str,
     time: gix::date::Time,
 ) -> Result<(), Error> {
     use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
-    let subject = message.lines().next().unwrap_or_default();
     let edit = RefEdit {
         change: Change::Update {
             log: LogChange {
                 mode: RefLog::AndReference,
                 force_create_reflog: false,
-                message: format!("commit: {subject}").into(),
+                message: reflog.into(),
             },
             expected: PreviousValue::MustExistAndMatch(gix::refs::Target::Object(old)),
             new: gix::refs::Target::Object(new),
@@ -195,11 +328,10 @@ fn close(repo: &gix::Repository, open: &mut Vec<(BString, Vec<Entry>)>) -> Resul
     Ok(())
 }
 
-/// Files and lines changed from commit `from` to commit `to` of the repository at `dir`,
+/// Files and lines changed from commit `from` to commit `to` of `repo`,
 /// as `git diff --numstat --no-renames` counts them: a binary file counts no lines.
-pub fn diff_stat(dir: &Path, from: &str, to: &str) -> Result<DiffStat, Error> {
+pub fn diff_stat(repo: &gix::Repository, from: &str, to: &str) -> Result<DiffStat, Error> {
     use gix::diff::tree::recorder::Change;
-    let repo = gix::open(dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
     let tree = |rev: &str| -> Result<gix::Tree<'_>, Error> {
         let id = ObjectId::from_hex(rev.as_bytes()).map_err(|e| format!("{rev}: {e}"))?;
         repo.find_commit(id)
@@ -255,7 +387,7 @@ pub fn diff_stat(dir: &Path, from: &str, to: &str) -> Result<DiffStat, Error> {
         if before.is_none() && after.is_none() {
             continue;
         }
-        let (before, after) = (content(&repo, before)?, content(&repo, after)?);
+        let (before, after) = (content(repo, before)?, content(repo, after)?);
         stat.files += 1;
         if !is_binary(&before) && !is_binary(&after) {
             let input = gix::diff::blob::InternedInput::new(before.as_slice(), after.as_slice());
@@ -293,6 +425,7 @@ mod tests {
     use super::*;
     use braid_tests::TestRepo;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
 
     /// A repository whose HEAD is detached, as an attempt's worktree is.
     fn repo() -> (TestRepo, String) {
@@ -339,7 +472,7 @@ mod tests {
         repo.git(&["add", "--all"]);
         let expected_tree = repo.git(&["write-tree"]);
 
-        let head = commit_index(&repo.path, "braid: t attempt 1\n\nRun r.").unwrap();
+        let head = commit_index(&open(&repo.path), "braid: t attempt 1\n\nRun r.").unwrap();
         assert_eq!(repo.git(&["rev-parse", "HEAD"]), head);
         assert_eq!(repo.git(&["rev-parse", "HEAD^{tree}"]), expected_tree);
         assert_eq!(repo.git(&["rev-parse", "HEAD^"]), base);
@@ -359,8 +492,108 @@ mod tests {
         repo.git(&["fsck", "--strict", "--no-dangling"]);
 
         // Nothing staged since: no new commit.
-        assert_eq!(commit_index(&repo.path, "again").unwrap(), head);
+        assert_eq!(commit_index(&open(&repo.path), "again").unwrap(), head);
         assert_eq!(repo.git(&["rev-parse", "HEAD"]), head);
+    }
+
+    fn open(dir: &Path) -> gix::Repository {
+        crate::checkout::open(dir).unwrap()
+    }
+
+    /// Runs git in `dir` (any worktree); returns its standard output.
+    fn git_in(dir: &Path, args: &[&str]) -> String {
+        let out = braid_tests::command("git", dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn staging_stages_what_git_add_all_stages() {
+        let (repo, _) = repo();
+        repo.commit(
+            &[
+                (".gitattributes", "*.crlf text eol=crlf\n"),
+                (".gitignore", "*.log\n"),
+            ],
+            "attributes",
+        );
+        let worktrees = repo.outside().join("worktrees");
+        let (by_git, by_gix) = (worktrees.join("git"), worktrees.join("gix"));
+        for dir in [&by_git, &by_gix] {
+            repo.git(&[
+                "worktree",
+                "add",
+                "--quiet",
+                "--detach",
+                dir.to_str().unwrap(),
+                "HEAD",
+            ]);
+            let write = |path: &str, text: &str| {
+                let at = dir.join(path);
+                std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+                std::fs::write(at, text).unwrap();
+            };
+            write("a.txt", "ONE\nTWO\nTHREE\n"); // the same size
+            write("new/deeper/f.txt", "f\n");
+            write("new/z.txt", "z\n");
+            write("text.crlf", "one\r\ntwo\r\n");
+            write("build.log", "ignored\n");
+            std::fs::remove_file(dir.join("gone.txt")).unwrap();
+            std::fs::remove_file(dir.join("a/b.txt")).unwrap();
+            write("a/b.txt/inside.txt", "now a folder\n");
+            std::os::unix::fs::symlink("a.txt", dir.join("link")).unwrap();
+            let script = dir.join("a/c/d.txt");
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+            // Only touched: the same content, a new time.
+            write("a/h.txt", "after the folder\n");
+        }
+        git_in(&by_git, &["add", "--all"]);
+        let staged = stage_all(&open(&by_gix)).expect("staged in process");
+
+        assert_eq!(
+            git_in(&by_gix, &["ls-files", "--stage"]),
+            git_in(&by_git, &["ls-files", "--stage"])
+        );
+        assert_eq!(
+            git_in(&by_gix, &["write-tree"]),
+            git_in(&by_git, &["write-tree"])
+        );
+        assert_eq!(
+            git_in(&by_gix, &["status", "--porcelain", "--ignored"]),
+            git_in(&by_git, &["status", "--porcelain", "--ignored"])
+        );
+        // The index's stat matches the files: nothing needs a refresh.
+        git_in(&by_gix, &["diff-files", "--quiet"]);
+        assert_eq!(
+            git_in(&by_gix, &["cat-file", "-p", ":text.crlf"]),
+            "one\ntwo\n",
+            "the clean side of eol=crlf"
+        );
+        // a.txt, a/c/d.txt, gone.txt and a/b.txt; the three new files, text.crlf and link.
+        assert_eq!(staged, 9);
+        assert_eq!(
+            stage_all(&open(&by_gix)).unwrap(),
+            0,
+            "nothing left to stage"
+        );
+    }
+
+    #[test]
+    fn a_nested_repository_is_left_to_git() {
+        let (repo, _) = repo();
+        std::fs::write(repo.path.join("a.txt"), "changed\n").unwrap();
+        repo.git(&["init", "--quiet", "nested"]);
+        let before = std::fs::read(repo.git_dir().join("index")).unwrap();
+        let err = stage_all(&open(&repo.path)).unwrap_err();
+        assert!(err.contains("nested"), "{err}");
+        assert_eq!(std::fs::read(repo.git_dir().join("index")).unwrap(), before);
     }
 
     #[test]
@@ -377,7 +610,7 @@ mod tests {
         repo.git(&["commit", "--quiet", "-m", "change"]);
         let head = repo.git(&["rev-parse", "HEAD"]);
 
-        let stat = diff_stat(&repo.path, &base, &head).unwrap();
+        let stat = diff_stat(&open(&repo.path), &base, &head).unwrap();
         let git = repo.git(&["diff", "--numstat", "--no-renames", &base, &head]);
         let mut expected = DiffStat::default();
         for line in git.lines() {
@@ -390,7 +623,7 @@ mod tests {
         assert_eq!(stat, expected);
         assert_eq!(stat.files, 5, "{stat:?}");
         assert_eq!(
-            diff_stat(&repo.path, &head, &head).unwrap(),
+            diff_stat(&open(&repo.path), &head, &head).unwrap(),
             DiffStat::default()
         );
     }

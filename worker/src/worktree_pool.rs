@@ -24,12 +24,19 @@ pub struct Worktree {
     key: PoolKey,
     /// The worktree's folder.
     path: PathBuf,
+    /// The worktree opened for in-process work, once for all its attempts.
+    repo: gix::ThreadSafeRepository,
 }
 
 impl Worktree {
     /// The worktree's folder.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The worktree, opened for in-process work (see [`checkout::open`]).
+    pub fn repo(&self) -> gix::ThreadSafeRepository {
+        self.repo.clone()
     }
 
     /// git, run inside the worktree.
@@ -46,8 +53,8 @@ struct PoolKey {
 
 #[derive(Debug, Default)]
 struct Slots {
-    /// Worktrees not lent out.
-    free: Vec<PathBuf>,
+    /// Worktrees not lent out, each with its opened repository.
+    free: Vec<(PathBuf, gix::ThreadSafeRepository)>,
     /// Every worktree the pool made and has not removed.
     all: Vec<PathBuf>,
     /// Number for the next worktree's name.
@@ -100,12 +107,13 @@ impl WorktreePool {
             let mut slots = self.slots.lock().await;
             slots.entry(key.clone()).or_default().free.pop()
         };
-        if let Some(path) = reused {
+        if let Some((path, repo)) = reused {
             let worktree = Worktree {
                 key: key.clone(),
                 path,
+                repo,
             };
-            match worktree.git().reset_to(commit).await {
+            match reset(&worktree, commit).await {
                 Ok(()) => return Ok(worktree),
                 Err(err) => {
                     // A worktree that cannot be reset is not trusted again.
@@ -134,19 +142,26 @@ impl WorktreePool {
             return Err(err);
         }
         let (dir, at) = (path.clone(), commit.to_owned());
-        let populated = tokio::task::spawn_blocking(move || checkout::populate(&dir, &at))
-            .await
-            .unwrap_or_else(|e| Err(format!("the checkout stopped: {e}")));
-        let worktree = Worktree { key, path };
-        if let Err(detail) = populated {
-            let path = worktree.path.clone();
-            self.discard(worktree).await;
-            return Err(GitError::Failed {
-                args: format!("checkout {commit}"),
-                dir: path,
-                stderr: detail,
-            });
-        }
+        let populated = tokio::task::spawn_blocking(move || {
+            let repo = checkout::open(&dir)?;
+            checkout::populate(&repo, &at)?;
+            Ok(repo.into_sync())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the checkout stopped: {e}")));
+        let repo = match populated {
+            Ok(repo) => repo,
+            Err(detail) => {
+                remove(&key.repo, &path).await;
+                self.forget(&key, &path).await;
+                return Err(GitError::Failed {
+                    args: format!("checkout {commit}"),
+                    dir: path,
+                    stderr: detail,
+                });
+            }
+        };
+        let worktree = Worktree { key, path, repo };
         Ok(worktree)
     }
 
@@ -157,7 +172,7 @@ impl WorktreePool {
             .entry(worktree.key.clone())
             .or_default()
             .free
-            .push(worktree.path);
+            .push((worktree.path, worktree.repo));
     }
 
     /// Removes a worktree for good.
@@ -170,7 +185,7 @@ impl WorktreePool {
         let mut slots = self.slots.lock().await;
         if let Some(entry) = slots.get_mut(key) {
             entry.all.retain(|p| p != path);
-            entry.free.retain(|p| p != path);
+            entry.free.retain(|(p, _)| p != path);
         }
     }
 
@@ -196,6 +211,26 @@ impl WorktreePool {
     /// Whether the pool holds no worktree.
     pub async fn is_empty(&self) -> bool {
         self.len().await == 0
+    }
+}
+
+/// Moves a reused worktree to `commit` and cleans it: in process where it can
+/// ([`checkout::move_to`]), with `git checkout --force` and `git clean -ffdx` where not.
+async fn reset(worktree: &Worktree, commit: &str) -> Result<(), GitError> {
+    let (repo, at) = (worktree.repo(), commit.to_owned());
+    let moved =
+        tokio::task::spawn_blocking(move || checkout::move_to(&repo.to_thread_local(), &at))
+            .await
+            .unwrap_or_else(|e| Err(format!("the move stopped: {e}")));
+    match moved {
+        Ok(moved) => {
+            tracing::debug!(path = %worktree.path.display(), commit, written = moved.written, removed = moved.removed, "worktree moved");
+            Ok(())
+        }
+        Err(why) => {
+            tracing::debug!(path = %worktree.path.display(), %why, "resetting the worktree with git");
+            worktree.git().reset_to(commit).await
+        }
     }
 }
 

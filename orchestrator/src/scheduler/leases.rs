@@ -239,6 +239,7 @@ impl Scheduler {
         }
         self.note(Note::Info("interrupted: stopping running attempts".into()));
         self.cancelling = Some(Instant::now() + self.config.cancel_grace);
+        self.queue.withdraw_all();
         while let Some((t, a)) = self.queue.pop_front() {
             let state = &mut self.tasks[t].attempts[a];
             state.phase = AttemptPhase::Done;
@@ -275,6 +276,14 @@ impl Scheduler {
     /// Fills free slots from the queue, most free worker first.
     pub(super) fn dispatch(&mut self) {
         while self.cancelling.is_none() && !self.queue.is_empty() {
+            let free: usize = self
+                .workers
+                .values()
+                .map(|w| (w.link.slots as usize).saturating_sub(w.leases.len()))
+                .sum();
+            if !self.queue.may_take(free) {
+                return;
+            }
             let Some(worker) = self
                 .workers
                 .iter()

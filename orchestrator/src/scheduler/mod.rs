@@ -449,6 +449,7 @@ impl Scheduler {
             return;
         }
         self.tasks[task].phase = TaskPhase::Resolving;
+        self.queue.promise(task, self.tasks[task].attempts.len());
         let winners: Vec<DepWinner> = deps
             .iter()
             .map(|&d| {
@@ -480,6 +481,7 @@ impl Scheduler {
         if self.tasks[task].phase != TaskPhase::Resolving {
             return;
         }
+        self.queue.withdraw(task);
         match outcome {
             Ok(Merged::Commit(base)) => self.begin(task, base),
             Ok(Merged::Conflict { tasks, conflicts }) => {

@@ -5,6 +5,13 @@
 //! run's end near its critical path. Among attempts of equal height the queue is first in,
 //! first out, and `push_front` puts an attempt (a lost one, a baseline job) ahead of the
 //! others of its height.
+//!
+//! A task whose deps just ended is not queued at once: its base is merged first, off the
+//! loop. Its attempts are promised meanwhile, and a slot that frees up is kept for them
+//! rather than given to an attempt of a lower task: otherwise the freed slot goes to
+//! whatever waits, and the next task of the longest chain waits for the next slot to free
+//! up (measured on `cargo run --release -p braid-bench -- makespan`: most of the time a
+//! run spent beyond its critical path).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, VecDeque};
@@ -15,6 +22,8 @@ pub struct Queue {
     heights: Vec<usize>,
     by_height: BTreeMap<Reverse<usize>, VecDeque<(usize, usize)>>,
     len: usize,
+    /// Attempts promised per task whose base is being merged.
+    promised: BTreeMap<usize, usize>,
 }
 
 impl Queue {
@@ -24,11 +33,16 @@ impl Queue {
             heights,
             by_height: BTreeMap::new(),
             len: 0,
+            promised: BTreeMap::new(),
         }
     }
 
+    fn height(&self, task: usize) -> usize {
+        self.heights.get(task).copied().unwrap_or(0)
+    }
+
     fn lane(&mut self, task: usize) -> &mut VecDeque<(usize, usize)> {
-        let height = self.heights.get(task).copied().unwrap_or(0);
+        let height = self.height(task);
         self.by_height.entry(Reverse(height)).or_default()
     }
 
@@ -68,6 +82,39 @@ impl Queue {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Promises `attempts` attempts of `task`, whose base is being merged.
+    pub fn promise(&mut self, task: usize, attempts: usize) {
+        if attempts > 0 {
+            self.promised.insert(task, attempts);
+        }
+    }
+
+    /// Withdraws the promise for `task`: its base is merged (and its attempts queued), or
+    /// it ended without one.
+    pub fn withdraw(&mut self, task: usize) {
+        self.promised.remove(&task);
+    }
+
+    /// Withdraws every promise.
+    pub fn withdraw_all(&mut self) {
+        self.promised.clear();
+    }
+
+    /// Whether the next attempt may have one of `free` slots: not while the promised
+    /// attempts of higher tasks would need them all.
+    pub fn may_take(&self, free: usize) -> bool {
+        let Some((Reverse(next), _)) = self.by_height.first_key_value() else {
+            return false;
+        };
+        let held: usize = self
+            .promised
+            .iter()
+            .filter(|(task, _)| self.height(**task) > *next)
+            .map(|(_, n)| n)
+            .sum();
+        free > held
+    }
 }
 
 #[cfg(test)]
@@ -87,5 +134,29 @@ mod tests {
         let order: Vec<_> = std::iter::from_fn(|| queue.pop_front()).collect();
         assert_eq!(order, vec![(0, 0), (2, 1), (1, 0), (2, 0)]);
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn slots_are_kept_for_promised_attempts_of_higher_tasks() {
+        // Task 0 (height 3) is being merged, with two attempts; task 1 (height 1) waits.
+        let mut queue = Queue::new(vec![3, 1, 5]);
+        queue.push_back((1, 0));
+        assert!(queue.may_take(1));
+        queue.promise(0, 2);
+        assert!(!queue.may_take(1));
+        assert!(!queue.may_take(2));
+        assert!(queue.may_take(3), "more free slots than promised");
+        // A promise of a lower task holds nothing back from a higher one.
+        queue.push_back((2, 0));
+        assert!(queue.may_take(1));
+        assert_eq!(queue.pop_front(), Some((2, 0)));
+        assert!(!queue.may_take(1));
+        queue.withdraw(0);
+        assert!(queue.may_take(1));
+        queue.promise(0, 1);
+        queue.withdraw_all();
+        assert!(queue.may_take(1));
+        assert_eq!(queue.pop_front(), Some((1, 0)));
+        assert!(!queue.may_take(5), "nothing waits");
     }
 }

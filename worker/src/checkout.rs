@@ -68,6 +68,67 @@ pub fn populate(repo: &gix::Repository, commit: &str) -> Result<(), String> {
         .map_err(|e| format!("writing the index: {e}"))
 }
 
+/// Of `worktrees` (folders with their opened repositories), the one whose HEAD is nearest
+/// `commit`: the fewest files differ between their trees. `None` when none can be read.
+pub fn nearest(
+    worktrees: &[(std::path::PathBuf, gix::ThreadSafeRepository)],
+    commit: &str,
+) -> Option<std::path::PathBuf> {
+    let target = gix::ObjectId::from_hex(commit.as_bytes()).ok()?;
+    let mut best: Option<(usize, &std::path::PathBuf)> = None;
+    for (path, repo) in worktrees {
+        let repo = repo.to_thread_local();
+        let Ok(Some(distance)) = distance(&repo, target) else {
+            continue;
+        };
+        if best.is_none_or(|(d, _)| distance < d) {
+            best = Some((distance, path));
+        }
+        if distance == 0 {
+            break;
+        }
+    }
+    best.map(|(_, path)| path.clone())
+}
+
+/// How many files differ between the tree of `repo`'s HEAD and that of `target`.
+fn distance(repo: &gix::Repository, target: gix::ObjectId) -> Result<Option<usize>, String> {
+    let head = repo.head_id().map_err(|e| e.to_string())?.detach();
+    if head == target {
+        return Ok(Some(0));
+    }
+    let tree = |id: gix::ObjectId| {
+        repo.find_commit(id)
+            .and_then(|c| c.tree())
+            .map_err(|e| e.to_string())
+    };
+    let (old, new) = (tree(head)?, tree(target)?);
+    let mut recorder = gix::diff::tree::Recorder::default().track_location(None);
+    gix::diff::tree(
+        gix::objs::TreeRefIter::from_bytes(&old.data, repo.object_hash()),
+        gix::objs::TreeRefIter::from_bytes(&new.data, repo.object_hash()),
+        &mut gix::diff::tree::State::default(),
+        &repo.objects,
+        &mut recorder,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Some(
+        recorder
+            .records
+            .iter()
+            .filter(|change| {
+                use gix::diff::tree::recorder::Change;
+                match change {
+                    Change::Addition { entry_mode, .. } | Change::Deletion { entry_mode, .. } => {
+                        !entry_mode.is_tree()
+                    }
+                    Change::Modification { entry_mode, .. } => !entry_mode.is_tree(),
+                }
+            })
+            .count(),
+    ))
+}
+
 /// What moving a worktree did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Moved {
@@ -117,38 +178,7 @@ pub fn move_to(repo: &gix::Repository, commit: &str) -> Result<Moved, String> {
         strays,
     } = survey(repo, &old, Strays::ToRemove)?;
 
-    // Remove what the target does not have: strays, and tracked files it lacks.
-    let mut removed = 0;
-    let mut emptied: Vec<std::path::PathBuf> = Vec::new();
-    for (path, _) in &strays {
-        let at = on_disk(dir, path.as_ref())?;
-        remove_path(&at)?;
-        emptied.extend(at.parent().map(Path::to_owned));
-        removed += 1;
-    }
-    for entry in old.entries() {
-        let path = entry.path(&old);
-        if next.entry_by_path(path).is_none() {
-            let at = on_disk(dir, path)?;
-            remove_path(&at)?;
-            emptied.extend(at.parent().map(Path::to_owned));
-            removed += 1;
-        }
-    }
-    // Folders left empty go too, as `git checkout` removes them.
-    emptied.sort();
-    emptied.dedup();
-    for folder in emptied.iter().rev() {
-        let mut at = folder.as_path();
-        while at != dir && at.starts_with(dir) && std::fs::remove_dir(at).is_ok() {
-            match at.parent() {
-                Some(parent) => at = parent,
-                None => break,
-            }
-        }
-    }
-
-    // Write what differs, and every attributes file (the checkout reads attributes from the
+    // What differs, and every attributes file (the checkout reads attributes from the
     // entries it is given).
     let mut part = gix::index::State::new(repo.object_hash());
     for entry in next.entries() {
@@ -167,6 +197,58 @@ pub fn move_to(repo: &gix::Repository, commit: &str) -> Result<Moved, String> {
             );
         }
     }
+
+    // Remove what the target does not have: strays, and tracked files it lacks. A file
+    // that goes is first offered to a path the target adds (see [`reuse`]).
+    let mut removed = 0;
+    let mut emptied: Vec<std::path::PathBuf> = Vec::new();
+    let mut spares: Vec<std::path::PathBuf> = Vec::new();
+    for (path, kind) in &strays {
+        let at = on_disk(dir, path.as_ref())?;
+        if *kind == Some(gix::dir::entry::Kind::File) {
+            spares.push(at);
+        } else {
+            remove_path(&at)?;
+            emptied.extend(at.parent().map(Path::to_owned));
+        }
+        removed += 1;
+    }
+    for entry in old.entries() {
+        let path = entry.path(&old);
+        if next.entry_by_path(path).is_none() {
+            spares.push(on_disk(dir, path)?);
+            removed += 1;
+        }
+    }
+    let added = part.entries().iter().filter(|e| {
+        matches!(e.mode, Mode::FILE | Mode::FILE_EXECUTABLE)
+            && old.entry_by_path(e.path(&part)).is_none()
+    });
+    let added: Vec<std::path::PathBuf> = added
+        .map(|e| on_disk(dir, e.path(&part)))
+        .collect::<Result<_, _>>()?;
+    emptied.extend(
+        spares
+            .iter()
+            .filter_map(|at| at.parent().map(Path::to_owned)),
+    );
+    reuse(&mut spares, &added);
+    for at in spares {
+        remove_path(&at)?;
+    }
+    // Folders left empty go too, as `git checkout` removes them.
+    emptied.sort();
+    emptied.dedup();
+    for folder in emptied.iter().rev() {
+        let mut at = folder.as_path();
+        while at != dir && at.starts_with(dir) && std::fs::remove_dir(at).is_ok() {
+            match at.parent() {
+                Some(parent) => at = parent,
+                None => break,
+            }
+        }
+    }
+
     let written = part.entries().len();
     if written > 0 {
         let mut options = repo
@@ -218,10 +300,9 @@ pub fn move_to(repo: &gix::Repository, commit: &str) -> Result<Moved, String> {
             entry.stat = stat;
         }
     }
-    next.write(Default::default())
-        .map_err(|e| format!("writing the index: {e}"))?;
+    crate::admin::write_index(&next)?;
     if old_head != target {
-        crate::commit::move_head(
+        crate::admin::move_head(
             repo,
             old_head,
             target,
@@ -323,6 +404,40 @@ pub(crate) fn refuse_unusual(index: &gix::index::State) -> Result<(), String> {
     Ok(())
 }
 
+/// Moves files that are about to be removed onto paths that are about to be written, as
+/// many as pair up; takes the moved ones out of `spares`.
+///
+/// Why: the checkout then writes into an existing file rather than making one, and making
+/// a file is slow right after many were deleted. ext4 skips every inode freed in the last
+/// minute when it looks for a free one, and a run deletes and creates files in its
+/// worktrees all the time: measured on `cargo run --release -p braid-bench -- makespan`,
+/// the kernel's search past recently deleted inodes was a fifth of the run's busy time.
+fn reuse(spares: &mut Vec<std::path::PathBuf>, added: &[std::path::PathBuf]) {
+    let mut added = added.iter();
+    let mut kept = Vec::new();
+    while let Some(spare) = spares.pop() {
+        let moved = std::fs::symlink_metadata(&spare).is_ok_and(|m| m.is_file())
+            && loop {
+                let Some(to) = added.next() else {
+                    break false;
+                };
+                // A path that exists (it was never in the index) is written over as it is.
+                if std::fs::symlink_metadata(to).is_ok() {
+                    continue;
+                }
+                let placed = to
+                    .parent()
+                    .is_none_or(|folder| std::fs::create_dir_all(folder).is_ok())
+                    && std::fs::rename(&spare, to).is_ok();
+                break placed;
+            };
+        if !moved {
+            kept.push(spare);
+        }
+    }
+    *spares = kept;
+}
+
 /// Sorts what the status finds into a [`Survey`].
 struct Collect<'a> {
     survey: &'a mut Survey,
@@ -397,7 +512,7 @@ fn remove_path(at: &Path) -> Result<(), String> {
 mod tests {
     use super::*;
     use braid_tests::{TestRepo, command};
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::path::PathBuf;
 
     fn git(dir: &Path, args: &[&str]) -> String {
@@ -508,6 +623,10 @@ mod tests {
             mess(dir);
         }
         let kept_before = std::fs::metadata(by_gix.join("folder/stays.txt")).unwrap();
+        let going = std::fs::metadata(by_gix.join("removed/only.txt")).unwrap();
+        let admin = repo.git_dir().join("worktrees/gix");
+        let inode = |name: &str| std::fs::metadata(admin.join(name)).unwrap().ino();
+        let (index_before, head_before) = (inode("index"), inode("HEAD"));
 
         git(
             &by_git,
@@ -531,11 +650,20 @@ mod tests {
         );
         // Only what differs was written: an untouched file kept its inode and time.
         let kept_after = std::fs::metadata(by_gix.join("folder/stays.txt")).unwrap();
-        use std::os::unix::fs::MetadataExt;
         assert_eq!(
             (kept_before.ino(), kept_before.mtime_nsec()),
             (kept_after.ino(), kept_after.mtime_nsec())
         );
+        // The index and HEAD were written in place, and a file that went became one that
+        // came: the same inodes, other content.
+        let added = ["added/deep/new.txt", "file-then-dir/inner.txt", "text.crlf"];
+        assert!(
+            added
+                .iter()
+                .any(|p| std::fs::metadata(by_gix.join(p)).unwrap().ino() == going.ino()),
+            "no inode was reused"
+        );
+        assert_eq!((inode("index"), inode("HEAD")), (index_before, head_before));
         // changed, added, file-then-dir/inner, text.crlf, link, script.sh (mode), and what
         // the attempt changed: same.txt, kept.txt, deleted-by-agent, turned; plus
         // .gitattributes, always.

@@ -149,9 +149,7 @@ pub fn stage_all(repo: &gix::Repository) -> Result<usize, Error> {
     // Cached trees no longer match the entries (git would invalidate the changed folders).
     index.remove_tree();
     index.remove_resolve_undo();
-    index
-        .write(Default::default())
-        .map_err(|e| format!("writing the index: {e}"))?;
+    crate::admin::write_index(&index)?;
     Ok(staged)
 }
 
@@ -194,42 +192,8 @@ pub fn commit_index(repo: &gix::Repository, message: &str) -> Result<String, Err
         .map_err(|e| format!("writing the commit: {e}"))?
         .detach();
     let subject = message.lines().next().unwrap_or_default();
-    move_head(repo, head, id, &format!("commit: {subject}"), time)?;
+    crate::admin::move_head(repo, head, id, &format!("commit: {subject}"), time)?;
     Ok(id.to_string())
-}
-
-/// Moves the worktree's detached HEAD from `old` to `new` with the reflog entry `reflog`
-/// (as git writes it, by braid's identity); fails if HEAD moved meanwhile.
-pub(crate) fn move_head(
-    repo: &gix::Repository,
-    old: ObjectId,
-    new: ObjectId,
-    reflog: &str,
-    time: gix::date::Time,
-) -> Result<(), Error> {
-    use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
-    let edit = RefEdit {
-        change: Change::Update {
-            log: LogChange {
-                mode: RefLog::AndReference,
-                force_create_reflog: false,
-                message: reflog.into(),
-            },
-            expected: PreviousValue::MustExistAndMatch(gix::refs::Target::Object(old)),
-            new: gix::refs::Target::Object(new),
-        },
-        name: "HEAD".try_into().map_err(err)?,
-        deref: false,
-    };
-    let mut buf = gix::date::parse::TimeBuf::default();
-    let committer = gix::actor::SignatureRef {
-        name: IDENTITY_NAME.into(),
-        email: IDENTITY_EMAIL.into(),
-        time: time.to_str(&mut buf),
-    };
-    repo.edit_references_as(Some(edit), Some(committer))
-        .map(drop)
-        .map_err(|e| format!("moving HEAD to {new}: {e}"))
 }
 
 /// Writes the trees of `index` (as `git write-tree` does) and returns the root's id.

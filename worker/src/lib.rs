@@ -4,12 +4,16 @@
 //! - [`attempt`]: one attempt from worktree to result.
 //! - [`agent`]: the command agent.
 //! - [`checks`]: checks run in a worktree.
-//! - [`checkout`]: a fresh worktree's files, written in process.
+//! - [`checkout`]: a worktree's files, written in process: a fresh one's, and a reused one
+//!   moved to the next attempt's commit.
+//! - [`commit`]: an attempt's changes staged, committed and counted, in process.
+//! - [`admin`]: a worktree's index and HEAD, written in place.
 //! - [`worktree_pool`]: worktrees reused from attempt to attempt.
 //!
 //! Invariant: the worker never touches the user's checkout, index, HEAD or branches; it
 //! writes only its worktrees, the attempt branches it is told to create, and log files.
 
+pub mod admin;
 pub mod agent;
 pub mod attempt;
 pub mod checkout;

@@ -103,9 +103,30 @@ impl WorktreePool {
             repo: common.clone(),
             run: run.to_owned(),
         };
+        // The free worktree nearest the commit: moving it writes the fewest files.
+        let free = {
+            let mut slots = self.slots.lock().await;
+            slots.entry(key.clone()).or_default().free.clone()
+        };
+        let nearest = match free.len() {
+            0 => None,
+            1 => Some(free[0].0.clone()),
+            _ => {
+                let target = commit.to_owned();
+                tokio::task::spawn_blocking(move || checkout::nearest(&free, &target))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        };
         let reused = {
             let mut slots = self.slots.lock().await;
-            slots.entry(key.clone()).or_default().free.pop()
+            let free = &mut slots.entry(key.clone()).or_default().free;
+            // Another attempt may have taken it meanwhile.
+            match nearest.and_then(|path| free.iter().position(|(p, _)| *p == path)) {
+                Some(i) => Some(free.swap_remove(i)),
+                None => free.pop(),
+            }
         };
         if let Some((path, repo)) = reused {
             let worktree = Worktree {
@@ -133,10 +154,14 @@ impl WorktreePool {
             entry.all.push(path.clone());
             path
         };
+        // Each run's folder, and each worktree in it, lands in a part of the disk of its own.
+        let worktrees = common.join("braid/worktrees");
+        let _ = tokio::fs::create_dir_all(&worktrees).await;
+        spread_folders(&worktrees);
         if let Some(parent) = path.parent() {
             let _ = tokio::fs::create_dir_all(parent).await;
+            spread_folders(parent);
         }
-        spread_folders(&common.join("braid/worktrees"));
         if let Err(err) = Git::at(&common).worktree_add_empty(&path, commit).await {
             self.forget(&key, &path).await;
             return Err(err);
@@ -218,13 +243,21 @@ impl WorktreePool {
 /// ([`checkout::move_to`]), with `git checkout --force` and `git clean -ffdx` where not.
 async fn reset(worktree: &Worktree, commit: &str) -> Result<(), GitError> {
     let (repo, at) = (worktree.repo(), commit.to_owned());
+    let clock = std::time::Instant::now();
     let moved =
         tokio::task::spawn_blocking(move || checkout::move_to(&repo.to_thread_local(), &at))
             .await
             .unwrap_or_else(|e| Err(format!("the move stopped: {e}")));
     match moved {
         Ok(moved) => {
-            tracing::debug!(path = %worktree.path.display(), commit, written = moved.written, removed = moved.removed, "worktree moved");
+            tracing::debug!(
+                path = %worktree.path.display(),
+                commit,
+                written = moved.written,
+                removed = moved.removed,
+                ms = clock.elapsed().as_secs_f64() * 1e3,
+                "worktree moved"
+            );
             Ok(())
         }
         Err(why) => {

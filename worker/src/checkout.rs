@@ -68,6 +68,17 @@ pub fn populate(repo: &gix::Repository, commit: &str) -> Result<(), String> {
         .map_err(|e| format!("writing the index: {e}"))
 }
 
+/// Cleans the worktree of `repo` where it is: what [`move_to`] its own HEAD does. A worktree
+/// is cleaned as soon as its attempt is over, while the coordinator decides what comes
+/// next, so that moving it then only writes what differs.
+pub fn clean(repo: &gix::Repository) -> Result<Moved, String> {
+    let head = repo
+        .head_id()
+        .map_err(|e| format!("reading HEAD: {e}"))?
+        .detach();
+    move_to(repo, &head.to_string(), false)
+}
+
 /// Of `worktrees` (folders with their opened repositories), the one whose HEAD is nearest
 /// `commit`: the fewest files differ between their trees. `None` when none can be read.
 pub fn nearest(
@@ -144,10 +155,13 @@ pub struct Moved {
 /// differs between the index and the target, the files the last attempt changed, and the
 /// paths the index does not know.
 ///
+/// `clean` says the worktree is known to be clean (as [`clean`] leaves it, untouched since):
+/// then it is not looked at, and only the entries that differ are written.
+///
 /// Fails, touching nothing, on what it leaves to git: submodules, unmerged or sparse
 /// entries. A failure after the first file was touched leaves the worktree for git to
 /// reset, which it always can.
-pub fn move_to(repo: &gix::Repository, commit: &str) -> Result<Moved, String> {
+pub fn move_to(repo: &gix::Repository, commit: &str, clean: bool) -> Result<Moved, String> {
     use gix::index::entry::Mode;
     let dir = repo.workdir().ok_or("the repository has no worktree")?;
     let target =
@@ -176,7 +190,11 @@ pub fn move_to(repo: &gix::Repository, commit: &str) -> Result<Moved, String> {
         dirty,
         refreshed,
         strays,
-    } = survey(repo, &old, Strays::ToRemove)?;
+    } = if clean {
+        Survey::default()
+    } else {
+        survey(repo, &old, Strays::ToRemove)?
+    };
 
     // What differs, and every attributes file (the checkout reads attributes from the
     // entries it is given).
@@ -314,6 +332,7 @@ pub fn move_to(repo: &gix::Repository, commit: &str) -> Result<Moved, String> {
 }
 
 /// How a worktree differs from its index.
+#[derive(Default)]
 pub(crate) struct Survey {
     /// Tracked paths whose file changed, went or changed type.
     pub dirty: std::collections::HashSet<gix::bstr::BString>,
@@ -633,7 +652,7 @@ mod tests {
             &["checkout", "--quiet", "--force", "--detach", &target],
         );
         git(&by_git, &["clean", "-ffdxq"]);
-        let moved = move_to(&open(&by_gix).unwrap(), &target).expect("moved in process");
+        let moved = move_to(&open(&by_gix).unwrap(), &target, false).expect("moved in process");
 
         assert_eq!(listing(&by_gix), listing(&by_git));
         assert_eq!(
@@ -687,7 +706,7 @@ mod tests {
             dir.to_str().unwrap(),
             &base,
         ]);
-        let err = move_to(&open(&dir).unwrap(), &with_sub).unwrap_err();
+        let err = move_to(&open(&dir).unwrap(), &with_sub, false).unwrap_err();
         assert!(err.contains("submodules"), "{err}");
         assert_eq!(git(&dir, &["rev-parse", "HEAD"]).trim(), base);
     }

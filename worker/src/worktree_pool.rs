@@ -51,10 +51,19 @@ struct PoolKey {
     run: String,
 }
 
+/// A worktree not lent out, being cleaned or clean.
+#[derive(Debug)]
+struct Free {
+    path: PathBuf,
+    repo: gix::ThreadSafeRepository,
+    /// Cleans it from the moment it is handed back: `Ok` once it is clean.
+    cleaning: tokio::task::JoinHandle<Result<(), String>>,
+}
+
 #[derive(Debug, Default)]
 struct Slots {
-    /// Worktrees not lent out, each with its opened repository.
-    free: Vec<(PathBuf, gix::ThreadSafeRepository)>,
+    /// Worktrees not lent out.
+    free: Vec<Free>,
     /// Every worktree the pool made and has not removed.
     all: Vec<PathBuf>,
     /// Number for the next worktree's name.
@@ -68,6 +77,8 @@ pub struct WorktreePool {
     slots: Mutex<HashMap<PoolKey, Slots>>,
     /// Each repository's common git directory, asked of git once.
     commons: Mutex<HashMap<PathBuf, PathBuf>>,
+    /// Held while a worktree is made (see [`WorktreePool::acquire`]).
+    making: Mutex<()>,
 }
 
 impl WorktreePool {
@@ -77,6 +88,7 @@ impl WorktreePool {
             owner: owner.into(),
             slots: Mutex::new(HashMap::new()),
             commons: Mutex::new(HashMap::new()),
+            making: Mutex::new(()),
         }
     }
 
@@ -87,16 +99,17 @@ impl WorktreePool {
         run: &str,
         commit: &str,
     ) -> Result<Worktree, GitError> {
-        let known = self.commons.lock().await.get(repo).cloned();
-        let common = match known {
-            Some(common) => common,
-            None => {
-                let common = Git::at(repo).common_dir().await?;
-                self.commons
-                    .lock()
-                    .await
-                    .insert(repo.to_owned(), common.clone());
-                common
+        // Asked once, while the others wait in line: attempts keep the order they were
+        // assigned in (see `making` below).
+        let common = {
+            let mut commons = self.commons.lock().await;
+            match commons.get(repo) {
+                Some(common) => common.clone(),
+                None => {
+                    let common = Git::at(repo).common_dir().await?;
+                    commons.insert(repo.to_owned(), common.clone());
+                    common
+                }
             }
         };
         let key = PoolKey {
@@ -104,9 +117,14 @@ impl WorktreePool {
             run: run.to_owned(),
         };
         // The free worktree nearest the commit: moving it writes the fewest files.
-        let free = {
+        let free: Vec<(PathBuf, gix::ThreadSafeRepository)> = {
             let mut slots = self.slots.lock().await;
-            slots.entry(key.clone()).or_default().free.clone()
+            let entry = slots.entry(key.clone()).or_default();
+            entry
+                .free
+                .iter()
+                .map(|f| (f.path.clone(), f.repo.clone()))
+                .collect()
         };
         let nearest = match free.len() {
             0 => None,
@@ -123,18 +141,31 @@ impl WorktreePool {
             let mut slots = self.slots.lock().await;
             let free = &mut slots.entry(key.clone()).or_default().free;
             // Another attempt may have taken it meanwhile.
-            match nearest.and_then(|path| free.iter().position(|(p, _)| *p == path)) {
+            match nearest.and_then(|path| free.iter().position(|f| f.path == path)) {
                 Some(i) => Some(free.swap_remove(i)),
                 None => free.pop(),
             }
         };
-        if let Some((path, repo)) = reused {
+        if let Some(Free {
+            path,
+            repo,
+            cleaning,
+        }) = reused
+        {
+            let clean = match cleaning.await {
+                Ok(Ok(())) => true,
+                Ok(Err(why)) => {
+                    tracing::debug!(path = %path.display(), %why, "the worktree was not cleaned");
+                    false
+                }
+                Err(_) => false,
+            };
             let worktree = Worktree {
                 key: key.clone(),
                 path,
                 repo,
             };
-            match reset(&worktree, commit).await {
+            match reset(&worktree, commit, clean).await {
                 Ok(()) => return Ok(worktree),
                 Err(err) => {
                     // A worktree that cannot be reset is not trusted again.
@@ -162,6 +193,10 @@ impl WorktreePool {
             let _ = tokio::fs::create_dir_all(parent).await;
             spread_folders(parent);
         }
+        // One worktree is made at a time, in the order attempts were assigned (the highest
+        // task first): making one is all processes and disk, so several at once would
+        // only share the machine and all be late, the first attempt's included.
+        let _making = self.making.lock().await;
         if let Err(err) = Git::at(&common).worktree_add_empty(&path, commit).await {
             self.forget(&key, &path).await;
             return Err(err);
@@ -190,14 +225,21 @@ impl WorktreePool {
         Ok(worktree)
     }
 
-    /// Takes a worktree back for the next attempt.
+    /// Takes a worktree back for the next attempt, and starts cleaning it.
     pub async fn release(&self, worktree: Worktree) {
+        let repo = worktree.repo.clone();
+        let cleaning =
+            tokio::task::spawn_blocking(move || checkout::clean(&repo.to_thread_local()).map(drop));
         let mut slots = self.slots.lock().await;
         slots
             .entry(worktree.key.clone())
             .or_default()
             .free
-            .push((worktree.path, worktree.repo));
+            .push(Free {
+                path: worktree.path,
+                repo: worktree.repo,
+                cleaning,
+            });
     }
 
     /// Removes a worktree for good.
@@ -210,7 +252,7 @@ impl WorktreePool {
         let mut slots = self.slots.lock().await;
         if let Some(entry) = slots.get_mut(key) {
             entry.all.retain(|p| p != path);
-            entry.free.retain(|(p, _)| p != path);
+            entry.free.retain(|f| f.path != *path);
         }
     }
 
@@ -218,6 +260,10 @@ impl WorktreePool {
     pub async fn close(&self) {
         let drained: Vec<(PoolKey, Slots)> = self.slots.lock().await.drain().collect();
         for (key, slots) in drained {
+            // No cleaning may run in a worktree being removed.
+            for free in slots.free {
+                let _ = free.cleaning.await;
+            }
             for path in &slots.all {
                 remove(&key.repo, path).await;
             }
@@ -240,12 +286,13 @@ impl WorktreePool {
 }
 
 /// Moves a reused worktree to `commit` and cleans it: in process where it can
-/// ([`checkout::move_to`]), with `git checkout --force` and `git clean -ffdx` where not.
-async fn reset(worktree: &Worktree, commit: &str) -> Result<(), GitError> {
+/// ([`checkout::move_to`]; `clean` when it was cleaned since its attempt), with `git
+/// checkout --force` and `git clean -ffdx` where not.
+async fn reset(worktree: &Worktree, commit: &str, clean: bool) -> Result<(), GitError> {
     let (repo, at) = (worktree.repo(), commit.to_owned());
     let clock = std::time::Instant::now();
     let moved =
-        tokio::task::spawn_blocking(move || checkout::move_to(&repo.to_thread_local(), &at))
+        tokio::task::spawn_blocking(move || checkout::move_to(&repo.to_thread_local(), &at, clean))
             .await
             .unwrap_or_else(|e| Err(format!("the move stopped: {e}")));
     match moved {

@@ -307,8 +307,11 @@ impl Cmd {
         {
             wait_gone(|| group_running(pgid)).await;
         }
-        if let Some((key, value)) = &self.marker {
-            let killed = kill_marked(key, value);
+        if let Some((key, value)) = self.marker.clone() {
+            // A look through every process: off the async threads.
+            let killed = tokio::task::spawn_blocking(move || kill_marked(&key, &value))
+                .await
+                .unwrap_or_default();
             if !killed.is_empty() {
                 wait_gone(|| killed.iter().any(|&pid| running(pid))).await;
             }

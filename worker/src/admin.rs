@@ -18,6 +18,23 @@ use std::path::Path;
 use braid_shared::git::{IDENTITY_EMAIL, IDENTITY_NAME};
 use gix::ObjectId;
 
+/// Reads the worktree's index without checking its checksum: braid wrote it (or git did,
+/// which checks its own), and hashing the whole file on every read was the largest part of
+/// staging an attempt (measured: half of it on a 200-file index). The checksum is still
+/// written, for git.
+pub fn read_index(repo: &gix::Repository) -> Result<gix::index::File, String> {
+    gix::index::File::at(
+        repo.index_path(),
+        repo.object_hash(),
+        true,
+        gix::index::decode::Options {
+            thread_limit: Some(1),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| format!("reading the index: {e}"))
+}
+
 /// Writes `index` over the file it was read from.
 pub fn write_index(index: &gix::index::File) -> Result<(), String> {
     let mut bytes = Vec::with_capacity(64 + index.entries().len() * 96);

@@ -175,9 +175,7 @@ pub fn move_to(repo: &gix::Repository, commit: &str, clean: bool) -> Result<Move
         .and_then(|c| c.tree_id())
         .map_err(|e| format!("reading commit {commit}: {e}"))?
         .detach();
-    let old = repo
-        .open_index()
-        .map_err(|e| format!("reading the index: {e}"))?;
+    let old = crate::admin::read_index(repo)?;
     refuse_unusual(&old)?;
     let mut next = repo
         .index_from_tree(&tree)

@@ -35,9 +35,7 @@ pub fn stage_all(repo: &gix::Repository) -> Result<usize, Error> {
     if !caps.symlink {
         return Err("the file system has no symbolic links".into());
     }
-    let original = repo
-        .open_index()
-        .map_err(|e| format!("reading the index: {e}"))?;
+    let original = crate::admin::read_index(repo)?;
     refuse_unusual(&original)?;
     let found = survey(repo, &original, Strays::ToAdd)?;
     let mut added = Vec::new();
@@ -56,8 +54,16 @@ pub fn stage_all(repo: &gix::Repository) -> Result<usize, Error> {
     }
 
     let mut index = original.clone();
-    let (mut filters, _) = repo
-        .filter_pipeline(None)
+    // The filters, with attributes read from the index in hand (`Repository::filter_pipeline`
+    // would read the index again, checksum and all).
+    let attributes = repo
+        .attributes_only(
+            &original,
+            gix::worktree::stack::state::attributes::Source::WorktreeThenIdMapping,
+        )
+        .map_err(|e| format!("reading the attributes: {e}"))?
+        .detach();
+    let mut filters = gix::filter::Pipeline::new(repo, attributes)
         .map_err(|e| format!("reading the filters: {e}"))?;
     let mut blob = Vec::new();
     // A path as it would be staged now: its mode, blob and stat; `None` when it is gone.
@@ -165,9 +171,7 @@ pub fn commit_index(repo: &gix::Repository, message: &str) -> Result<String, Err
         .and_then(|c| c.tree_id())
         .map_err(|e| format!("reading commit {head}: {e}"))?
         .detach();
-    let index = repo
-        .open_index()
-        .map_err(|e| format!("reading the index: {e}"))?;
+    let index = crate::admin::read_index(repo)?;
     let tree = write_tree(repo, &index)?;
     if tree == head_tree {
         return Ok(head.to_string());

@@ -448,8 +448,6 @@ impl Scheduler {
             self.begin(task, base);
             return;
         }
-        self.tasks[task].phase = TaskPhase::Resolving;
-        self.queue.promise(task, self.tasks[task].attempts.len());
         let winners: Vec<DepWinner> = deps
             .iter()
             .map(|&d| {
@@ -466,6 +464,14 @@ impl Scheduler {
                 }
             })
             .collect();
+        // One dep: its winner is the base, and there is nothing to merge.
+        if let [only] = winners.as_slice() {
+            let base = only.commit.clone();
+            self.begin(task, base);
+            return;
+        }
+        self.tasks[task].phase = TaskPhase::Resolving;
+        self.queue.promise(task, self.tasks[task].attempts.len());
         let merger = self.merger.clone();
         let events = self.events.clone();
         let id = self.ctx.plan.tasks[task].id.clone();

@@ -2,9 +2,11 @@
 //!
 //! braid uses the git CLI rather than libgit2: `git merge-tree --write-tree` is merge-ort
 //! itself (rename handling, git's exact verdicts) and was measured 20x faster than libgit2's
-//! merge on a 20,000-file repository; `git checkout` moving a worktree rewrites only what
-//! differs. A fresh worktree's files, and an attempt's commit and diff once `git add --all`
-//! has staged it, are written by gix in the worker (no process to start).
+//! merge on a 20,000-file repository. The worker does its worktree work in process with gix
+//! (a fresh worktree's files, moving and cleaning a reused one, staging, committing and
+//! counting an attempt), and comes here for what it leaves to git: `git checkout --force`
+//! with `git clean -ffdx`, and `git add --all`, for submodules, nested repositories and
+//! unmerged or sparse indexes.
 //!
 //! Every command runs with hooks disabled, signing off, automatic gc off and a fixed
 //! identity, so braid's commits are reproducible and no user hook runs on them.

@@ -1,4 +1,5 @@
-//! A fresh worktree's files, written in process by gix.
+//! A worktree's files, written in process by gix: a fresh worktree's, and a reused one's
+//! moved to the next attempt's commit.
 //!
 //! `git worktree add` writes the files on one thread. gix writes them on every core, with
 //! the same filters and attributes, and records the same index: measured on a 20,000-file
@@ -6,6 +7,11 @@
 //! well under half of it (see `cargo run --release -p braid-bench -- start`). git still
 //! makes the worktree's record (`git worktree add --no-checkout`), so git and every tool
 //! built on it see an ordinary worktree.
+//!
+//! A reused worktree is moved as `git checkout --force --detach` and `git clean -ffdx`
+//! would move it, without their two processes: a status (gix) finds what the last attempt
+//! changed, and only the files that differ are written. Unit tests hold the result to
+//! git's, file by file.
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -340,6 +346,9 @@ pub(crate) struct Survey {
     pub strays: Vec<(gix::bstr::BString, Option<gix::dir::entry::Kind>)>,
 }
 
+/// From how many index entries a survey checks them on every core.
+const PARALLEL_FROM: usize = 2_000;
+
 /// Which paths the index does not know a survey lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Strays {
@@ -381,11 +390,12 @@ pub(crate) fn survey(
         survey: &mut survey,
         rename: false,
     };
-    // On this thread (the modification check is a stat per file; threads cost more here
-    // than they save), with the directory walk beside it.
+    // The modification check is a stat per file: on this thread for a small index (threads
+    // cost more than they save), on every core for a large one. The directory walk runs
+    // beside it.
     let options = gix::status::index_worktree::Options {
         dirwalk_options: Some(walk),
-        thread_limit: Some(1),
+        thread_limit: (index.entries().len() < PARALLEL_FROM).then_some(1),
         ..Default::default()
     };
     repo.index_worktree_status(

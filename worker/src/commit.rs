@@ -1,11 +1,12 @@
-//! An attempt's commit and its diff, made in process.
+//! An attempt's changes staged, committed and counted, in process.
 //!
-//! `git add --all` stages what the agent left (it alone knows every ignore rule, filter and
-//! submodule); the rest is object work that gix does without starting a process: the tree
-//! is written from the index, the commit from the tree, the worktree's HEAD moved with a
-//! reflog entry as `git commit` writes, and the diff counted line by line. Four git
-//! processes per attempt fewer is what keeps a chain of short tasks close to the sum of
-//! its agents' times (see `cargo run --release -p braid-bench -- makespan`).
+//! What the agent left is staged as `git add --all` stages it (a gix status, ignore rules,
+//! clean filters); what gix does not stage the way git does (nested repositories,
+//! submodules) goes to `git add --all`. The rest is object work: the tree is written from
+//! the index, the commit from the tree, the worktree's HEAD moved with a reflog entry as
+//! `git commit` writes, and the diff counted line by line. No process per attempt is what
+//! keeps a chain of short tasks close to the sum of its agents' times (see
+//! `cargo run --release -p braid-bench -- makespan`).
 
 use braid_shared::git::{DiffStat, IDENTITY_EMAIL, IDENTITY_NAME};
 use gix::ObjectId;

@@ -185,13 +185,12 @@ impl WorktreePool {
             entry.all.push(path.clone());
             path
         };
-        // Each run's folder, and each worktree in it, lands in a part of the disk of its own.
+        // Each run's folder lands in a part of the disk of its own.
         let worktrees = common.join("braid/worktrees");
         let _ = tokio::fs::create_dir_all(&worktrees).await;
         spread_folders(&worktrees);
         if let Some(parent) = path.parent() {
             let _ = tokio::fs::create_dir_all(parent).await;
-            spread_folders(parent);
         }
         // One worktree is made at a time, in the order attempts were assigned (the highest
         // task first): making one is all processes and disk, so several at once would

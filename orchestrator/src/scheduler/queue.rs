@@ -6,8 +6,8 @@
 //! first out, and `push_front` puts an attempt (a lost one, a baseline job) ahead of the
 //! others of its height.
 //!
-//! A task whose deps just ended is not queued at once: its base is merged first, off the
-//! loop. Its attempts are promised meanwhile, and a slot that frees up is kept for them
+//! A task whose several deps just ended is not queued at once: their winners are merged
+//! into its base first, off the loop. Its attempts are promised meanwhile, and a slot that frees up is kept for them
 //! rather than given to an attempt of a lower task: otherwise the freed slot goes to
 //! whatever waits, and the next task of the longest chain waits for the next slot to free
 //! up (measured on `cargo run --release -p braid-bench -- makespan`: most of the time a

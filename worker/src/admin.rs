@@ -35,6 +35,13 @@ pub fn read_index(repo: &gix::Repository) -> Result<gix::index::File, String> {
     .map_err(|e| format!("reading the index: {e}"))
 }
 
+/// The commit the worktree's HEAD points at.
+pub fn head(repo: &gix::Repository) -> Result<ObjectId, String> {
+    repo.head_id()
+        .map(gix::Id::detach)
+        .map_err(|e| format!("reading HEAD: {e}"))
+}
+
 /// Writes `index` over the file it was read from.
 pub fn write_index(index: &gix::index::File) -> Result<(), String> {
     let mut bytes = Vec::with_capacity(64 + index.entries().len() * 96);

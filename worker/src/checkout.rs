@@ -31,27 +31,38 @@ pub(crate) fn open(dir: &Path) -> Result<gix::Repository, String> {
 
 /// Writes the files of `commit` into the empty worktree of `repo`, and its index.
 pub fn populate(repo: &gix::Repository, commit: &str) -> Result<(), String> {
-    let dir = repo.workdir().ok_or("the repository has no worktree")?;
-    let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| format!("{commit}: {e}"))?;
-    let tree = repo
-        .find_commit(id)
-        .and_then(|c| c.tree_id())
-        .map_err(|e| format!("reading commit {commit}: {e}"))?
-        .detach();
+    let tree = crate::commit::tree_of(repo, crate::commit::commit_id(commit)?)?;
     let mut index = repo
         .index_from_tree(&tree)
         .map_err(|e| format!("reading tree {tree}: {e}"))?;
+    write_entries(repo, &mut index, commit, |options| {
+        options.destination_is_initially_empty = true;
+    })?;
+    index
+        .write(Default::default())
+        .map_err(|e| format!("writing the index: {e}"))
+}
+
+/// Writes the files of the entries of `index` (of `commit`) into the worktree of `repo`,
+/// and their stat into `index`; `configure` sets the checkout's options.
+fn write_entries(
+    repo: &gix::Repository,
+    index: &mut gix::index::State,
+    commit: &str,
+    configure: impl FnOnce(&mut gix::worktree::state::checkout::Options),
+) -> Result<(), String> {
+    let dir = repo.workdir().ok_or("the repository has no worktree")?;
     let mut options = repo
         .checkout_options(Source::IdMapping)
         .map_err(|e| format!("reading the checkout options: {e}"))?;
-    options.destination_is_initially_empty = true;
+    configure(&mut options);
     let objects = repo
         .objects
         .clone()
         .into_arc()
         .map_err(|e| format!("sharing the object database: {e}"))?;
     let outcome = gix::worktree::state::checkout(
-        &mut index,
+        index,
         dir,
         objects,
         &gix::progress::Discard,
@@ -69,19 +80,14 @@ pub fn populate(repo: &gix::Repository, commit: &str) -> Result<(), String> {
     if let Some(collision) = outcome.collisions.first() {
         return Err(format!("{} collides with another path", collision.path));
     }
-    index
-        .write(Default::default())
-        .map_err(|e| format!("writing the index: {e}"))
+    Ok(())
 }
 
 /// Cleans the worktree of `repo` where it is: what [`move_to`] its own HEAD does. A worktree
 /// is cleaned as soon as its attempt is over, while the coordinator decides what comes
 /// next, so that moving it then only writes what differs.
 pub fn clean(repo: &gix::Repository) -> Result<Moved, String> {
-    let head = repo
-        .head_id()
-        .map_err(|e| format!("reading HEAD: {e}"))?
-        .detach();
+    let head = crate::admin::head(repo)?;
     move_to(repo, &head.to_string(), false)
 }
 
@@ -95,7 +101,7 @@ pub fn nearest(
     let mut best: Option<(usize, &std::path::PathBuf)> = None;
     for (path, repo) in worktrees {
         let repo = repo.to_thread_local();
-        let Ok(Some(distance)) = distance(&repo, target) else {
+        let Ok(distance) = distance(&repo, target) else {
             continue;
         };
         if best.is_none_or(|(d, _)| distance < d) {
@@ -109,41 +115,21 @@ pub fn nearest(
 }
 
 /// How many files differ between the tree of `repo`'s HEAD and that of `target`.
-fn distance(repo: &gix::Repository, target: gix::ObjectId) -> Result<Option<usize>, String> {
-    let head = repo.head_id().map_err(|e| e.to_string())?.detach();
+fn distance(repo: &gix::Repository, target: gix::ObjectId) -> Result<usize, String> {
+    use gix::diff::tree::recorder::Change;
+    let head = crate::admin::head(repo)?;
     if head == target {
-        return Ok(Some(0));
+        return Ok(0);
     }
-    let tree = |id: gix::ObjectId| {
-        repo.find_commit(id)
-            .and_then(|c| c.tree())
-            .map_err(|e| e.to_string())
-    };
-    let (old, new) = (tree(head)?, tree(target)?);
-    let mut recorder = gix::diff::tree::Recorder::default().track_location(None);
-    gix::diff::tree(
-        gix::objs::TreeRefIter::from_bytes(&old.data, repo.object_hash()),
-        gix::objs::TreeRefIter::from_bytes(&new.data, repo.object_hash()),
-        &mut gix::diff::tree::State::default(),
-        &repo.objects,
-        &mut recorder,
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(Some(
-        recorder
-            .records
-            .iter()
-            .filter(|change| {
-                use gix::diff::tree::recorder::Change;
-                match change {
-                    Change::Addition { entry_mode, .. } | Change::Deletion { entry_mode, .. } => {
-                        !entry_mode.is_tree()
-                    }
-                    Change::Modification { entry_mode, .. } => !entry_mode.is_tree(),
-                }
-            })
-            .count(),
-    ))
+    let changes = crate::commit::tree_changes(repo, head, target, false)?;
+    Ok(changes
+        .iter()
+        .filter(|change| match change {
+            Change::Addition { entry_mode, .. }
+            | Change::Deletion { entry_mode, .. }
+            | Change::Modification { entry_mode, .. } => !entry_mode.is_tree(),
+        })
+        .count())
 }
 
 /// What moving a worktree did.
@@ -170,17 +156,9 @@ pub struct Moved {
 pub fn move_to(repo: &gix::Repository, commit: &str, clean: bool) -> Result<Moved, String> {
     use gix::index::entry::Mode;
     let dir = repo.workdir().ok_or("the repository has no worktree")?;
-    let target =
-        gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| format!("{commit}: {e}"))?;
-    let old_head = repo
-        .head_id()
-        .map_err(|e| format!("reading HEAD: {e}"))?
-        .detach();
-    let tree = repo
-        .find_commit(target)
-        .and_then(|c| c.tree_id())
-        .map_err(|e| format!("reading commit {commit}: {e}"))?
-        .detach();
+    let target = crate::commit::commit_id(commit)?;
+    let old_head = crate::admin::head(repo)?;
+    let tree = crate::commit::tree_of(repo, target)?;
     let old = crate::admin::read_index(repo)?;
     refuse_unusual(&old)?;
     let mut next = repo
@@ -273,38 +251,13 @@ pub fn move_to(repo: &gix::Repository, commit: &str, clean: bool) -> Result<Move
 
     let written = part.entries().len();
     if written > 0 {
-        let mut options = repo
-            .checkout_options(Source::IdMapping)
-            .map_err(|e| format!("reading the checkout options: {e}"))?;
-        options.overwrite_existing = true;
-        if written < 100 {
-            // Threads cost more than they save on a few files.
-            options.thread_limit = Some(1);
-        }
-        let objects = repo
-            .objects
-            .clone()
-            .into_arc()
-            .map_err(|e| format!("sharing the object database: {e}"))?;
-        let outcome = gix::worktree::state::checkout(
-            &mut part,
-            dir,
-            objects,
-            &gix::progress::Discard,
-            &gix::progress::Discard,
-            &AtomicBool::new(false),
-            options,
-        )
-        .map_err(|e| format!("writing the files of {commit}: {e}"))?;
-        if let Some(error) = outcome.errors.first() {
-            return Err(format!(
-                "writing {} of {commit}: {}",
-                error.path, error.error
-            ));
-        }
-        if let Some(collision) = outcome.collisions.first() {
-            return Err(format!("{} collides with another path", collision.path));
-        }
+        write_entries(repo, &mut part, commit, |options| {
+            options.overwrite_existing = true;
+            if written < 100 {
+                // Threads cost more than they save on a few files.
+                options.thread_limit = Some(1);
+            }
+        })?;
     }
 
     // The index: the target's entries, with the stat of each file as it is on disk now.
@@ -381,11 +334,7 @@ pub(crate) fn survey(
             .emit_ignored(None)
             .emit_empty_directories(false),
     };
-    let mut survey = Survey {
-        dirty: Default::default(),
-        refreshed: Default::default(),
-        strays: Vec::new(),
-    };
+    let mut survey = Survey::default();
     let mut collect = Collect {
         survey: &mut survey,
         rename: false,

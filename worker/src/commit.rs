@@ -163,15 +163,8 @@ pub fn stage_all(repo: &gix::Repository) -> Result<usize, Error> {
 /// Commits the index of `repo`'s worktree on top of its HEAD, unless the index holds HEAD's
 /// tree already. Returns HEAD afterwards.
 pub fn commit_index(repo: &gix::Repository, message: &str) -> Result<String, Error> {
-    let head = repo
-        .head_id()
-        .map_err(|e| format!("reading HEAD: {e}"))?
-        .detach();
-    let head_tree = repo
-        .find_commit(head)
-        .and_then(|c| c.tree_id())
-        .map_err(|e| format!("reading commit {head}: {e}"))?
-        .detach();
+    let head = crate::admin::head(repo)?;
+    let head_tree = tree_of(repo, head)?;
     let index = crate::admin::read_index(repo)?;
     let tree = write_tree(repo, &index)?;
     if tree == head_tree {
@@ -297,18 +290,36 @@ fn close(repo: &gix::Repository, open: &mut Vec<(BString, Vec<Entry>)>) -> Resul
     Ok(())
 }
 
-/// Files and lines changed from commit `from` to commit `to` of `repo`,
-/// as `git diff --numstat --no-renames` counts them: a binary file counts no lines.
-pub fn diff_stat(repo: &gix::Repository, from: &str, to: &str) -> Result<DiffStat, Error> {
-    use gix::diff::tree::recorder::Change;
-    let tree = |rev: &str| -> Result<gix::Tree<'_>, Error> {
-        let id = ObjectId::from_hex(rev.as_bytes()).map_err(|e| format!("{rev}: {e}"))?;
-        repo.find_commit(id)
-            .and_then(|c| c.tree())
-            .map_err(|e| format!("reading commit {rev}: {e}"))
+/// The commit `rev` (its full hex id).
+pub(crate) fn commit_id(rev: &str) -> Result<ObjectId, Error> {
+    ObjectId::from_hex(rev.as_bytes()).map_err(|e| format!("{rev}: {e}"))
+}
+
+/// The tree of commit `id`.
+pub(crate) fn tree_of(repo: &gix::Repository, id: ObjectId) -> Result<ObjectId, Error> {
+    repo.find_commit(id)
+        .and_then(|c| c.tree_id())
+        .map(gix::Id::detach)
+        .map_err(|e| format!("reading commit {id}: {e}"))
+}
+
+/// What changed from the tree of commit `from` to that of commit `to`, folder by folder;
+/// with each change's path when `paths`.
+pub(crate) fn tree_changes(
+    repo: &gix::Repository,
+    from: ObjectId,
+    to: ObjectId,
+    paths: bool,
+) -> Result<Vec<gix::diff::tree::recorder::Change>, Error> {
+    let tree = |id| {
+        repo.find_tree(tree_of(repo, id)?)
+            .map_err(|e| format!("reading commit {id}: {e}"))
     };
     let (old, new) = (tree(from)?, tree(to)?);
     let mut recorder = gix::diff::tree::Recorder::default();
+    if !paths {
+        recorder = recorder.track_location(None);
+    }
     gix::diff::tree(
         gix::objs::TreeRefIter::from_bytes(&old.data, repo.object_hash()),
         gix::objs::TreeRefIter::from_bytes(&new.data, repo.object_hash()),
@@ -317,9 +328,16 @@ pub fn diff_stat(repo: &gix::Repository, from: &str, to: &str) -> Result<DiffSta
         &mut recorder,
     )
     .map_err(|e| format!("comparing {from} and {to}: {e}"))?;
+    Ok(recorder.records)
+}
+
+/// Files and lines changed from commit `from` to commit `to` of `repo`,
+/// as `git diff --numstat --no-renames` counts them: a binary file counts no lines.
+pub fn diff_stat(repo: &gix::Repository, from: &str, to: &str) -> Result<DiffStat, Error> {
+    use gix::diff::tree::recorder::Change;
+    let records = tree_changes(repo, commit_id(from)?, commit_id(to)?, true)?;
     type Side = Option<(EntryMode, ObjectId)>;
-    let mut changes: Vec<(BString, Side, Side)> = recorder
-        .records
+    let mut changes: Vec<(BString, Side, Side)> = records
         .into_iter()
         .map(|change| match change {
             Change::Addition {

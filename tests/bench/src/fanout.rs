@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::repo::{BigRepo, hermetic_env};
 use crate::table::{Baseline, Goal, Row, Unit, secs};
-use crate::{braid, report_attempts, say};
+use crate::{braid_local_run, report_attempts, say};
 
 const TASKS: usize = 10;
 const ATTEMPTS: usize = 20;
@@ -73,16 +73,7 @@ fn shell(repo: &BigRepo, scratch: &Path, round: usize) -> Result<f64> {
 fn braid_run(plan_path: &Path, scratch: &Path) -> Result<f64> {
     let out_path = scratch.join("braid-report.json");
     let started = Instant::now();
-    let status = braid()?
-        .args([
-            "run",
-            "--workers",
-            "1",
-            "--slots",
-            &SLOTS.to_string(),
-            "--json",
-        ])
-        .arg(plan_path)
+    let status = braid_local_run(plan_path, SLOTS)?
         .stdout(std::fs::File::create(&out_path)?)
         .stderr(std::fs::File::create(scratch.join("braid-progress.txt"))?)
         .status()?;

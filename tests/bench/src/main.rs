@@ -83,6 +83,21 @@ pub fn braid() -> Result<Command> {
     Ok(cmd)
 }
 
+/// `braid run --workers 1 --slots N --json PLAN`: one local worker, the report on stdout.
+pub fn braid_local_run(plan: &Path, slots: usize) -> Result<Command> {
+    let mut cmd = braid()?;
+    cmd.args([
+        "run",
+        "--workers",
+        "1",
+        "--slots",
+        &slots.to_string(),
+        "--json",
+    ])
+    .arg(plan);
+    Ok(cmd)
+}
+
 /// Every attempt of every task in a report.json.
 pub fn report_attempts(report: &serde_json::Value) -> Vec<&serde_json::Value> {
     report["tasks"]

@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 
 use crate::repo::SmallRepo;
 use crate::table::{Baseline, Goal, Row, Unit};
-use crate::{braid, report_attempts, say};
+use crate::{braid_local_run, report_attempts, say};
 
 const TASKS: usize = 200;
 const SLOTS: usize = 8;
@@ -75,16 +75,7 @@ pub fn run(repo: &SmallRepo, scratch: &Path, rounds: usize) -> Result<Vec<Row>> 
     std::fs::write(&plan_path, plan(repo, &dag))?;
     let mut makespans = Vec::new();
     for _ in 0..rounds {
-        let out = braid()?
-            .args([
-                "run",
-                "--workers",
-                "1",
-                "--slots",
-                &SLOTS.to_string(),
-                "--json",
-            ])
-            .arg(&plan_path)
+        let out = braid_local_run(&plan_path, SLOTS)?
             .stderr(std::fs::File::create(scratch.join("braid-progress.txt"))?)
             .output()?;
         if !out.status.success() {

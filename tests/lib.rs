@@ -25,14 +25,28 @@ pub const HERMETIC_ENV: &[(&str, &str)] = &[
     ("GIT_OPTIONAL_LOCKS", "0"),
 ];
 
-/// A command with the hermetic environment, running in `dir`.
+/// A command with the hermetic environment, running in `dir`. Inside a test's folder
+/// ([`TestRepo`]), braid's cache is that folder's `cache/`, so each test sees only its own.
 pub fn command(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.current_dir(dir);
     for (key, value) in HERMETIC_ENV {
         cmd.env(key, value);
     }
+    if let Some(cache) = cache_of(dir) {
+        cmd.env("BRAID_CACHE", cache);
+    }
     cmd
+}
+
+/// The cache folder of the test folder that holds `dir`, if one does.
+pub fn cache_of(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|a| {
+            a.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("braid-test-"))
+        })
+        .map(|test| test.join("cache"))
 }
 
 /// A git repository in its own temporary folder, on branch `main` with one commit.
@@ -116,6 +130,11 @@ impl TestRepo {
         self.path.join(".git")
     }
 
+    /// braid's cache folder for this test's runs (`BRAID_CACHE`).
+    pub fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
     /// Every ref under `refs/heads/braid/`.
     pub fn braid_refs(&self) -> Vec<String> {
         self.git(&["for-each-ref", "--format=%(refname)", "refs/heads/braid/"])
@@ -171,11 +190,15 @@ impl TestRepo {
             .filter(|l| l.starts_with("worktree "))
             .count();
         assert_eq!(registered, 1, "worktrees left registered:\n{worktrees}");
-        let on_disk = self.git_dir().join("braid/worktrees");
+        let on_disk = self.cache().join("work");
         let left: Vec<_> = std::fs::read_dir(&on_disk)
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         assert!(left.is_empty(), "worktree folders left on disk: {left:?}");
+        assert!(
+            !self.git_dir().join("braid/worktrees").exists(),
+            "worktrees inside the git folder"
+        );
         let records = std::fs::read_dir(self.git_dir().join("worktrees"))
             .map(|d| d.count())
             .unwrap_or(0);

@@ -249,6 +249,9 @@ mod tests {
             score: None,
             retries: 0,
             on_conflict: crate::plan::OnConflict::Report,
+            sandbox: Default::default(),
+            grace: Duration::from_secs(1),
+            protect: vec![],
         }
     }
 

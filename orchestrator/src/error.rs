@@ -39,6 +39,9 @@ pub enum BraidError {
     /// The gRPC transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] Box<tonic::transport::Error>),
+    /// The machine cannot do what the run needs (such as sandbox its agents).
+    #[error("{0}")]
+    Environment(String),
     /// Something braid did not expect.
     #[error("{0}")]
     Internal(String),
@@ -52,6 +55,7 @@ impl BraidError {
             BraidError::Git(_)
             | BraidError::Io { .. }
             | BraidError::Transport(_)
+            | BraidError::Environment(_)
             | BraidError::Internal(_) => EXIT_ENVIRONMENT,
         }
     }

@@ -55,26 +55,62 @@ pub struct Finished {
 
 /// Runs `plan` to the end with local workers and writes its report.
 pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, BraidError> {
-    // The coordinator's server, on a Unix socket: by default one only this process knows.
-    // Bound first, so an address in use changes nothing.
-    let socket_dir = tempfile::Builder::new()
-        .prefix("braid-")
-        .tempdir()
-        .map_err(BraidError::io("creating the socket folder"))?;
-    let socket = match &options.listen {
-        Some(path) => path.clone(),
-        None => socket_dir.path().join("coordinator.sock"),
-    };
-    let listener = UnixListener::bind(&socket)
-        .map_err(BraidError::io(format!("binding {}", socket.display())))?;
-    let _unlink = options.listen.as_ref().map(|path| Unlink(path.clone()));
+    let recovered = state::recover(&plan.git_dir);
+    state::tell_recovered(&recovered);
+    let contained = !plan.sandbox.off || plan.tasks.iter().any(|t| !t.sandbox.off);
+    if contained && let Err(why) = braid_worker::sandbox::available().await {
+        return Err(BraidError::Environment(format!(
+            "{why}. braid runs every agent and check in a sandbox; to run them without one, \
+             put `sandbox: off` in the plan"
+        )));
+    }
     let started = Instant::now();
     let started_at = chrono::Utc::now();
     let run_id = state::new_run_id();
+    let cache = braid_worker::cache::root();
+    let cache_dir = braid_worker::cache::run_dir(&cache, &run_id);
     let run_dir = state::run_dir(&plan.git_dir, &run_id);
+    let lock = state::Lock::new(
+        &run_id,
+        cache_dir.clone(),
+        plan.repo.clone(),
+        plan.base_commit.clone(),
+        plan.path.clone(),
+    );
+    // The coordinator's server, on a Unix socket: by default one in the run's cache folder,
+    // which the sandboxes hide (an agent must not reach the coordinator). Bound first, so
+    // an address in use changes nothing.
+    state::own_cache_dir(&lock)
+        .map_err(BraidError::io(format!("creating {}", cache_dir.display())))?;
+    let own_socket = cache_dir.join("coordinator.sock");
+    // A socket's path has room for 107 bytes.
+    let socket_dir = (own_socket.as_os_str().len() > 100)
+        .then(|| {
+            tempfile::Builder::new()
+                .prefix("braid-")
+                .tempdir_in(&cache)
+                .or_else(|_| tempfile::Builder::new().prefix("braid-").tempdir())
+        })
+        .transpose()
+        .map_err(BraidError::io("creating the socket folder"))?;
+    let socket = match (&options.listen, &socket_dir) {
+        (Some(path), _) => path.clone(),
+        (None, Some(dir)) => dir.path().join("coordinator.sock"),
+        (None, None) => own_socket,
+    };
+    let listener = match UnixListener::bind(&socket) {
+        Ok(listener) => listener,
+        Err(err) => {
+            state::remove_cache_dir(&cache_dir);
+            return Err(BraidError::io(format!("binding {}", socket.display()))(err));
+        }
+    };
+    let _unlink = options.listen.as_ref().map(|path| Unlink(path.clone()));
     let log_dir = run_dir.join("logs");
     std::fs::create_dir_all(&log_dir)
         .map_err(BraidError::io(format!("creating {}", log_dir.display())))?;
+    lock.write(&run_dir)
+        .map_err(BraidError::io(format!("writing the run's lock in {}", run_dir.display())))?;
     let plan = Arc::new(plan);
     let config = options.scheduler.clone();
 
@@ -119,6 +155,7 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
                 name: format!("local-{i}"),
                 slots: options.slots.max(1),
                 labels: Default::default(),
+                cache: cache.clone(),
             };
             task::spawn("worker", async move {
                 if let Err(err) = serve(&url, worker_options, stop).await {
@@ -128,13 +165,28 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         })
         .collect();
 
-    // Ctrl-C: cancel the scheduler's work, and anything after it.
+    // SIGINT, SIGTERM and SIGHUP alike: cancel the scheduler's work and anything after
+    // it; the exit code names the first signal.
     let interrupted = CancellationToken::new();
+    let signalled = Arc::new(std::sync::atomic::AtomicI32::new(0));
     let signals = {
         let events = events_tx.clone();
         let interrupted = interrupted.clone();
+        let signalled = Arc::clone(&signalled);
+        let mut streams = signal_streams()?;
         task::spawn("signals", async move {
-            while tokio::signal::ctrl_c().await.is_ok() {
+            loop {
+                let number = tokio::select! {
+                    _ = streams.0.recv() => libc::SIGINT,
+                    _ = streams.1.recv() => libc::SIGTERM,
+                    _ = streams.2.recv() => libc::SIGHUP,
+                };
+                let _ = signalled.compare_exchange(
+                    0,
+                    number,
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                );
                 interrupted.cancel();
                 let _ = events.send(Event::Interrupt).await;
             }
@@ -187,10 +239,10 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         let _ = notes_tx.send(Note::Info("verifying the result".into()));
         let changed = winners_paths(&git, &outcome).await;
         let checks = verify(
-            &plan.git_dir,
+            &plan,
+            &cache,
             &run_id,
             &commit,
-            &plan.merge.verify,
             &changed,
             &log_dir,
             config.log_cap,
@@ -201,7 +253,6 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
             Err(e) => error = Some(format!("could not verify the result: {e}")),
         }
     }
-    state::sweep_worktrees(&plan.git_dir, &run_id).await;
     signals.abort();
     let cancelled = cancelled || interrupted.is_cancelled();
 
@@ -239,7 +290,12 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         timeline: outcome.timeline,
         state_dir: run_dir.to_string_lossy().into_owned(),
     };
-    let report_path = report.write(&run_dir).map_err(BraidError::io(format!(
+    let written = report.write(&run_dir);
+    // Whatever the run left in the cache goes, and its lock with it: the report is written
+    // (or could not be), so no later command needs to clean up after this run.
+    state::release(&run_dir, &lock);
+    drop(socket_dir);
+    let report_path = written.map_err(BraidError::io(format!(
         "writing the report in {}",
         run_dir.display()
     )))?;
@@ -249,16 +305,36 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     drop(notes_tx);
     let _ = renderer.await;
     let exit_code = match (status, &error) {
-        (RunStatus::Cancelled, _) => EXIT_INTERRUPTED,
+        (RunStatus::Cancelled, _) => match signalled.load(std::sync::atomic::Ordering::SeqCst) {
+            0 | libc::SIGINT => EXIT_INTERRUPTED,
+            number => 128 + number,
+        },
         (_, Some(_)) => EXIT_ENVIRONMENT,
         (RunStatus::Succeeded, None) => EXIT_OK,
-        (RunStatus::Failed, None) => EXIT_FAILED,
+        (RunStatus::Failed | RunStatus::Crashed, None) => EXIT_FAILED,
     };
     Ok(Finished {
         report,
         report_path,
         exit_code,
     })
+}
+
+type Signals = (
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+);
+
+/// Streams of SIGINT, SIGTERM and SIGHUP, taken before the run starts so none is missed.
+fn signal_streams() -> Result<Signals, BraidError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let take = |kind| signal(kind).map_err(BraidError::io("listening for signals"));
+    Ok((
+        take(SignalKind::interrupt())?,
+        take(SignalKind::terminate())?,
+        take(SignalKind::hangup())?,
+    ))
 }
 
 /// Removes a socket file this run bound, when the run ends.

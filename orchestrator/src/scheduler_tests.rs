@@ -48,7 +48,11 @@ fn plan(repo: &TestRepo, attempts: u32) -> Plan {
             score: None,
             retries: 0,
             on_conflict: OnConflict::Report,
+            sandbox: Default::default(),
+            grace: Duration::from_secs(1),
+            protect: vec![],
         }],
+        sandbox: Default::default(),
         merge: MergeConfig {
             on_conflict: OnConflict::Report,
             max_rebases: 1,
@@ -105,6 +109,7 @@ impl Harness {
         let event = Event::FromWorker {
             worker: worker.into(),
             kind,
+            at: Instant::now(),
         };
         self.events.send(event).await.unwrap();
     }

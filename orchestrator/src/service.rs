@@ -94,6 +94,7 @@ impl WorkerService for WorkerApi {
                         let event = Event::FromWorker {
                             worker: worker.clone(),
                             kind,
+                            at: std::time::Instant::now(),
                         };
                         if events.send(event).await.is_err() {
                             return;

@@ -32,8 +32,9 @@ const GIT_REDIRECTS: &[&str] = &[
     "GIT_PREFIX",
 ];
 
-/// How long a stopped child gets between SIGTERM and SIGKILL.
-const KILL_GRACE: Duration = Duration::from_millis(500);
+/// How long a stopped child gets between SIGTERM and SIGKILL, unless told otherwise
+/// ([`Cmd::grace`]).
+pub const KILL_GRACE: Duration = Duration::from_millis(500);
 
 /// How long to wait for output pipes to drain after the child is gone.
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
@@ -129,6 +130,9 @@ pub struct Finished {
     pub stderr: Vec<u8>,
     /// Wall-clock time from start to end.
     pub duration: Duration,
+    /// Processes that carried the marker and were still running after the child ended,
+    /// outside its process group, each as `pid N (name)`: braid killed them.
+    pub escaped: Vec<String>,
 }
 
 /// A child process to run. Build it with [`Cmd::new`], then [`Cmd::run`].
@@ -144,6 +148,8 @@ pub struct Cmd {
     cancel: Option<CancellationToken>,
     tap: Option<mpsc::Sender<String>>,
     marker: Option<(String, String)>,
+    grace: Duration,
+    launcher: Vec<OsString>,
 }
 
 impl Cmd {
@@ -160,7 +166,28 @@ impl Cmd {
             cancel: None,
             tap: None,
             marker: None,
+            grace: KILL_GRACE,
+            launcher: Vec::new(),
         }
+    }
+
+    /// Runs the program through `launcher` (a program and its arguments, such as a
+    /// sandbox's), which gets the program and its arguments after its own.
+    pub fn within(mut self, launcher: Vec<OsString>) -> Self {
+        self.launcher = launcher;
+        self
+    }
+
+    /// How long a stopped child gets between SIGTERM and SIGKILL (agents that flush state
+    /// on SIGTERM need seconds).
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The working directory.
+    pub fn cwd(&self) -> &Path {
+        &self.cwd
     }
 
     /// Adds arguments.
@@ -223,10 +250,19 @@ impl Cmd {
     pub async fn run(self) -> Result<Finished, ExecError> {
         let started = Instant::now();
         let program = self.program.to_string_lossy().into_owned();
+        let (exe, args) = match self.launcher.split_first() {
+            Some((launcher, own)) => {
+                let mut args = own.to_vec();
+                args.push(self.program.clone());
+                args.extend(self.args.iter().cloned());
+                (launcher.clone(), args)
+            }
+            None => (self.program.clone(), self.args.clone()),
+        };
         #[allow(clippy::disallowed_methods)] // this is the one wrapper
-        let mut command = tokio::process::Command::new(&self.program);
+        let mut command = tokio::process::Command::new(&exe);
         command
-            .args(&self.args)
+            .args(&args)
             .current_dir(&self.cwd)
             .process_group(0)
             .kill_on_drop(true)
@@ -292,11 +328,11 @@ impl Cmd {
         let ending = tokio::select! {
             status = child.wait() => ending_of(status.map_err(wait_error)?),
             () = timeout => {
-                stop(&mut child, pgid).await;
+                stop(&mut child, pgid, self.grace).await;
                 Ending::TimedOut
             }
             () = cancelled => {
-                stop(&mut child, pgid).await;
+                stop(&mut child, pgid, self.grace).await;
                 Ending::Cancelled
             }
         };
@@ -307,14 +343,19 @@ impl Cmd {
         {
             wait_gone(|| group_running(pgid)).await;
         }
+        let mut escaped = Vec::new();
         if let Some((key, value)) = self.marker.clone() {
             // A look through every process: off the async threads.
             let killed = tokio::task::spawn_blocking(move || kill_marked(&key, &value))
                 .await
                 .unwrap_or_default();
             if !killed.is_empty() {
-                wait_gone(|| killed.iter().any(|&pid| running(pid))).await;
+                wait_gone(|| killed.iter().any(|(pid, _)| running(*pid))).await;
             }
+            escaped = killed
+                .into_iter()
+                .map(|(pid, name)| format!("pid {pid} ({name})"))
+                .collect();
         }
 
         let stdout = collect(out).await;
@@ -327,6 +368,7 @@ impl Cmd {
             stdout,
             stderr,
             duration: started.elapsed(),
+            escaped,
         })
     }
 }
@@ -340,12 +382,12 @@ fn ending_of(status: std::process::ExitStatus) -> Ending {
     }
 }
 
-/// Asks the child's group to stop, then kills it after a grace period.
-async fn stop(child: &mut tokio::process::Child, pgid: Option<Pid>) {
+/// Asks the child's group to stop, then kills it after `grace`.
+async fn stop(child: &mut tokio::process::Child, pgid: Option<Pid>, grace: Duration) {
     if let Some(pgid) = pgid {
         let _ = killpg(pgid, Signal::SIGTERM);
     }
-    if tokio::time::timeout(KILL_GRACE, child.wait())
+    if tokio::time::timeout(grace, child.wait())
         .await
         .is_err()
     {
@@ -398,8 +440,9 @@ fn group_running(pgid: Pid) -> bool {
 }
 
 /// Kills every process of this user whose environment holds `key=value`; returns their
-/// pids. Processes that put themselves into a new session or group are found this way.
-fn kill_marked(key: &str, value: &str) -> Vec<i32> {
+/// pids and names. Processes that put themselves into a new session or group are found
+/// this way.
+fn kill_marked(key: &str, value: &str) -> Vec<(i32, String)> {
     let needle = format!("{key}={value}");
     let mut killed = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -425,7 +468,8 @@ fn kill_marked(key: &str, value: &str) -> Vec<i32> {
             .any(|var| var == needle.as_bytes())
             && nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok()
         {
-            killed.push(pid as i32);
+            let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            killed.push((pid as i32, name.trim().to_owned()));
         }
     }
     killed

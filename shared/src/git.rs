@@ -63,16 +63,38 @@ pub struct DiffStat {
 #[derive(Debug, Clone)]
 pub struct Git {
     dir: PathBuf,
+    /// The git directory, named to git outright, so that nothing in the working tree (an
+    /// agent-written `.git` file) can point git elsewhere.
+    git_dir: Option<PathBuf>,
 }
 
 impl Git {
     /// Commands will run in `dir`, which must be inside a repository or worktree.
     pub fn at(dir: impl Into<PathBuf>) -> Self {
-        Git { dir: dir.into() }
+        Git {
+            dir: dir.into(),
+            git_dir: None,
+        }
+    }
+
+    /// Commands will run in the working tree `work_tree` of the git directory `git_dir`,
+    /// both given to git explicitly: whatever `work_tree/.git` says is not read.
+    pub fn worktree(git_dir: impl Into<PathBuf>, work_tree: impl Into<PathBuf>) -> Self {
+        Git {
+            dir: work_tree.into(),
+            git_dir: Some(git_dir.into()),
+        }
     }
 
     fn command<S: AsRef<str>>(&self, args: &[S]) -> Cmd {
+        let explicit = self.git_dir.as_ref().map(|git_dir| {
+            [
+                format!("--git-dir={}", git_dir.display()),
+                format!("--work-tree={}", self.dir.display()),
+            ]
+        });
         Cmd::new("git", &self.dir)
+            .args(explicit.into_iter().flatten())
             .args([
                 "-c",
                 "core.hooksPath=/dev/null",
@@ -82,6 +104,8 @@ impl Git {
                 "gc.auto=0",
                 "-c",
                 "maintenance.auto=false",
+                "-c",
+                "core.fsmonitor=false",
             ])
             .args(args.iter().map(AsRef::as_ref))
             .env("GIT_AUTHOR_NAME", IDENTITY_NAME)
@@ -220,9 +244,43 @@ impl Git {
             .map(drop)
     }
 
-    /// Forgets worktrees whose folders are gone.
-    pub async fn worktree_prune(&self) -> Result<(), GitError> {
-        self.run(&["worktree", "prune"]).await.map(drop)
+    /// The objects of `commit` that `base` lacks, as a thin pack: deltas may name objects
+    /// of `base`, which the receiving side has.
+    pub async fn pack(&self, commit: &str, base: &str) -> Result<Vec<u8>, GitError> {
+        let args = ["pack-objects", "--revs", "--thin", "--stdout", "-q"];
+        let done = self
+            .command(&args)
+            .stdin(format!("{commit}\n^{base}\n").into_bytes())
+            .run()
+            .await?;
+        if !done.ending.success() {
+            let stderr = String::from_utf8_lossy(&done.stderr).trim().to_owned();
+            return Err(self.failed(&args, stderr));
+        }
+        Ok(done.stdout)
+    }
+
+    /// Takes the objects of `pack` into the repository, completing a thin pack from the
+    /// repository's objects, after git's strictest checks of every object (`--strict`:
+    /// duplicate or unsorted tree entries, `..` or `.git` paths, bad modes, broken links).
+    /// Small packs become loose objects and large ones a pack, as `git receive-pack` does.
+    pub async fn unpack(&self, pack: Vec<u8>) -> Result<(), GitError> {
+        // The object count is the pack header's third word.
+        let count = pack
+            .get(8..12)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(0);
+        let args: &[&str] = if count < 100 {
+            &["unpack-objects", "-q", "--strict"]
+        } else {
+            &["index-pack", "--stdin", "--fix-thin", "--strict"]
+        };
+        let done = self.command(args).stdin(pack).run().await?;
+        if !done.ending.success() {
+            let stderr = String::from_utf8_lossy(&done.stderr).trim().to_owned();
+            return Err(self.failed(args, stderr));
+        }
+        Ok(())
     }
 
     /// In a worktree: moves to `commit`, discarding local changes and untracked files.

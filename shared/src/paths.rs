@@ -65,6 +65,15 @@ impl PathScope {
             .find(|p| self.set.is_match(p))
     }
 
+    /// Every one of `paths` the scope matches, in order.
+    pub fn matches<'a, S: AsRef<str>>(&self, paths: &'a [S]) -> Vec<&'a str> {
+        paths
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|p| self.set.is_match(p))
+            .collect()
+    }
+
     /// The globs, as written, joined for a sentence.
     pub fn describe(&self) -> String {
         self.globs.join(", ")

@@ -125,7 +125,7 @@ tasks:
         .find_map(|l| l.strip_prefix("BRAID_WORKTREE="))
         .expect("BRAID_WORKTREE");
     assert!(
-        worktree.starts_with(repo.git_dir().join("braid/worktrees").to_str().unwrap()),
+        worktree.starts_with(repo.cache().join("work").to_str().unwrap()),
         "{worktree}"
     );
 
@@ -539,6 +539,7 @@ tasks:
         name: "remote-one".into(),
         slots: 2,
         labels: Default::default(),
+        cache: repo.cache(),
     };
     runtime
         .block_on(braid_worker::runtime::serve(

@@ -13,6 +13,8 @@ use braid_shared::proto::AttemptSpec;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::sandbox::Launch;
+
 /// The variable that marks every process of an attempt, so strays can be found and stopped.
 pub const LEASE_MARKER: &str = "BRAID_LEASE";
 
@@ -54,7 +56,7 @@ impl AttemptFiles {
 /// Runs the agent of `spec` in `worktree` to its end.
 pub async fn run_agent(
     spec: &AttemptSpec,
-    lease: &str,
+    launch: &Launch,
     worktree: &Path,
     files: &AttemptFiles,
     cancel: CancellationToken,
@@ -96,11 +98,7 @@ pub async fn run_agent(
         })
         .timeout(timeout)
         .cancel(cancel)
-        .tap(tap)
-        .marker(LEASE_MARKER, lease);
-    for (key, value) in attempt_env(spec, worktree) {
-        cmd = cmd.env(key, value);
-    }
+        .tap(tap);
     cmd = cmd.env("BRAID_PROMPT_FILE", &files.prompt);
     if !spec.feedback.is_empty() {
         cmd = cmd.env("BRAID_FEEDBACK_FILE", &files.feedback);
@@ -108,7 +106,7 @@ pub async fn run_agent(
     for (key, value) in &agent.env {
         cmd = cmd.env(key, value);
     }
-    cmd.run().await
+    launch.prepare(cmd).run().await
 }
 
 /// The `BRAID_*` variables that tell a process which attempt it serves.

@@ -8,18 +8,19 @@
 //! A baseline job is the same without the agent: the checks run on the base commit.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use braid_shared::exec::Ending;
-use braid_shared::git::Git;
+use braid_shared::exec::{Ending, KILL_GRACE};
 use braid_shared::proto::{AttemptResult, AttemptSpec, AttemptStatus, DiffStat, Phase};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{AttemptFiles, attempt_env, run_agent};
+use crate::agent::{AttemptFiles, LEASE_MARKER, attempt_env, run_agent};
+use crate::cache;
 use crate::checks::{run_checks, run_score, skipped};
 use crate::commit;
-use crate::worktree_pool::WorktreePool;
+use crate::sandbox::{Launch, Sandbox};
+use crate::worktree_pool::{Worktree, WorktreePool};
 
 /// Something the attempt reports while it runs.
 #[derive(Debug)]
@@ -62,20 +63,11 @@ pub async fn run_attempt(
         }
     };
     let provisioned = started.elapsed();
+    let launch = launch_for(spec, lease, &worktree, pool.root());
     if spec.baseline {
-        run_baseline(spec, worktree.path(), cancel, &updates, &mut result).await;
+        run_baseline(spec, &worktree, &launch, cancel, &updates, &mut result).await;
     } else {
-        let repo = worktree.repo();
-        run_in(
-            spec,
-            lease,
-            repo,
-            worktree.path(),
-            cancel,
-            &updates,
-            &mut result,
-        )
-        .await;
+        run_in(spec, &worktree, &launch, cancel, &updates, &mut result).await;
     }
     pool.release(worktree).await;
     result.duration_ms = started.elapsed().as_millis() as u64;
@@ -89,21 +81,47 @@ pub async fn run_attempt(
     result
 }
 
+/// How the processes of `spec`'s attempt in `worktree` start: its variables, its marker,
+/// its grace, and a sandbox that may write only the worktree, its git folder and scratch
+/// (and what the plan adds), with every other worktree of the cache at `root` hidden.
+fn launch_for(spec: &AttemptSpec, lease: &str, worktree: &Worktree, root: &Path) -> Launch {
+    let layout = worktree.layout();
+    let sandbox = match &spec.sandbox {
+        Some(s) if s.off => Sandbox::off(),
+        s => Sandbox::new(
+            s.as_ref(),
+            &[&layout.tree, &layout.git],
+            &layout.tmp,
+            &root.join("work"),
+        ),
+    };
+    Launch {
+        env: attempt_env(spec, &layout.tree),
+        sandbox,
+        marker: Some((LEASE_MARKER, lease.to_owned())),
+        grace: if spec.grace_ms > 0 {
+            Duration::from_millis(spec.grace_ms)
+        } else {
+            KILL_GRACE
+        },
+    }
+}
+
 /// Runs every check on the base commit itself.
 async fn run_baseline(
     spec: &AttemptSpec,
-    dir: &Path,
+    worktree: &Worktree,
+    launch: &Launch,
     cancel: CancellationToken,
     updates: &mpsc::Sender<Update>,
     result: &mut AttemptResult,
 ) {
     let _ = updates.send(Update::Phase(Phase::Checks)).await;
     let files = AttemptFiles::of(spec);
-    let env = attempt_env(spec, dir);
     result.checks = run_checks(
         &spec.checks,
-        dir,
-        &env,
+        worktree.path(),
+        launch,
         spec.log_cap_bytes,
         |name| files.check_log(name),
         None,
@@ -119,13 +137,13 @@ async fn run_baseline(
 
 async fn run_in(
     spec: &AttemptSpec,
-    lease: &str,
-    repo: gix::ThreadSafeRepository,
-    dir: &Path,
+    worktree: &Worktree,
+    launch: &Launch,
     cancel: CancellationToken,
     updates: &mpsc::Sender<Update>,
     result: &mut AttemptResult,
 ) {
+    let dir = worktree.path();
     let files = AttemptFiles::of(spec);
     result.log_path = files.log.to_string_lossy().into_owned();
     let _ = updates.send(Update::Phase(Phase::Agent)).await;
@@ -147,11 +165,19 @@ async fn run_in(
         })
     };
     let clock = Instant::now();
-    let agent = run_agent(spec, lease, dir, &files, cancel.clone(), tap).await;
+    let agent = run_agent(spec, launch, dir, &files, cancel.clone(), tap).await;
     let _ = forward.await;
     let agent_ms = clock.elapsed().as_secs_f64() * 1e3;
     let ending = match agent {
-        Ok(done) => done.ending,
+        Ok(done) => {
+            if !done.escaped.is_empty() {
+                result.contained.push(format!(
+                    "processes the agent started outlived it and were killed: {}",
+                    done.escaped.join(", ")
+                ));
+            }
+            done.ending
+        }
         Err(err) => {
             result.error = format!("the agent could not run: {err}");
             result.checks = skip_all(spec, "the agent could not run");
@@ -160,9 +186,20 @@ async fn run_in(
     };
     result.agent_exit_code = ending.code();
 
+    // The agent is gone, and all it started: what it did to its git folder is undone
+    // before braid's own code reads it.
+    match worktree.restore() {
+        Ok(restored) => result.contained.extend(contained(&restored)),
+        Err(err) => {
+            result.error = err;
+            result.infrastructure = true;
+            return;
+        }
+    }
+
     let _ = updates.send(Update::Phase(Phase::Committing)).await;
     let clock = Instant::now();
-    let recorded = record(spec, repo, dir).await;
+    let recorded = record(spec, worktree).await;
     let record_ms = clock.elapsed().as_secs_f64() * 1e3;
     let (head, stat) = match recorded {
         Ok(recorded) => recorded,
@@ -177,13 +214,23 @@ async fn run_in(
     if let Some(stat) = stat {
         // The coordinator records the commit on the attempt's branch once it accepts the
         // result under a current lease, so a lost worker can never move a branch.
-        result.commit = head;
+        result.commit = head.clone();
         result.diff = Some(DiffStat {
             files: stat.files,
             insertions: stat.insertions,
             deletions: stat.deletions,
         });
         touched = stat.paths;
+    }
+    if changed {
+        match cache::pack_since(worktree.layout(), &head, &spec.base_commit).await {
+            Ok(pack) => result.pack = pack,
+            Err(err) => {
+                result.error = format!("could not pack the attempt's commit: {err}");
+                result.infrastructure = true;
+                return;
+            }
+        }
     }
     tracing::debug!(
         task = %spec.task_id,
@@ -198,7 +245,10 @@ async fn run_in(
             AttemptStatus::Failed,
             "the agent changed nothing".to_owned(),
         ),
-        Ending::Exited(0) => (AttemptStatus::Finished, String::new()),
+        Ending::Exited(0) => match protected(spec, &touched) {
+            Some(why) => (AttemptStatus::Failed, why),
+            None => (AttemptStatus::Finished, String::new()),
+        },
         Ending::Exited(code) => (
             AttemptStatus::Failed,
             format!("the agent exited with code {code}"),
@@ -224,11 +274,10 @@ async fn run_in(
     }
 
     let _ = updates.send(Update::Phase(Phase::Checks)).await;
-    let env = attempt_env(spec, dir);
     result.checks = run_checks(
         &spec.checks,
         dir,
-        &env,
+        launch,
         spec.log_cap_bytes,
         |name| files.check_log(name),
         Some(&touched),
@@ -236,9 +285,20 @@ async fn run_in(
     )
     .await;
     if let (Some(score), false) = (&spec.score, cancel.is_cancelled()) {
-        match run_score(score, dir, &env, &cancel).await {
-            Ok(value) => result.score = Some(value),
-            Err(why) => result.score_error = why,
+        // The attempt does not grade itself: the score script is run as the base has it,
+        // whatever the agent or the checks did to it.
+        let base = measured_from(spec);
+        let restored = in_process(worktree.repo(), {
+            let paths = score_files(&score.run);
+            move |repo| crate::checkout::restore_paths(repo, &base, &paths)
+        })
+        .await;
+        match restored {
+            Ok(()) => match run_score(score, dir, launch, &cancel).await {
+                Ok(value) => result.score = Some(value),
+                Err(why) => result.score_error = why,
+            },
+            Err(why) => result.score_error = format!("could not restore the score script: {why}"),
         }
     }
     result.status = if cancel.is_cancelled() {
@@ -249,14 +309,79 @@ async fn run_in(
     } as i32;
 }
 
+/// The commit the attempt is measured against: the task's base.
+fn measured_from(spec: &AttemptSpec) -> String {
+    if spec.diff_base.is_empty() {
+        spec.base_commit.clone()
+    } else {
+        spec.diff_base.clone()
+    }
+}
+
+/// The words of a score command line that may name a script in the repository: relative
+/// paths (`./score.sh`, `scripts/score.py`), as the worktree's root sees them.
+pub fn score_files(run: &str) -> Vec<String> {
+    run.split_whitespace()
+        .map(|word| word.trim_matches(|c| c == '"' || c == '\''))
+        .filter(|word| !word.is_empty() && !word.starts_with('/') && !word.starts_with('-'))
+        .map(|word| word.trim_start_matches("./").to_owned())
+        .filter(|word| !word.is_empty() && !word.contains("..") && !word.contains('='))
+        .collect()
+}
+
+/// Why the attempt fails for changing a protected path, if it did. The score script is
+/// protected too: an agent that rewrites it fails, whatever it prints.
+fn protected(spec: &AttemptSpec, touched: &[String]) -> Option<String> {
+    let mut globs: Vec<String> = spec.protect.clone();
+    if let Some(score) = &spec.score {
+        globs.extend(score_files(&score.run));
+    }
+    if globs.is_empty() {
+        return None;
+    }
+    let scope = match braid_shared::paths::PathScope::new(&globs) {
+        Ok(scope) => scope,
+        Err(err) => return Some(format!("the protected paths cannot be read: {err}")),
+    };
+    let hit = scope.matches(touched);
+    (!hit.is_empty()).then(|| {
+        format!(
+            "the attempt changed protected paths: {} (protected: {})",
+            hit.join(", "),
+            scope.describe()
+        )
+    })
+}
+
+/// What [`Worktree::restore`] undid, in sentences for the report.
+fn contained(restored: &cache::Restored) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !restored.removed.is_empty() {
+        notes.push(format!(
+            "the agent changed its worktree's git folder ({}); braid undid it",
+            restored.removed.join(", ")
+        ));
+    }
+    if restored.detached {
+        notes.push(
+            "the agent switched its worktree to a branch; its commits are kept on the attempt's branch"
+                .to_owned(),
+        );
+    }
+    if restored.index_dropped {
+        notes.push("the agent replaced its worktree's index; braid rebuilt it".to_owned());
+    }
+    notes
+}
+
 /// Stages and commits what the agent left, and measures the diff when HEAD moved: in
 /// process where [`commit::stage_all`] can, with `git add --all` where not. Returns HEAD
 /// and the diff, or a sentence.
 async fn record(
     spec: &AttemptSpec,
-    repo: gix::ThreadSafeRepository,
-    dir: &Path,
+    worktree: &Worktree,
 ) -> Result<(String, Option<braid_shared::git::DiffStat>), String> {
+    let repo = worktree.repo();
     let message = format!(
         "braid: {} attempt {}\n\nRun {}.",
         spec.task_id, spec.attempt, spec.run_id
@@ -290,7 +415,8 @@ async fn record(
     if let Some(recorded) = first {
         return Ok(recorded);
     }
-    Git::at(dir)
+    worktree
+        .git()
         .add_all()
         .await
         .map_err(|e| format!("could not commit the attempt's changes: {e}"))?;

@@ -24,6 +24,9 @@ use gix::worktree::stack::state::attributes::Source;
 /// seconds unless told otherwise, and then every file written in the same second as the
 /// index counts as possibly changed and is read again (measured: most of the time of a
 /// status in a worktree that attempts move through several times a second).
+///
+/// `dir` is the worktree's git folder (braid's own worktrees are opened by it, never through
+/// a `.git` file in the working tree, which an agent can rewrite), or any worktree in tests.
 pub(crate) fn open(dir: &Path) -> Result<gix::Repository, String> {
     let options = gix::open::Options::default().config_overrides(["gitoxide.core.useNsec=true"]);
     gix::open_opts(dir, options).map_err(|e| format!("opening {}: {e}", dir.display()))
@@ -79,6 +82,41 @@ fn write_entries(
     }
     if let Some(collision) = outcome.collisions.first() {
         return Err(format!("{} collides with another path", collision.path));
+    }
+    Ok(())
+}
+
+/// Writes each of `paths` that is a file in `commit` into the worktree of `repo` as
+/// `commit` has it, over whatever is there; paths `commit` has no file at are left alone.
+/// The score script runs this way: as the base has it, not as the attempt left it.
+pub fn restore_paths(repo: &gix::Repository, commit: &str, paths: &[String]) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = repo.workdir().ok_or("the repository has no worktree")?;
+    let tree = crate::commit::tree_of(repo, crate::commit::commit_id(commit)?)?;
+    let tree = repo
+        .find_tree(tree)
+        .map_err(|e| format!("reading tree {tree}: {e}"))?;
+    for path in paths {
+        let Ok(Some(entry)) = tree.lookup_entry_by_path(path) else {
+            continue;
+        };
+        let mode = entry.mode();
+        if !mode.is_blob() {
+            continue;
+        }
+        let at = on_disk(dir, path.as_str().into())?;
+        let blob = entry
+            .object()
+            .map_err(|e| format!("reading {path}: {e}"))?
+            .detach();
+        remove_path(&at)?;
+        if let Some(parent) = at.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("writing {path}: {e}"))?;
+        }
+        std::fs::write(&at, &blob.data).map_err(|e| format!("writing {path}: {e}"))?;
+        let bits = if mode.is_executable() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(bits))
+            .map_err(|e| format!("writing {path}: {e}"))?;
     }
     Ok(())
 }
@@ -466,11 +504,26 @@ impl gix::status::plumbing::index_as_worktree::traits::SubmoduleStatus for NoSub
     }
 }
 
-/// Where the repository path `path` is in the worktree at `dir`.
+/// Where the repository path `path` is in the worktree at `dir`. Fails when a folder on
+/// the way is a symbolic link (an agent replaced a tracked folder with a link to one
+/// outside): reading or writing through it would reach outside the worktree, so the
+/// caller leaves such a worktree to git, which never follows a link in a path.
 pub(crate) fn on_disk(dir: &Path, path: &gix::bstr::BStr) -> Result<std::path::PathBuf, String> {
-    gix::path::from_bstr(path)
-        .map(|p| dir.join(p))
-        .map_err(|e| format!("{path}: {e}"))
+    let rela = gix::path::from_bstr(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut at = dir.to_path_buf();
+    let mut parts = rela.components().peekable();
+    while let Some(part) = parts.next() {
+        at.push(part);
+        if parts.peek().is_some()
+            && std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return Err(format!(
+                "{path} lies behind the symbolic link {}",
+                at.strip_prefix(dir).unwrap_or(&at).display()
+            ));
+        }
+    }
+    Ok(at)
 }
 
 /// Removes the file, link or folder at `at`, if there is one.

@@ -14,6 +14,8 @@ use braid_shared::paths::PathScope;
 use braid_shared::proto::{CheckResult, CheckSpec, CheckStatus, ScoreSpec};
 use tokio_util::sync::CancellationToken;
 
+use crate::sandbox::Launch;
+
 /// Most bytes of a failing check's output kept for feedback.
 pub const TAIL_BYTES: u64 = 4096;
 /// Most lines of a failing check's output kept for feedback.
@@ -27,7 +29,7 @@ const SCORE_OUTPUT_CAP: usize = 64 << 10;
 pub async fn run_checks(
     checks: &[CheckSpec],
     dir: &Path,
-    env: &[(&str, String)],
+    launch: &Launch,
     log_cap: u64,
     log_of: impl Fn(&str) -> PathBuf,
     changed: Option<&[String]>,
@@ -61,7 +63,7 @@ pub async fn run_checks(
             }
         }
         let timeout = (check.timeout_ms > 0).then(|| Duration::from_millis(check.timeout_ms));
-        let mut cmd = Cmd::new("sh", dir)
+        let cmd = Cmd::new("sh", dir)
             .args(["-c", &check.run])
             .output(Output::Log {
                 path: log.clone(),
@@ -69,10 +71,7 @@ pub async fn run_checks(
             })
             .timeout(timeout)
             .cancel(cancel.clone());
-        for (key, value) in env {
-            cmd = cmd.env(key, value);
-        }
-        let result = match cmd.run().await {
+        let result = match launch.prepare(cmd).run().await {
             Ok(done) => {
                 let status = match done.ending {
                     Ending::Exited(0) => CheckStatus::Passed,
@@ -153,19 +152,17 @@ fn tail(path: &Path) -> String {
 pub async fn run_score(
     score: &ScoreSpec,
     dir: &Path,
-    env: &[(&str, String)],
+    launch: &Launch,
     cancel: &CancellationToken,
 ) -> Result<f64, String> {
     let timeout = (score.timeout_ms > 0).then(|| Duration::from_millis(score.timeout_ms));
-    let mut cmd = Cmd::new("sh", dir)
+    let cmd = Cmd::new("sh", dir)
         .args(["-c", &score.run])
         .output(Output::Capture)
         .timeout(timeout)
         .cancel(cancel.clone());
-    for (key, value) in env {
-        cmd = cmd.env(key, value);
-    }
-    let done = cmd
+    let done = launch
+        .prepare(cmd)
         .run()
         .await
         .map_err(|err| format!("the score command could not start: {err}"))?;

@@ -9,15 +9,20 @@
 //! - [`commit`]: an attempt's changes staged, committed and counted, in process.
 //! - [`admin`]: a worktree's index and HEAD, written in place.
 //! - [`worktree_pool`]: worktrees reused from attempt to attempt.
+//! - [`cache`]: the worker's repository cache: each worktree a repository of its own,
+//!   borrowing the user's objects; attempt commits shipped to the coordinator as packs.
+//! - [`sandbox`]: bubblewrap around every process an attempt runs.
 //!
-//! Invariant: the worker never touches the user's checkout, index, HEAD or branches; it
-//! writes only its worktrees, the attempt branches it is told to create, and log files.
+//! Invariant: the worker never writes the user's repository (checkout, index, HEAD, refs,
+//! config, objects); it writes only its worktrees in braid's cache folder and log files.
 
 pub mod admin;
 pub mod agent;
 pub mod attempt;
+pub mod cache;
 pub mod checkout;
 pub mod checks;
 pub mod commit;
 pub mod runtime;
+pub mod sandbox;
 pub mod worktree_pool;

@@ -65,6 +65,8 @@ pub struct WorkerOptions {
     pub slots: u32,
     /// Labels for placement.
     pub labels: HashMap<String, String>,
+    /// braid's cache folder, where the worker's worktrees go (see [`crate::cache::root`]).
+    pub cache: PathBuf,
 }
 
 /// Opens a channel to a coordinator at `url`: `unix:/path/to.sock` or `http://host:port`.
@@ -141,7 +143,7 @@ pub async fn serve(
     let worker_id = registered.worker_id.clone();
     tracing::info!(%worker_id, slots = options.slots, "worker registered");
 
-    let pool = Arc::new(WorktreePool::new(worker_id.clone()));
+    let pool = Arc::new(WorktreePool::new(worker_id.clone(), options.cache.clone()));
     let mut running: HashMap<String, CancellationToken> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::channel::<AttemptResult>(64);
     let every = Duration::from_millis(registered.heartbeat_interval_ms.max(50));

@@ -6,14 +6,19 @@
 //! attempt's base with `git checkout` rewrites only what differs. So worktrees are created
 //! on demand, handed back after each attempt, and removed only when the pool is closed.
 //!
-//! Invariant: worktrees live under `<git-common-dir>/braid/worktrees/<run>/`, never inside
-//! the user's working tree, and the pool never touches the user's checkout, index or HEAD.
+//! Each worktree is a repository of its own in braid's cache folder ([`cache`]), so what an
+//! agent does to refs, config or hooks stays in a folder braid restores or removes.
+//!
+//! Invariant: worktrees live under `<cache>/work/<run>/`, never inside the user's working
+//! tree or git folder, and the pool never writes the user's repository: it reads its
+//! objects, nothing else.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use braid_shared::git::{Git, GitError};
 
+use crate::cache::{self, Layout, Source};
 use crate::checkout;
 use tokio::sync::Mutex;
 
@@ -22,16 +27,35 @@ use tokio::sync::Mutex;
 pub struct Worktree {
     /// The repository the worktree belongs to (its common git directory).
     key: PoolKey,
-    /// The worktree's folder.
-    path: PathBuf,
+    /// The worktree's folders.
+    layout: Layout,
     /// The worktree opened for in-process work, once for all its attempts.
     repo: gix::ThreadSafeRepository,
+    /// The commit it was moved to for this attempt.
+    at: String,
 }
 
 impl Worktree {
     /// The worktree's folder.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.layout.tree
+    }
+
+    /// The worktree's folders: files, git folder, scratch.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The repository whose objects the worktree borrows.
+    pub fn source(&self) -> Source {
+        Source {
+            common: self.key.repo.clone(),
+        }
+    }
+
+    /// The commit the worktree was moved to for this attempt.
+    pub fn base(&self) -> &str {
+        &self.at
     }
 
     /// The worktree, opened for in-process work (see [`checkout::open`]).
@@ -39,9 +63,15 @@ impl Worktree {
         self.repo.clone()
     }
 
-    /// git, run inside the worktree.
+    /// git, run in the worktree with its git folder named explicitly.
     pub fn git(&self) -> Git {
-        Git::at(&self.path)
+        Git::worktree(&self.layout.git, &self.layout.tree)
+    }
+
+    /// Puts the worktree's git folder back as braid made it (see [`cache::restore`]).
+    pub fn restore(&self) -> Result<cache::Restored, String> {
+        cache::restore(&self.layout, &self.source(), &self.at)
+            .map_err(|e| format!("restoring {}: {e}", self.layout.git.display()))
     }
 }
 
@@ -54,7 +84,7 @@ struct PoolKey {
 /// A worktree not lent out, being cleaned or clean.
 #[derive(Debug)]
 struct Free {
-    path: PathBuf,
+    layout: Layout,
     repo: gix::ThreadSafeRepository,
     /// Cleans it from the moment it is handed back: `Ok` once it is clean.
     cleaning: tokio::task::JoinHandle<Result<(), String>>,
@@ -65,7 +95,7 @@ struct Slots {
     /// Worktrees not lent out.
     free: Vec<Free>,
     /// Every worktree the pool made and has not removed.
-    all: Vec<PathBuf>,
+    all: Vec<Layout>,
     /// Number for the next worktree's name.
     next: usize,
 }
@@ -74,6 +104,8 @@ struct Slots {
 #[derive(Debug)]
 pub struct WorktreePool {
     owner: String,
+    /// braid's cache folder, where the worktrees are made.
+    root: PathBuf,
     slots: Mutex<HashMap<PoolKey, Slots>>,
     /// Each repository's common git directory, asked of git once.
     commons: Mutex<HashMap<PathBuf, PathBuf>>,
@@ -82,10 +114,12 @@ pub struct WorktreePool {
 }
 
 impl WorktreePool {
-    /// An empty pool; `owner` names the worktrees' folders (the worker id).
-    pub fn new(owner: impl Into<String>) -> Self {
+    /// An empty pool whose worktrees go into the cache folder `root`; `owner` names the
+    /// worktrees' folders (the worker id).
+    pub fn new(owner: impl Into<String>, root: impl Into<PathBuf>) -> Self {
         WorktreePool {
             owner: owner.into(),
+            root: root.into(),
             slots: Mutex::new(HashMap::new()),
             commons: Mutex::new(HashMap::new()),
             making: Mutex::new(()),
@@ -123,7 +157,7 @@ impl WorktreePool {
             entry
                 .free
                 .iter()
-                .map(|f| (f.path.clone(), f.repo.clone()))
+                .map(|f| (f.layout.tree.clone(), f.repo.clone()))
                 .collect()
         };
         let nearest = match free.len() {
@@ -141,13 +175,13 @@ impl WorktreePool {
             let mut slots = self.slots.lock().await;
             let free = &mut slots.entry(key.clone()).or_default().free;
             // Another attempt may have taken it meanwhile.
-            match nearest.and_then(|path| free.iter().position(|f| f.path == path)) {
+            match nearest.and_then(|path| free.iter().position(|f| f.layout.tree == path)) {
                 Some(i) => Some(free.swap_remove(i)),
                 None => free.pop(),
             }
         };
         if let Some(Free {
-            path,
+            layout,
             repo,
             cleaning,
         }) = reused
@@ -155,54 +189,55 @@ impl WorktreePool {
             let clean = match cleaning.await {
                 Ok(Ok(())) => true,
                 Ok(Err(why)) => {
-                    tracing::debug!(path = %path.display(), %why, "the worktree was not cleaned");
+                    tracing::debug!(path = %layout.tree.display(), %why, "the worktree was not cleaned");
                     false
                 }
                 Err(_) => false,
             };
-            let worktree = Worktree {
+            let mut worktree = Worktree {
                 key: key.clone(),
-                path,
+                layout,
                 repo,
+                at: commit.to_owned(),
             };
             match reset(&worktree, commit, clean).await {
-                Ok(()) => return Ok(worktree),
+                Ok(()) => {
+                    worktree.at = commit.to_owned();
+                    return Ok(worktree);
+                }
                 Err(err) => {
                     // A worktree that cannot be reset is not trusted again.
-                    tracing::warn!(path = %worktree.path.display(), %err, "dropping a worktree that could not be reset");
+                    tracing::warn!(path = %worktree.path().display(), %err, "dropping a worktree that could not be reset");
                     self.discard(worktree).await;
                 }
             }
         }
-        let path = {
+        let run_dir = cache::run_dir(&self.root, run);
+        let layout = {
             let mut slots = self.slots.lock().await;
             let entry = slots.entry(key.clone()).or_default();
             entry.next += 1;
-            let path = common
-                .join("braid/worktrees")
-                .join(run)
-                .join(format!("{}-{}", self.owner, entry.next));
-            entry.all.push(path.clone());
-            path
+            let layout = Layout::new(&run_dir, &format!("{}-{}", self.owner, entry.next));
+            entry.all.push(layout.clone());
+            layout
         };
         // Each run's folder lands in a part of the disk of its own.
-        let worktrees = common.join("braid/worktrees");
-        let _ = tokio::fs::create_dir_all(&worktrees).await;
-        spread_folders(&worktrees);
-        if let Some(parent) = path.parent() {
-            let _ = tokio::fs::create_dir_all(parent).await;
-        }
+        let work = self.root.join("work");
+        let _ = tokio::fs::create_dir_all(&work).await;
+        spread_folders(&work);
+        let _ = tokio::fs::create_dir_all(&run_dir).await;
         // One worktree is made at a time, in the order attempts were assigned (the highest
-        // task first): making one is all processes and disk, so several at once would
-        // only share the machine and all be late, the first attempt's included.
+        // task first): making one is all disk, so several at once would only share the
+        // machine and all be late, the first attempt's included.
         let _making = self.making.lock().await;
-        if let Err(err) = Git::at(&common).worktree_add_empty(&path, commit).await {
-            self.forget(&key, &path).await;
-            return Err(err);
-        }
-        let (dir, at) = (path.clone(), commit.to_owned());
+        let source = Source {
+            common: common.clone(),
+        };
+        let (made, at) = (layout.clone(), commit.to_owned());
         let populated = tokio::task::spawn_blocking(move || {
-            let repo = checkout::open(&dir)?;
+            cache::init(&made, &source, &at)
+                .map_err(|e| format!("making {}: {e}", made.git.display()))?;
+            let repo = checkout::open(&made.git)?;
             checkout::populate(&repo, &at)?;
             Ok(repo.into_sync())
         })
@@ -211,31 +246,42 @@ impl WorktreePool {
         let repo = match populated {
             Ok(repo) => repo,
             Err(detail) => {
-                remove(&key.repo, &path).await;
-                self.forget(&key, &path).await;
+                cache::remove(&layout);
+                self.forget(&key, &layout).await;
                 return Err(GitError::Failed {
                     args: format!("checkout {commit}"),
-                    dir: path,
+                    dir: layout.tree,
                     stderr: detail,
                 });
             }
         };
-        let worktree = Worktree { key, path, repo };
-        Ok(worktree)
+        Ok(Worktree {
+            key,
+            layout,
+            repo,
+            at: commit.to_owned(),
+        })
     }
 
     /// Takes a worktree back for the next attempt, and starts cleaning it.
+    /// Whatever ran in the worktree (checks, a score) is untrusted: its git folder is
+    /// restored first, then the files cleaned.
     pub async fn release(&self, worktree: Worktree) {
         let repo = worktree.repo.clone();
-        let cleaning =
-            tokio::task::spawn_blocking(move || checkout::clean(&repo.to_thread_local()).map(drop));
+        let (layout, source, at) = (worktree.layout.clone(), worktree.source(), worktree.at.clone());
+        let cleaning = tokio::task::spawn_blocking(move || {
+            cache::restore(&layout, &source, &at)
+                .map_err(|e| format!("restoring {}: {e}", layout.git.display()))?;
+            cache::clear_tmp(&layout).map_err(|e| format!("clearing the scratch folder: {e}"))?;
+            checkout::clean(&repo.to_thread_local()).map(drop)
+        });
         let mut slots = self.slots.lock().await;
         slots
             .entry(worktree.key.clone())
             .or_default()
             .free
             .push(Free {
-                path: worktree.path,
+                layout: worktree.layout,
                 repo: worktree.repo,
                 cleaning,
             });
@@ -243,15 +289,15 @@ impl WorktreePool {
 
     /// Removes a worktree for good.
     async fn discard(&self, worktree: Worktree) {
-        remove(&worktree.key.repo, &worktree.path).await;
-        self.forget(&worktree.key, &worktree.path).await;
+        cache::remove(&worktree.layout);
+        self.forget(&worktree.key, &worktree.layout).await;
     }
 
-    async fn forget(&self, key: &PoolKey, path: &Path) {
+    async fn forget(&self, key: &PoolKey, layout: &Layout) {
         let mut slots = self.slots.lock().await;
         if let Some(entry) = slots.get_mut(key) {
-            entry.all.retain(|p| p != path);
-            entry.free.retain(|f| f.path != *path);
+            entry.all.retain(|l| l != layout);
+            entry.free.retain(|f| f.layout != *layout);
         }
     }
 
@@ -263,14 +309,17 @@ impl WorktreePool {
             for free in slots.free {
                 let _ = free.cleaning.await;
             }
-            for path in &slots.all {
-                remove(&key.repo, path).await;
+            for layout in &slots.all {
+                cache::remove(layout);
             }
-            let _ = Git::at(&key.repo).worktree_prune().await;
-            let run_dir = key.repo.join("braid/worktrees").join(&key.run);
             // Only removes the folder when no other worker's worktrees are left in it.
-            let _ = tokio::fs::remove_dir(&run_dir).await;
+            let _ = tokio::fs::remove_dir(cache::run_dir(&self.root, &key.run)).await;
         }
+    }
+
+    /// braid's cache folder, where the worktrees are.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// How many worktrees the pool holds now, lent out or free.
@@ -297,7 +346,7 @@ async fn reset(worktree: &Worktree, commit: &str, clean: bool) -> Result<(), Git
     match moved {
         Ok(moved) => {
             tracing::debug!(
-                path = %worktree.path.display(),
+                path = %worktree.path().display(),
                 commit,
                 written = moved.written,
                 removed = moved.removed,
@@ -307,7 +356,7 @@ async fn reset(worktree: &Worktree, commit: &str, clean: bool) -> Result<(), Git
             Ok(())
         }
         Err(why) => {
-            tracing::debug!(path = %worktree.path.display(), %why, "resetting the worktree with git");
+            tracing::debug!(path = %worktree.path().display(), %why, "resetting the worktree with git");
             worktree.git().reset_to(commit).await
         }
     }
@@ -333,16 +382,6 @@ fn spread_folders(dir: &Path) {
     }
 }
 
-/// Removes a worktree: git's record and the folder, even if git has lost track of it.
-async fn remove(common: &Path, path: &Path) {
-    if let Err(err) = Git::at(common).worktree_remove(path).await {
-        tracing::debug!(path = %path.display(), %err, "git worktree remove failed; removing the folder");
-    }
-    if tokio::fs::try_exists(path).await.unwrap_or(false) {
-        let _ = tokio::fs::remove_dir_all(path).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,11 +393,12 @@ mod tests {
         let first = repo.git(&["rev-parse", "HEAD"]);
         let second = repo.commit(&[("a.txt", "a\n"), ("dir/b.txt", "b\n")], "second");
         let before = repo.snapshot();
-        let pool = WorktreePool::new("w1");
+        let cache = tempfile::tempdir().unwrap();
+        let pool = WorktreePool::new("w1", cache.path());
 
         let worktree = pool.acquire(&repo.path, "run", &first).await.unwrap();
         let path = worktree.path().to_owned();
-        assert!(path.starts_with(repo.git_dir().join("braid/worktrees/run")));
+        assert!(path.starts_with(cache.path().join("work/run")));
         // A fresh worktree is an ordinary one to git: its files, index and HEAD agree.
         assert_eq!(
             std::fs::read_to_string(path.join("README.md")).unwrap(),
@@ -405,6 +445,46 @@ mod tests {
         pool.close().await;
         assert!(pool.is_empty().await);
         assert!(!path.exists());
+        assert!(!cache.path().join("work/run").exists());
+        repo.assert_untouched(&before);
+    }
+
+    #[tokio::test]
+    async fn worktrees_are_made_concurrently_without_losing_one() {
+        // 200 worktrees of one repository at once, from pools of 20 workers: git's own
+        // `worktree add` races over the shared `worktrees/` folder; these have none.
+        let repo = TestRepo::init();
+        let head = repo.git(&["rev-parse", "HEAD"]);
+        let before = repo.snapshot();
+        let cache = tempfile::tempdir().unwrap();
+        let pools: Vec<_> = (0..20)
+            .map(|i| std::sync::Arc::new(WorktreePool::new(format!("w{i}"), cache.path())))
+            .collect();
+        let mut made = Vec::new();
+        for n in 0..200 {
+            let pool = std::sync::Arc::clone(&pools[n % 20]);
+            let (dir, head) = (repo.path.clone(), head.clone());
+            made.push(tokio::spawn(async move {
+                let worktree = pool.acquire(&dir, "many", &head).await?;
+                Ok::<_, GitError>(worktree)
+            }));
+        }
+        let mut paths = std::collections::HashSet::new();
+        let mut held = Vec::new();
+        for handle in made {
+            let worktree = handle.await.unwrap().expect("every worktree is made");
+            assert!(worktree.path().join("README.md").is_file());
+            paths.insert(worktree.path().to_owned());
+            held.push(worktree);
+        }
+        assert_eq!(paths.len(), 200);
+        for (i, worktree) in held.into_iter().enumerate() {
+            pools[i % 20].release(worktree).await;
+        }
+        for pool in &pools {
+            pool.close().await;
+        }
+        assert!(!cache.path().join("work/many").exists());
         repo.assert_untouched(&before);
     }
 }

@@ -216,6 +216,25 @@ fn changes(
         .collect())
 }
 
+/// The gitlinks (submodule entries) that `to` adds or changes against `from`, with the
+/// commit each names.
+pub fn gitlinks_added(
+    repo: &gix::Repository,
+    from: ObjectId,
+    to: ObjectId,
+) -> Result<Vec<(String, ObjectId)>, ObjectError> {
+    let changes = changes(repo, tree_of(repo, from)?, tree_of(repo, to)?)?;
+    Ok(changes
+        .into_iter()
+        .filter_map(|c| match c {
+            Change::Upsert(path, gix::objs::tree::EntryKind::Commit, id) => {
+                Some((path.to_string(), id))
+            }
+            _ => None,
+        })
+        .collect())
+}
+
 /// The paths (files, symlinks, submodules) that differ between two commits.
 pub fn changed_paths(
     repo: &gix::Repository,

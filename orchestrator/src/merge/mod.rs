@@ -355,6 +355,42 @@ impl Merger {
             .to_string())
     }
 
+    /// Takes the objects of an attempt's `commit` (made on `base`), as a worker's thin
+    /// `pack`, into the repository after git's strict checks of every object (duplicate
+    /// tree entries, paths with `..` or `.git`, bad modes, missing links). Returns the
+    /// problems of the commit that fail the attempt while its objects are sound: gitlinks
+    /// (nested repositories) whose commit exists nowhere, so their files are not in it.
+    pub async fn import(
+        &self,
+        pack: Vec<u8>,
+        base: &str,
+        commit: &str,
+    ) -> Result<Vec<String>, MergeError> {
+        if !pack.is_empty() {
+            self.git.unpack(pack).await?;
+        }
+        if !self.has_commit(commit) {
+            return Err(MergeError::Objects {
+                repo: self.dir.clone(),
+                detail: format!("the attempt's commit {commit} is not among the objects it sent"),
+            });
+        }
+        let repo = self.repo();
+        let (from, to) = (self.objects(oid(base))?, self.objects(oid(commit))?);
+        let gitlinks = self.objects(compose::gitlinks_added(&repo, from, to))?;
+        Ok(gitlinks
+            .into_iter()
+            .filter(|(_, id)| !repo.has_object(id))
+            .map(|(path, id)| {
+                format!(
+                    "{path} is a nested git repository, committed as a link to its commit {}, \
+                     which is in no repository braid can see: its files are not in the attempt's commit",
+                    crate::report::short(&id.to_string())
+                )
+            })
+            .collect())
+    }
+
     /// Whether `commit` names a commit in the repository.
     pub fn has_commit(&self, commit: &str) -> bool {
         let Ok(id) = oid(commit) else {

@@ -54,6 +54,60 @@ pub struct PlanFile {
     pub tasks: Option<Spanned<Vec<TaskFile>>>,
     /// How winners are integrated.
     pub merge: Option<MergeFile>,
+    /// How every process of the run is contained: `off`, or `{network, writable}`. A
+    /// task's or the defaults' `sandbox` overrides it for the task's attempts.
+    pub sandbox: Option<Spanned<SandboxFile>>,
+    /// Globs of paths no attempt may change (the tests that define the goal, a score
+    /// script, CI files); a task's own `protect` adds to these.
+    pub protect: Option<Spanned<Vec<String>>>,
+}
+
+/// A sandbox as written: `off`, or a map.
+#[derive(Debug, Clone)]
+pub enum SandboxFile {
+    /// A word: only `off` is one.
+    Word(String),
+    /// The settings.
+    Settings(SandboxSettingsFile),
+}
+
+impl<'de> Deserialize<'de> for SandboxFile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SandboxFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`off` or a map such as {network: none, writable: [path]}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SandboxFile, E> {
+                Ok(SandboxFile::Word(v.to_owned()))
+            }
+            // YAML 1.1 readers take a bare `off` for false.
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<SandboxFile, E> {
+                Ok(SandboxFile::Word(if v { "on" } else { "off" }.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SandboxFile, A::Error> {
+                SandboxSettingsFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(SandboxFile::Settings)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// The settings of a sandbox as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSettingsFile {
+    /// `none` (no network at all) or `full`. Default: `full` for command agents.
+    pub network: Option<String>,
+    /// Folders the processes may write besides the worktree and its scratch: absolute,
+    /// `~/`, or relative to the plan file. Each must exist.
+    #[serde(default)]
+    pub writable: Vec<String>,
 }
 
 /// Settings a task may take from `defaults` or set itself.
@@ -74,6 +128,11 @@ pub struct Settings {
     pub score: Option<Spanned<ScoreFile>>,
     /// Follow-up attempts that start from a failed attempt, with feedback.
     pub retries: Option<Spanned<Scalar>>,
+    /// How the task's processes are contained; as the top-level `sandbox`.
+    pub sandbox: Option<Spanned<SandboxFile>>,
+    /// How long a stopped agent or check gets between SIGTERM and SIGKILL, such as `10s`.
+    /// Default: 5 seconds.
+    pub grace: Option<Spanned<Scalar>>,
 }
 
 /// One task.
@@ -107,6 +166,12 @@ pub struct TaskFile {
     pub retries: Option<Spanned<Scalar>>,
     /// What to do when this task's winner conflicts; overrides `merge.on_conflict`.
     pub on_conflict: Option<Spanned<String>>,
+    /// As in [`Settings::sandbox`].
+    pub sandbox: Option<Spanned<SandboxFile>>,
+    /// As in [`Settings::grace`].
+    pub grace: Option<Spanned<Scalar>>,
+    /// Globs of paths this task's attempts must not change, beside the plan's `protect`.
+    pub protect: Option<Spanned<Vec<String>>>,
 }
 
 /// An agent as written: a preset name, or a map describing a command.

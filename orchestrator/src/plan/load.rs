@@ -12,13 +12,22 @@ use std::time::Duration;
 use braid_shared::git::Git;
 use serde_saphyr::{Location, Spanned};
 
-use super::file::{AgentFile, CheckFile, PlanFile, Scalar, ScoreFile, Settings, TaskFile};
+use super::file::{
+    AgentFile, CheckFile, PlanFile, SandboxFile, Scalar, ScoreFile, Settings, TaskFile,
+};
 use super::{
-    Agent, Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_MAX_REBASES, DEFAULT_TIMEOUT, MAX_ATTEMPTS,
-    MAX_REBASES, MAX_RETRIES, MergeConfig, OnConflict, Plan, PlanError, PlanErrors, Score, Select,
-    Task, parse_duration,
+    Agent, Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_GRACE, DEFAULT_MAX_REBASES, DEFAULT_TIMEOUT,
+    MAX_ATTEMPTS, MAX_REBASES, MAX_RETRIES, MergeConfig, OnConflict, Plan, PlanError, PlanErrors,
+    Sandbox, Score, Select, Task, parse_duration,
 };
 use crate::dag;
+
+/// What every task inherits from the plan's top level.
+struct Common {
+    on_conflict: OnConflict,
+    sandbox: Sandbox,
+    protect: Vec<String>,
+}
 
 /// Reads, checks and resolves the plan at `path`.
 pub async fn load(path: &Path) -> Result<Plan, PlanErrors> {
@@ -148,8 +157,21 @@ impl Validator {
         }
         let merge = self.merge(file.merge.as_ref());
         let on_conflict = merge.as_ref().map_or(OnConflict::Report, |m| m.on_conflict);
+        let sandbox = match &file.sandbox {
+            Some(s) => self.sandbox(s, dir),
+            None => Some(Sandbox::default()),
+        };
+        let protect = match &file.protect {
+            Some(globs) => self.protect(globs, "`protect`"),
+            None => Some(Vec::new()),
+        };
+        let run_wide = Common {
+            on_conflict,
+            sandbox: sandbox.clone().unwrap_or_default(),
+            protect: protect.clone().unwrap_or_default(),
+        };
         for task in &task_files {
-            if let Some(resolved) = self.task(task, &defaults, on_conflict, &seen, dir) {
+            if let Some(resolved) = self.task(task, &defaults, &run_wide, &seen, dir) {
                 tasks.push(resolved);
             }
         }
@@ -196,15 +218,96 @@ impl Validator {
             base_rev,
             base_commit,
             tasks,
+            sandbox: match &defaults.sandbox {
+                Some(s) => self.sandbox(s, dir)?,
+                None => sandbox?,
+            },
             merge: merge?,
         })
+    }
+
+    /// A `sandbox` as written, resolved: `off`, or its network and writable folders.
+    fn sandbox(&mut self, value: &Spanned<SandboxFile>, dir: &Path) -> Option<Sandbox> {
+        let at = place(&value.referenced);
+        match &value.value {
+            SandboxFile::Word(word) if word == "off" => Some(Sandbox {
+                off: true,
+                ..Sandbox::default()
+            }),
+            SandboxFile::Word(word) => {
+                self.error(
+                    at,
+                    format!(
+                        "`sandbox` is `off` or a map such as {{network: none, writable: [path]}}, not {word:?}"
+                    ),
+                );
+                None
+            }
+            SandboxFile::Settings(settings) => {
+                let before = self.errors.len();
+                let network = match settings.network.as_deref() {
+                    None | Some("full") => true,
+                    Some("none") => false,
+                    Some("model") => {
+                        self.error(
+                            at,
+                            "`network: model` lets through only an agent's model endpoint, and a command agent names none; use `none` or `full`",
+                        );
+                        false
+                    }
+                    Some(other) => {
+                        self.error(
+                            at,
+                            format!("`network` is `none`, `model` or `full`, not {other:?}"),
+                        );
+                        false
+                    }
+                };
+                let mut writable = Vec::new();
+                for path in &settings.writable {
+                    let resolved = match path.strip_prefix("~/") {
+                        Some(rest) => std::env::var_os("HOME")
+                            .map(|home| PathBuf::from(home).join(rest))
+                            .unwrap_or_else(|| PathBuf::from(path)),
+                        None => dir.join(path),
+                    };
+                    match resolved.canonicalize() {
+                        Ok(real) if real.is_dir() => writable.push(real),
+                        _ => self.error(
+                            at,
+                            format!(
+                                "`sandbox.writable`: {} is not an existing folder",
+                                resolved.display()
+                            ),
+                        ),
+                    }
+                }
+                (self.errors.len() == before).then_some(Sandbox {
+                    off: false,
+                    network,
+                    writable,
+                })
+            }
+        }
+    }
+
+    /// The globs of a `protect` list.
+    fn protect(&mut self, globs: &Spanned<Vec<String>>, owner: &str) -> Option<Vec<String>> {
+        let at = place(&globs.referenced);
+        let before = self.errors.len();
+        for text in &globs.value {
+            if let Err(err) = braid_shared::paths::glob(text) {
+                self.error(at, format!("{owner}: {err}"));
+            }
+        }
+        (self.errors.len() == before).then(|| globs.value.clone())
     }
 
     fn task(
         &mut self,
         task: &TaskFile,
         defaults: &Settings,
-        on_conflict: OnConflict,
+        run_wide: &Common,
         ids: &HashMap<String, (u64, u64)>,
         dir: &Path,
     ) -> Option<Task> {
@@ -278,8 +381,22 @@ impl Validator {
         let retries = self.retries(task.retries.as_ref().or(defaults.retries.as_ref()));
         let on_conflict = match &task.on_conflict {
             Some(v) => self.on_conflict(v),
-            None => Some(on_conflict),
+            None => Some(run_wide.on_conflict),
         };
+        let sandbox = match task.sandbox.as_ref().or(defaults.sandbox.as_ref()) {
+            Some(s) => self.sandbox(s, dir),
+            None => Some(run_wide.sandbox.clone()),
+        };
+        let grace = self.duration(
+            task.grace.as_ref().or(defaults.grace.as_ref()),
+            DEFAULT_GRACE,
+        );
+        let mut protect = run_wide.protect.clone();
+        if let Some(globs) = &task.protect
+            && let Some(own) = self.protect(globs, &format!("task {id:?}: `protect`"))
+        {
+            protect.extend(own);
+        }
         if self.errors.len() > errors_before {
             return None;
         }
@@ -295,6 +412,9 @@ impl Validator {
             checks: checks?,
             score: score?,
             retries: retries?,
+            sandbox: sandbox?,
+            grace: grace?,
+            protect,
         })
     }
 

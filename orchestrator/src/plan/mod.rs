@@ -25,6 +25,30 @@ pub const DEFAULT_MAX_REBASES: u32 = 1;
 pub const MAX_REBASES: u32 = 8;
 /// Most feedback retries a plan may allow after one attempt.
 pub const MAX_RETRIES: u32 = 8;
+/// How long a stopped agent or check gets between SIGTERM and SIGKILL, unless the plan
+/// says otherwise: agents that keep state (sessions, caches) need seconds to flush it.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+/// How a task's processes are contained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    /// Not at all: the plan said `sandbox: off`.
+    pub off: bool,
+    /// Whether the processes may use the network.
+    pub network: bool,
+    /// Folders they may write besides the worktree and its scratch, absolute.
+    pub writable: Vec<PathBuf>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            off: false,
+            network: true,
+            writable: Vec::new(),
+        }
+    }
+}
 
 /// A checked plan.
 #[derive(Debug, Clone)]
@@ -43,6 +67,9 @@ pub struct Plan {
     pub base_commit: String,
     /// The tasks, in plan order.
     pub tasks: Vec<Task>,
+    /// How the run's processes are contained where no task says otherwise (the
+    /// verification checks among them).
+    pub sandbox: Sandbox,
     /// How winners are integrated.
     pub merge: MergeConfig,
 }
@@ -73,6 +100,12 @@ pub struct Task {
     pub retries: u32,
     /// What happens when this task's winner conflicts with the integration so far.
     pub on_conflict: OnConflict,
+    /// How its processes are contained.
+    pub sandbox: Sandbox,
+    /// How long a stopped agent or check gets between SIGTERM and SIGKILL.
+    pub grace: Duration,
+    /// Globs of paths its attempts must not change (the plan's and its own).
+    pub protect: Vec<String>,
 }
 
 /// An agent that is a command.

@@ -24,6 +24,9 @@ pub enum RunStatus {
     Failed,
     /// The run was interrupted.
     Cancelled,
+    /// The run's process died without ending it (SIGKILL, a crash); a later braid command
+    /// found it and cleaned up after it.
+    Crashed,
 }
 
 /// How a task ended.
@@ -288,6 +291,10 @@ pub struct AttemptReport {
     /// Why its score command gave no score.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score_error: Option<String>,
+    /// What braid undid after the attempt's processes: changes to its git folder or `.git`
+    /// file, branches it made, processes that outlived it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contained: Vec<String>,
     /// The attempt this one continues, as a feedback retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continues: Option<u32>,
@@ -341,6 +348,7 @@ impl AttemptReport {
             score: None,
             score_error: None,
             continues: None,
+            contained: Vec::new(),
         }
     }
 }

@@ -335,7 +335,7 @@ impl Scheduler {
             match state.phase {
                 AttemptPhase::Queued | AttemptPhase::Idle => self.drop_queued(t, i, &why),
                 AttemptPhase::Leased => self.cancel_lease(t, i, &why),
-                AttemptPhase::Judging | AttemptPhase::Done => {}
+                AttemptPhase::Importing | AttemptPhase::Judging | AttemptPhase::Done => {}
             }
         }
     }

@@ -7,20 +7,37 @@ use std::time::Instant;
 use braid_shared::proto::coordinator_message::Kind as Down;
 use braid_shared::proto::worker_message::Kind as Up;
 use braid_shared::proto::{
-    self as pb, AgentSpec, Assign, AttemptSpec, Cancel, CheckSpec, ResultAck, ScoreSpec, progress,
+    self as pb, AgentSpec, Assign, AttemptSpec, Cancel, CheckSpec, ResultAck, SandboxSpec,
+    ScoreSpec, progress,
 };
 
-use super::{AttemptPhase, Lease, Scheduler, TaskPhase, check_report, check_spec, down};
+use super::{
+    AttemptPhase, Event, Lease, Scheduler, TaskPhase, check_report, check_spec, down,
+};
+use braid_shared::task;
 use crate::merge::BranchMove;
 use crate::progress::Note;
 use crate::report::{AttemptKind, AttemptStatus, DiffReport, TaskStatus};
 
+/// A plan's sandbox, as the wire carries it.
+pub fn sandbox_spec(sandbox: &crate::plan::Sandbox) -> SandboxSpec {
+    SandboxSpec {
+        off: sandbox.off,
+        network: sandbox.network,
+        writable: sandbox
+            .writable
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+    }
+}
+
 impl Scheduler {
-    pub(super) async fn on_worker_message(&mut self, worker: String, kind: Up) {
+    pub(super) async fn on_worker_message(&mut self, worker: String, kind: Up, at: Instant) {
         let Some(state) = self.workers.get_mut(&worker) else {
             return;
         };
-        state.last_seen = Instant::now();
+        state.last_seen = state.last_seen.max(at);
         match kind {
             Up::Register(_) | Up::Heartbeat(_) | Up::AssignAck(_) => {}
             Up::Progress(p) => {
@@ -43,38 +60,82 @@ impl Scheduler {
         }
     }
 
-    pub(super) async fn on_result(&mut self, worker: &str, result: pb::AttemptResult) {
+    pub(super) async fn on_result(&mut self, worker: &str, mut result: pb::AttemptResult) {
         let current = self
             .leases
             .get(&result.lease_id)
             .is_some_and(|l| l.worker == worker);
+        // Taken out before the answer goes: sending it may find the worker gone, and
+        // dropping the worker then must not see this lease as lost.
+        let lease = current.then(|| self.release(&result.lease_id)).flatten();
         self.send(
             worker,
             Down::ResultAck(ResultAck {
                 lease_id: result.lease_id.clone(),
-                accepted: current,
-                reason: if current {
+                accepted: lease.is_some(),
+                reason: if lease.is_some() {
                     String::new()
                 } else {
                     "stale lease: the attempt was reassigned or has ended".into()
                 },
             }),
         );
-        if !current {
+        let Some(lease) = lease else {
             tracing::warn!(lease = %result.lease_id, %worker, "refused a result under a stale lease");
             return;
-        }
-        let lease = self.release(&result.lease_id).expect("checked above");
+        };
         if result.infrastructure {
             self.lost(lease.task, lease.attempt, &result.error);
             return;
         }
-        let finished_ms = self.ctx.started.elapsed().as_millis() as u64;
         let (task, attempt) = (lease.task, lease.attempt);
         if self.tasks[task].attempts[attempt].report.kind == AttemptKind::Baseline {
             self.baseline_done(task, attempt, &result.checks);
             return;
         }
+        if result.commit.is_empty() {
+            self.record_result(task, attempt, result, Ok(Vec::new()));
+            return;
+        }
+        // The worker's objects are checked and taken into the repository off the loop;
+        // the result is recorded when they are in.
+        let pack = std::mem::take(&mut result.pack);
+        let base = self.tasks[task].attempts[attempt]
+            .report
+            .base
+            .clone()
+            .or_else(|| self.tasks[task].base.clone())
+            .unwrap_or_default();
+        self.tasks[task].attempts[attempt].phase = AttemptPhase::Importing;
+        self.importing += 1;
+        let merger = self.merger.clone();
+        let events = self.events.clone();
+        task::spawn("import", async move {
+            let outcome = merger
+                .import(pack, &base, &result.commit)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = events
+                .send(Event::Imported {
+                    task,
+                    attempt,
+                    result: Box::new(result),
+                    outcome,
+                })
+                .await;
+        });
+    }
+
+    /// Records an attempt's result once its objects are in the repository (`imported`: the
+    /// problems found in its commit that fail it, or why its objects were refused).
+    pub(super) fn record_result(
+        &mut self,
+        task: usize,
+        attempt: usize,
+        result: pb::AttemptResult,
+        imported: Result<Vec<String>, String>,
+    ) {
+        let finished_ms = self.ctx.started.elapsed().as_millis() as u64;
         let state = &mut self.tasks[task].attempts[attempt];
         state.tails = result
             .checks
@@ -112,6 +173,22 @@ impl Scheduler {
         report.log = (!result.log_path.is_empty()).then(|| result.log_path.clone());
         report.agent_exit_code = result.agent_exit_code;
         report.finished_ms = Some(finished_ms);
+        report.contained = result.contained.clone();
+        match imported {
+            Ok(problems) if !problems.is_empty() => {
+                report.status = AttemptStatus::Failed;
+                report.error = Some(problems.join("; "));
+                for check in &mut report.checks {
+                    check.status = crate::report::CheckStatus::Skipped;
+                }
+            }
+            Ok(_) => {}
+            Err(why) => {
+                report.status = AttemptStatus::Failed;
+                report.error = Some(format!("braid refused the attempt's commit: {why}"));
+                report.commit = None;
+            }
+        }
         if let Some(commit) = &report.commit {
             let branch_move = BranchMove {
                 refname: format!("refs/heads/{}", report.branch),
@@ -386,6 +463,13 @@ impl Scheduler {
             diff_base: this.diff_base.clone().unwrap_or_default(),
             score,
             feedback: this.feedback.clone().unwrap_or_default(),
+            protect: if kind == AttemptKind::Baseline {
+                Vec::new()
+            } else {
+                plan_task.protect.clone()
+            },
+            sandbox: Some(sandbox_spec(&plan_task.sandbox)),
+            grace_ms: plan_task.grace.as_millis() as u64,
         }
     }
 

@@ -40,6 +40,7 @@ use crate::report::{
     Prediction, Resolution, StepReport, TaskReport, TaskStatus, TimelineEntry, WorkerReport, word,
 };
 use crate::select;
+pub use leases::sandbox_spec;
 use queue::Queue;
 use refs::RefWriter;
 
@@ -67,6 +68,9 @@ pub enum Event {
         worker: String,
         /// The message.
         kind: Up,
+        /// When it arrived: a worker is alive as of then, however long the loop took to
+        /// get to the message.
+        at: Instant,
     },
     /// A worker's stream ended.
     WorkerLeft {
@@ -82,7 +86,19 @@ pub enum Event {
         /// The base commit, a conflict, or what went wrong.
         outcome: Result<Merged, String>,
     },
-    /// The person pressed Ctrl-C (twice: stop at once).
+    /// The objects of an attempt's result were checked and taken into the repository, or
+    /// refused.
+    Imported {
+        /// The task.
+        task: usize,
+        /// The attempt's index in the task.
+        attempt: usize,
+        /// The result, as the worker sent it.
+        result: Box<pb::AttemptResult>,
+        /// Problems of the commit that fail the attempt, or why its objects were refused.
+        outcome: Result<Vec<String>, String>,
+    },
+    /// The person pressed Ctrl-C, or braid got SIGTERM or SIGHUP (twice: stop at once).
     Interrupt,
 }
 
@@ -171,6 +187,8 @@ enum AttemptPhase {
     Idle,
     Queued,
     Leased,
+    /// The result is in; its objects are being checked and taken into the repository.
+    Importing,
     /// The result is in; a check failed and the baseline that tells whether the base fails
     /// it too is still running.
     Judging,
@@ -277,6 +295,8 @@ pub struct Scheduler {
     baseline_jobs: Vec<(usize, usize)>,
     /// Tasks with attempts in [`AttemptPhase::Judging`].
     judging: BTreeSet<usize>,
+    /// Results whose objects are being imported.
+    importing: usize,
 }
 
 impl Scheduler {
@@ -339,6 +359,7 @@ impl Scheduler {
             baselines: HashMap::new(),
             baseline_jobs: Vec::new(),
             judging: BTreeSet::new(),
+            importing: 0,
         })
     }
 
@@ -357,6 +378,9 @@ impl Scheduler {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.finished() {
             tokio::select! {
+                // Every event that waits is handled before the silence of workers is judged:
+                // their heartbeats may be among them.
+                biased;
                 event = events.recv() => match event {
                     Some(event) => self.handle(event).await,
                     None => break,
@@ -398,7 +422,7 @@ impl Scheduler {
             .iter()
             .all(|t| matches!(t.phase, TaskPhase::Done(_)));
         let over = all_done && self.integration.finished;
-        (over || self.cancelling.is_some()) && self.leases.is_empty()
+        (over || self.cancelling.is_some()) && self.leases.is_empty() && self.importing == 0
     }
 
     async fn handle(&mut self, event: Event) {
@@ -424,9 +448,20 @@ impl Scheduler {
                     },
                 );
             }
-            Event::FromWorker { worker, kind } => self.on_worker_message(worker, kind).await,
+            Event::FromWorker { worker, kind, at } => {
+                self.on_worker_message(worker, kind, at).await;
+            }
             Event::WorkerLeft { worker, reason } => self.drop_worker(&worker, &reason),
             Event::BaseReady { task, outcome } => self.base_ready(task, outcome),
+            Event::Imported {
+                task,
+                attempt,
+                result,
+                outcome,
+            } => {
+                self.importing -= 1;
+                self.record_result(task, attempt, *result, outcome);
+            }
             Event::Interrupt => self.interrupt(),
         }
     }

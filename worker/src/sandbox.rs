@@ -1,0 +1,278 @@
+//! The sandbox around every process braid starts for an attempt: agent, checks, score.
+//!
+//! bubblewrap (`bwrap`) gives each process a read-only view of the whole system, with only
+//! the attempt's worktree, its git folder, its scratch folder and the paths the plan adds
+//! writable; every other worktree in braid's cache is hidden behind an empty folder. The
+//! process gets its own PID namespace and dies with its parent, so when it ends, is
+//! stopped or braid itself is killed, everything it started goes too: a daemon that left
+//! the process group and dropped every braid variable included. With `network: none` it
+//! also gets a network namespace of its own with nothing in it.
+//!
+//! Measured here: a sandboxed `sh` starts in about 6 ms, against about 1 ms without.
+//!
+//! Invariant: nothing the sandboxed process does can write outside the folders named here;
+//! the user's repository (working tree, refs, config, hooks, index) is read-only to it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use braid_shared::exec::{Cmd, Output};
+use braid_shared::proto::SandboxSpec;
+use tokio::sync::OnceCell;
+
+/// The sandbox program.
+pub const BWRAP: &str = "bwrap";
+
+/// How one attempt's processes are contained.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    /// No containment: the plan said `sandbox: off`.
+    off: bool,
+    network: bool,
+    /// Folders the processes may write.
+    writable: Vec<PathBuf>,
+    /// Folders hidden behind an empty one (the other worktrees).
+    hidden: Vec<PathBuf>,
+    /// The scratch folder, for `TMPDIR`.
+    tmp: Option<PathBuf>,
+}
+
+impl Sandbox {
+    /// The sandbox `spec` asks for (unset: contained, with network), writable in `own`
+    /// (the worktree and its git folder), with `tmp` as scratch and `hidden` out of sight.
+    pub fn new(spec: Option<&SandboxSpec>, own: &[&Path], tmp: &Path, hidden: &Path) -> Self {
+        let default = SandboxSpec {
+            off: false,
+            network: true,
+            writable: Vec::new(),
+        };
+        let spec = spec.unwrap_or(&default);
+        let mut writable: Vec<PathBuf> = own.iter().map(|p| p.to_path_buf()).collect();
+        writable.push(tmp.to_owned());
+        writable.extend(spec.writable.iter().map(PathBuf::from));
+        Sandbox {
+            off: spec.off,
+            network: spec.network,
+            writable,
+            hidden: vec![hidden.to_owned()],
+            tmp: Some(tmp.to_owned()),
+        }
+    }
+
+    /// No sandbox at all.
+    pub fn off() -> Self {
+        Sandbox {
+            off: true,
+            network: true,
+            writable: Vec::new(),
+            hidden: Vec::new(),
+            tmp: None,
+        }
+    }
+
+    /// Whether processes run contained.
+    pub fn is_on(&self) -> bool {
+        !self.off
+    }
+
+    /// `cmd`, run inside the sandbox.
+    pub fn wrap(&self, cmd: Cmd) -> Cmd {
+        if self.off {
+            return cmd;
+        }
+        let mut args: Vec<OsString> = [
+            BWRAP,
+            "--die-with-parent",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+        ]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+        if !self.network {
+            args.push("--unshare-net".into());
+        }
+        for dir in &self.hidden {
+            if dir.is_dir() {
+                args.extend(["--tmpfs".into(), dir.clone().into_os_string()]);
+            }
+        }
+        for dir in &self.writable {
+            let dir = dir.clone().into_os_string();
+            args.extend(["--bind".into(), dir.clone(), dir]);
+        }
+        if let Some(tmp) = &self.tmp {
+            args.extend([
+                "--setenv".into(),
+                "TMPDIR".into(),
+                tmp.clone().into_os_string(),
+            ]);
+        }
+        args.extend([
+            "--chdir".into(),
+            cmd.cwd().to_owned().into_os_string(),
+            "--".into(),
+        ]);
+        cmd.within(args)
+    }
+}
+
+/// How every process of one attempt starts: its variables, its sandbox, its marker and how
+/// long it gets to stop.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// Variables on top of the inherited environment.
+    pub env: Vec<(&'static str, String)>,
+    /// The sandbox around it.
+    pub sandbox: Sandbox,
+    /// The variable that marks the attempt's processes (see [`Cmd::marker`]).
+    pub marker: Option<(&'static str, String)>,
+    /// Between SIGTERM and SIGKILL when it is stopped.
+    pub grace: std::time::Duration,
+}
+
+impl Launch {
+    /// `cmd` with this launch's variables, marker, grace and sandbox.
+    pub fn prepare(&self, mut cmd: Cmd) -> Cmd {
+        for (key, value) in &self.env {
+            cmd = cmd.env(key, value);
+        }
+        if let Some((key, value)) = &self.marker {
+            cmd = cmd.marker(key, value);
+        }
+        self.sandbox.wrap(cmd.grace(self.grace))
+    }
+}
+
+/// Why this machine cannot sandbox, in a sentence; `Ok` when it can. Asked once per
+/// process: bwrap is started with the namespaces every sandbox uses.
+pub async fn available() -> Result<(), String> {
+    static ANSWER: OnceCell<Result<(), String>> = OnceCell::const_new();
+    ANSWER
+        .get_or_init(|| async {
+            let probe = Cmd::new(BWRAP, std::env::temp_dir())
+                .args([
+                    "--die-with-parent",
+                    "--unshare-pid",
+                    "--unshare-ipc",
+                    "--unshare-net",
+                    "--ro-bind",
+                    "/",
+                    "/",
+                    "--dev",
+                    "/dev",
+                    "--proc",
+                    "/proc",
+                    "--",
+                    "true",
+                ])
+                .output(Output::Capture);
+            match probe.run().await {
+                Ok(done) if done.ending.success() => Ok(()),
+                Ok(done) => Err(format!(
+                    "bubblewrap (`bwrap`) cannot make a sandbox on this machine: {}",
+                    String::from_utf8_lossy(&done.stderr).trim()
+                )),
+                Err(err) => Err(format!(
+                    "bubblewrap (`bwrap`) is not installed or cannot start ({err}); \
+                     install it (Debian and Ubuntu: `apt-get install bubblewrap`)"
+                )),
+            }
+        })
+        .await
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(dir: &Path, script: &str) -> Cmd {
+        Cmd::new("sh", dir).args(["-c", script])
+    }
+
+    #[tokio::test]
+    async fn a_sandboxed_process_writes_only_its_own_folders() {
+        available().await.expect("bwrap works on this machine");
+        let root = tempfile::tempdir().unwrap();
+        let work = root.path().join("work");
+        let (tree, git, tmp) = (work.join("w-1"), work.join("w-1.git"), work.join("w-1.tmp"));
+        let other = work.join("w-2");
+        let outside = root.path().join("outside");
+        for dir in [&tree, &git, &tmp, &other, &outside] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(other.join("secret"), "other attempt").unwrap();
+        let sandbox = Sandbox::new(None, &[&tree, &git], &tmp, &work);
+        let script = format!(
+            "echo ok > mine; echo ok > \"$TMPDIR/scratch\"; \
+             echo no > {outside}/x 2>/dev/null && echo wrote-outside; \
+             cat {other}/secret 2>/dev/null && echo saw-other; \
+             echo no > /tmp/braid-sandbox-test-$$ 2>/dev/null && echo wrote-tmp; true",
+            outside = outside.display(),
+            other = other.display(),
+        );
+        let done = sandbox.wrap(sh(&tree, &script)).run().await.unwrap();
+        let out = String::from_utf8_lossy(&done.stdout);
+        assert!(done.ending.success(), "{out} {}", String::from_utf8_lossy(&done.stderr));
+        assert_eq!(out.trim(), "", "the process got out: {out}");
+        assert!(tree.join("mine").is_file());
+        assert!(tmp.join("scratch").is_file());
+        assert!(!outside.join("x").exists());
+    }
+
+    #[tokio::test]
+    async fn nothing_a_sandboxed_process_started_outlives_it() {
+        available().await.expect("bwrap works on this machine");
+        let root = tempfile::tempdir().unwrap();
+        let tree = root.path().join("w");
+        std::fs::create_dir_all(&tree).unwrap();
+        let sandbox = Sandbox::new(None, &[&tree], &tree, root.path());
+        // A daemon in a session of its own, without the marker: found by nothing but the
+        // PID namespace.
+        let done = sandbox
+            .wrap(sh(
+                &tree,
+                "env -i setsid sh -c 'sleep 300' </dev/null >/dev/null 2>&1 & \
+                 echo started",
+            ))
+            .run()
+            .await
+            .unwrap();
+        assert!(done.ending.success());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let left = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("cmdline")).ok())
+            .filter(|cmd| cmd.starts_with("sleep\0300"))
+            .count();
+        assert_eq!(left, 0, "the daemon outlived its sandbox");
+    }
+
+    #[tokio::test]
+    async fn network_none_has_no_network() {
+        available().await.expect("bwrap works on this machine");
+        let root = tempfile::tempdir().unwrap();
+        let spec = SandboxSpec {
+            off: false,
+            network: false,
+            writable: Vec::new(),
+        };
+        let sandbox = Sandbox::new(Some(&spec), &[root.path()], root.path(), root.path());
+        let done = sandbox
+            .wrap(sh(root.path(), "cat /proc/net/dev | tail -n +3 | cut -d: -f1"))
+            .run()
+            .await
+            .unwrap();
+        let interfaces = String::from_utf8_lossy(&done.stdout);
+        assert_eq!(interfaces.split_whitespace().collect::<Vec<_>>(), ["lo"]);
+    }
+}

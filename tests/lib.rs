@@ -130,6 +130,43 @@ impl TestRepo {
         self.path.join(".git")
     }
 
+    /// A word unique to this test (its folder's name): a test's agents put it on the
+    /// command lines of the processes they start, so [`TestRepo::survivors`] finds them.
+    pub fn tag(&self) -> String {
+        self.dir
+            .path()
+            .file_name()
+            .expect("a named folder")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// The processes still running whose command line holds [`TestRepo::tag`], as
+    /// `pid: command line`.
+    pub fn survivors(&self) -> Vec<String> {
+        let tag = self.tag();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                (cmdline.contains(&tag) && alive(pid)).then(|| format!("{pid}: {cmdline}"))
+            })
+            .collect()
+    }
+
+    /// A folder beside the repository that the plans of tests make writable to their
+    /// agents (`sandbox: {writable: [out]}`), for what the agents tell the test.
+    pub fn out(&self) -> PathBuf {
+        let out = self.outside().join("out");
+        std::fs::create_dir_all(&out).expect("out dir");
+        out
+    }
+
     /// braid's cache folder for this test's runs (`BRAID_CACHE`).
     pub fn cache(&self) -> PathBuf {
         self.dir.path().join("cache")

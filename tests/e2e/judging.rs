@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use braid_tests::{TestRepo, alive, braid, stderr, stdout};
+use braid_tests::{TestRepo, braid, stderr, stdout};
 use serde_json::{Value, json};
 
 use crate::{BIN, attempt, run_plan, task};
@@ -290,8 +290,7 @@ fn compare_prints_a_table_a_similarity_matrix_and_json() {
 fn first_pass_cancels_the_other_attempts_and_leaves_nothing_running() {
     let repo = TestRepo::init();
     let before = repo.snapshot();
-    let pids = repo.outside().join("pids");
-    std::fs::create_dir_all(&pids).unwrap();
+    let pids = repo.out();
     // Attempts 2 and 3 would run for a minute; attempt 1 passes once both have started.
     let agent = repo.script(
         "agent.sh",
@@ -305,16 +304,18 @@ if [ "$BRAID_ATTEMPT" = 1 ]; then
   echo done > out.txt
 else
   echo $$ > "$pids/$BRAID_ATTEMPT"
-  sleep 60
+  sh -c 'sleep 60; :' {tag}
   echo late > out.txt
 fi
 "#,
-            pids = pids.display()
+            pids = pids.display(),
+            tag = repo.tag()
         ),
     );
     let plan = repo.plan(&format!(
         r#"version: 1
 repo: repo
+sandbox: {{writable: [out]}}
 defaults:
   agent: {{command: ["{agent}"]}}
 tasks:
@@ -342,13 +343,9 @@ tasks:
         let a = attempt(race, n);
         assert_eq!(a["status"], "cancelled", "{a:#}");
         assert_eq!(a["error"], "cancelled: attempt 1 passed first");
-        let pid: i32 = std::fs::read_to_string(pids.join(n.to_string()))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        assert!(!alive(pid), "attempt {n}'s agent {pid} still runs");
+        assert!(pids.join(n.to_string()).is_file(), "attempt {n} started");
     }
+    assert_eq!(repo.survivors(), Vec::<String>::new(), "cancelled agents still run");
     repo.assert_untouched(&before);
 }
 
@@ -401,7 +398,7 @@ tasks:
 fn a_feedback_retry_reads_the_failure_and_passes() {
     let repo = TestRepo::init();
     let before = repo.snapshot();
-    let seen = repo.outside().join("feedback.md");
+    let seen = repo.out().join("feedback.md");
     let agent = repo.script(
         "agent.sh",
         &format!(
@@ -418,6 +415,7 @@ fi
     let plan = repo.plan(&format!(
         r#"version: 1
 repo: repo
+sandbox: {{writable: [out]}}
 defaults:
   agent: {{command: ["{agent}"]}}
 tasks:

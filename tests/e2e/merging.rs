@@ -256,9 +256,11 @@ sed -i "2s/.*/$BRAID_TASK_ID says hello/" shared.txt
 "#
         ),
     );
+    repo.out();
     repo.plan(&format!(
         r#"version: 1
 repo: repo
+sandbox: {{writable: [out]}}
 defaults: {{agent: {{command: ["{agent}"]}}}}
 tasks:
   - {{id: left, prompt: greet on line two}}
@@ -277,7 +279,7 @@ merge:
 fn agent_resolution_is_checked_and_integrated() {
     let repo = repo_with_shared_file();
     let before = repo.snapshot();
-    let seen = repo.outside().join("resolution-prompt.md");
+    let seen = repo.out().join("resolution-prompt.md");
     let plan = agent_plan(
         &repo,
         &format!(

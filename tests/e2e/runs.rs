@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use braid_tests::{TestRepo, alive, braid, stderr, stdout};
+use braid_tests::{TestRepo, braid, stderr, stdout};
 
 use crate::{BIN, attempt, run_plan, task};
 
@@ -24,8 +24,7 @@ fn best_of_three_where_only_attempt_two_passes() {
     ]);
     let before = repo.snapshot();
 
-    let seen = repo.outside().join("seen");
-    std::fs::create_dir_all(&seen).unwrap();
+    let seen = repo.out();
     let agent = repo.script(
         "agent.sh",
         &format!(
@@ -40,6 +39,7 @@ echo "attempt $BRAID_ATTEMPT" > answer.txt
     let plan = repo.plan(&format!(
         r#"version: 1
 repo: repo
+sandbox: {{writable: [out]}}
 tasks:
   - id: answer
     prompt: Write the answer.
@@ -249,18 +249,15 @@ tasks:
 fn timeout_kills_the_agent_and_its_grandchildren() {
     let repo = TestRepo::init();
     let before = repo.snapshot();
-    let pids = repo.outside().join("pids");
     let agent = repo.script(
         "agent.sh",
         &format!(
             r#"echo partial > partial.txt
-sleep 300 &
-echo $! >> "{pids}"
-setsid sleep 301 &
-echo $! >> "{pids}"
-sleep 302
+sh -c 'sleep 300; :' {tag} &
+setsid sh -c 'sleep 301; :' {tag} &
+sh -c 'sleep 302; :' {tag}
 "#,
-            pids = pids.display()
+            tag = repo.tag()
         ),
     );
     let plan = repo.plan(&format!(
@@ -280,15 +277,7 @@ tasks:
     assert_eq!(slow["status"], "timed_out");
     // The partial work was kept on the attempt's branch.
     assert!(slow["commit"].is_string(), "{slow:#}");
-    let pids: Vec<i32> = std::fs::read_to_string(&pids)
-        .unwrap()
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
-        .collect();
-    assert_eq!(pids.len(), 2);
-    for pid in pids {
-        assert!(!alive(pid), "process {pid} outlived its attempt");
-    }
+    assert_eq!(repo.survivors(), Vec::<String>::new(), "processes outlived their attempt");
     repo.assert_untouched(&before);
 }
 
@@ -398,17 +387,19 @@ fn demo_runs_on_a_fresh_folder() {
 fn ctrl_c_stops_agents_writes_the_report_and_exits_130() {
     let repo = TestRepo::init();
     let before = repo.snapshot();
-    let pids = repo.outside().join("pids");
+    let pids = repo.out().join("pids");
     let agent = repo.script(
         "agent.sh",
         &format!(
-            "echo $$ >> \"{}\"\necho started > started.txt\nsleep 300\n",
-            pids.display()
+            "echo $$ >> \"{}\"\necho started > started.txt\nsh -c 'sleep 300; :' {}\n",
+            pids.display(),
+            repo.tag()
         ),
     );
     let plan = repo.plan(&format!(
         r#"version: 1
 repo: repo
+sandbox: {{writable: [out]}}
 tasks:
   - {{id: long, prompt: wait, attempts: 2, agent: {{command: ["{agent}"]}}}}
   - {{id: later, prompt: never, deps: [long], agent: {{command: ["{agent}"]}}}}
@@ -460,9 +451,7 @@ tasks:
             .join("report.json")
             .exists()
     );
-    for pid in std::fs::read_to_string(&pids).unwrap().lines() {
-        assert!(!alive(pid.trim().parse().unwrap()), "agent {pid} survived");
-    }
+    assert_eq!(repo.survivors(), Vec::<String>::new(), "agents survived");
     repo.assert_untouched(&before);
 }
 

@@ -245,7 +245,7 @@ async fn run_in(
             AttemptStatus::Failed,
             "the agent changed nothing".to_owned(),
         ),
-        Ending::Exited(0) => match protected(spec, &touched) {
+        Ending::Exited(0) => match protected(spec, worktree, &touched).await {
             Some(why) => (AttemptStatus::Failed, why),
             None => (AttemptStatus::Finished, String::new()),
         },
@@ -329,14 +329,23 @@ pub fn score_files(run: &str) -> Vec<String> {
         .collect()
 }
 
-/// Why the attempt fails for changing a protected path, if it did. The score script is
-/// protected too: an agent that rewrites it fails, whatever it prints.
-fn protected(spec: &AttemptSpec, touched: &[String]) -> Option<String> {
+/// Why the attempt fails for changing a protected path, if it did. The score script (a
+/// file of the base that the score command names) is protected too: an agent that
+/// rewrites it fails, whatever it prints.
+async fn protected(spec: &AttemptSpec, worktree: &Worktree, touched: &[String]) -> Option<String> {
     let mut globs: Vec<String> = spec.protect.clone();
     if let Some(score) = &spec.score {
-        globs.extend(score_files(&score.run));
+        let (words, base) = (score_files(&score.run), measured_from(spec));
+        let scripts = in_process(worktree.repo(), move |repo| {
+            crate::checkout::files_in(repo, &base, &words)
+        })
+        .await;
+        match scripts {
+            Ok(scripts) => globs.extend(scripts.iter().map(|p| glob_escape(p))),
+            Err(why) => return Some(format!("could not read the score script of the base: {why}")),
+        }
     }
-    if globs.is_empty() {
+    if globs.is_empty() || touched.is_empty() {
         return None;
     }
     let scope = match braid_shared::paths::PathScope::new(&globs) {
@@ -351,6 +360,16 @@ fn protected(spec: &AttemptSpec, touched: &[String]) -> Option<String> {
             scope.describe()
         )
     })
+}
+
+/// `path` as a glob that matches only itself.
+fn glob_escape(path: &str) -> String {
+    path.chars()
+        .map(|c| match c {
+            '*' | '?' | '[' | ']' | '{' | '}' | '\\' => format!("\\{c}"),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// What [`Worktree::restore`] undid, in sentences for the report.

@@ -86,6 +86,24 @@ fn write_entries(
     Ok(())
 }
 
+/// Those of `paths` that are files in `commit`.
+pub fn files_in(repo: &gix::Repository, commit: &str, paths: &[String]) -> Result<Vec<String>, String> {
+    let tree = crate::commit::tree_of(repo, crate::commit::commit_id(commit)?)?;
+    let tree = repo
+        .find_tree(tree)
+        .map_err(|e| format!("reading tree {tree}: {e}"))?;
+    Ok(paths
+        .iter()
+        .filter(|path| {
+            tree.lookup_entry_by_path(path.as_str())
+                .ok()
+                .flatten()
+                .is_some_and(|entry| entry.mode().is_blob())
+        })
+        .cloned()
+        .collect())
+}
+
 /// Writes each of `paths` that is a file in `commit` into the worktree of `repo` as
 /// `commit` has it, over whatever is there; paths `commit` has no file at are left alone.
 /// The score script runs this way: as the base has it, not as the attempt left it.

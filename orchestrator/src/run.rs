@@ -109,8 +109,10 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     let log_dir = run_dir.join("logs");
     std::fs::create_dir_all(&log_dir)
         .map_err(BraidError::io(format!("creating {}", log_dir.display())))?;
-    lock.write(&run_dir)
-        .map_err(BraidError::io(format!("writing the run's lock in {}", run_dir.display())))?;
+    lock.write(&run_dir).map_err(BraidError::io(format!(
+        "writing the run's lock in {}",
+        run_dir.display()
+    )))?;
     let plan = Arc::new(plan);
     let config = options.scheduler.clone();
 

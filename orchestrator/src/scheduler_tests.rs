@@ -108,7 +108,7 @@ impl Harness {
     async fn say(&self, worker: &str, kind: Up) {
         let event = Event::FromWorker {
             worker: worker.into(),
-            kind,
+            kind: Box::new(kind),
             at: Instant::now(),
         };
         self.events.send(event).await.unwrap();

@@ -93,7 +93,7 @@ impl WorkerService for WorkerApi {
                     Ok(Some(WorkerMessage { kind: Some(kind) })) => {
                         let event = Event::FromWorker {
                             worker: worker.clone(),
-                            kind,
+                            kind: Box::new(kind),
                             at: std::time::Instant::now(),
                         };
                         if events.send(event).await.is_err() {

@@ -287,7 +287,10 @@ mod tests {
         );
         assert!(lock.alive());
         lock.started += 1;
-        assert!(!lock.alive(), "another process with this pid is not the run");
+        assert!(
+            !lock.alive(),
+            "another process with this pid is not the run"
+        );
     }
 
     #[test]

@@ -387,10 +387,7 @@ async fn stop(child: &mut tokio::process::Child, pgid: Option<Pid>, grace: Durat
     if let Some(pgid) = pgid {
         let _ = killpg(pgid, Signal::SIGTERM);
     }
-    if tokio::time::timeout(grace, child.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
         if let Some(pgid) = pgid {
             let _ = killpg(pgid, Signal::SIGKILL);
         }

@@ -345,7 +345,11 @@ tasks:
         assert_eq!(a["error"], "cancelled: attempt 1 passed first");
         assert!(pids.join(n.to_string()).is_file(), "attempt {n} started");
     }
-    assert_eq!(repo.survivors(), Vec::<String>::new(), "cancelled agents still run");
+    assert_eq!(
+        repo.survivors(),
+        Vec::<String>::new(),
+        "cancelled agents still run"
+    );
     repo.assert_untouched(&before);
 }
 

@@ -277,7 +277,11 @@ tasks:
     assert_eq!(slow["status"], "timed_out");
     // The partial work was kept on the attempt's branch.
     assert!(slow["commit"].is_string(), "{slow:#}");
-    assert_eq!(repo.survivors(), Vec::<String>::new(), "processes outlived their attempt");
+    assert_eq!(
+        repo.survivors(),
+        Vec::<String>::new(),
+        "processes outlived their attempt"
+    );
     repo.assert_untouched(&before);
 }
 

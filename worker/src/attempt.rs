@@ -342,7 +342,11 @@ async fn protected(spec: &AttemptSpec, worktree: &Worktree, touched: &[String]) 
         .await;
         match scripts {
             Ok(scripts) => globs.extend(scripts.iter().map(|p| glob_escape(p))),
-            Err(why) => return Some(format!("could not read the score script of the base: {why}")),
+            Err(why) => {
+                return Some(format!(
+                    "could not read the score script of the base: {why}"
+                ));
+            }
         }
     }
     if globs.is_empty() || touched.is_empty() {

@@ -60,7 +60,11 @@ impl Source {
 /// The folder of braid's cache: `$BRAID_CACHE`, else `$XDG_CACHE_HOME/braid`, else
 /// `~/.cache/braid`.
 pub fn root() -> PathBuf {
-    let set = |key| std::env::var_os(key).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let set = |key| {
+        std::env::var_os(key)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(dir) = set("BRAID_CACHE") {
         return dir;
     }
@@ -318,8 +322,14 @@ mod tests {
                 "{planted} not reported in {restored:?}"
             );
         }
-        assert_eq!(std::fs::read_to_string(git.join("HEAD")).unwrap(), format!("{head}\n"));
-        assert_eq!(std::fs::read_to_string(git.join("config")).unwrap(), config(&layout));
+        assert_eq!(
+            std::fs::read_to_string(git.join("HEAD")).unwrap(),
+            format!("{head}\n")
+        );
+        assert_eq!(
+            std::fs::read_to_string(git.join("config")).unwrap(),
+            config(&layout)
+        );
         assert!(!git.join("hooks").exists() && !git.join("commondir").exists());
         assert!(!git.join("refs/heads/feature").exists());
         assert!(!git.join("index").exists());

@@ -87,7 +87,11 @@ fn write_entries(
 }
 
 /// Those of `paths` that are files in `commit`.
-pub fn files_in(repo: &gix::Repository, commit: &str, paths: &[String]) -> Result<Vec<String>, String> {
+pub fn files_in(
+    repo: &gix::Repository,
+    commit: &str,
+    paths: &[String],
+) -> Result<Vec<String>, String> {
     let tree = crate::commit::tree_of(repo, crate::commit::commit_id(commit)?)?;
     let tree = repo
         .find_tree(tree)

@@ -221,7 +221,11 @@ mod tests {
         );
         let done = sandbox.wrap(sh(&tree, &script)).run().await.unwrap();
         let out = String::from_utf8_lossy(&done.stdout);
-        assert!(done.ending.success(), "{out} {}", String::from_utf8_lossy(&done.stderr));
+        assert!(
+            done.ending.success(),
+            "{out} {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
         assert_eq!(out.trim(), "", "the process got out: {out}");
         assert!(tree.join("mine").is_file());
         assert!(tmp.join("scratch").is_file());
@@ -268,7 +272,10 @@ mod tests {
         };
         let sandbox = Sandbox::new(Some(&spec), &[root.path()], root.path(), root.path());
         let done = sandbox
-            .wrap(sh(root.path(), "cat /proc/net/dev | tail -n +3 | cut -d: -f1"))
+            .wrap(sh(
+                root.path(),
+                "cat /proc/net/dev | tail -n +3 | cut -d: -f1",
+            ))
             .run()
             .await
             .unwrap();

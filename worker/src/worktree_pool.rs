@@ -268,7 +268,11 @@ impl WorktreePool {
     /// restored first, then the files cleaned.
     pub async fn release(&self, worktree: Worktree) {
         let repo = worktree.repo.clone();
-        let (layout, source, at) = (worktree.layout.clone(), worktree.source(), worktree.at.clone());
+        let (layout, source, at) = (
+            worktree.layout.clone(),
+            worktree.source(),
+            worktree.at.clone(),
+        );
         let cleaning = tokio::task::spawn_blocking(move || {
             cache::restore(&layout, &source, &at)
                 .map_err(|e| format!("restoring {}: {e}", layout.git.display()))?;

@@ -11,13 +11,11 @@ use braid_shared::proto::{
     ScoreSpec, progress,
 };
 
-use super::{
-    AttemptPhase, Event, Lease, Scheduler, TaskPhase, check_report, check_spec, down,
-};
-use braid_shared::task;
+use super::{AttemptPhase, Event, Lease, Scheduler, TaskPhase, check_report, check_spec, down};
 use crate::merge::BranchMove;
 use crate::progress::Note;
 use crate::report::{AttemptKind, AttemptStatus, DiffReport, TaskStatus};
+use braid_shared::task;
 
 /// A plan's sandbox, as the wire carries it.
 pub fn sandbox_spec(sandbox: &crate::plan::Sandbox) -> SandboxSpec {

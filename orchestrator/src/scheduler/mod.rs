@@ -67,7 +67,7 @@ pub enum Event {
         /// The worker's id.
         worker: String,
         /// The message.
-        kind: Up,
+        kind: Box<Up>,
         /// When it arrived: a worker is alive as of then, however long the loop took to
         /// get to the message.
         at: Instant,
@@ -449,7 +449,7 @@ impl Scheduler {
                 );
             }
             Event::FromWorker { worker, kind, at } => {
-                self.on_worker_message(worker, kind, at).await;
+                self.on_worker_message(worker, *kind, at).await;
             }
             Event::WorkerLeft { worker, reason } => self.drop_worker(&worker, &reason),
             Event::BaseReady { task, outcome } => self.base_ready(task, outcome),

@@ -256,7 +256,7 @@ mod tests {
             .unwrap()
             .flatten()
             .filter_map(|e| std::fs::read_to_string(e.path().join("cmdline")).ok())
-            .filter(|cmd| cmd.starts_with("sleep\0300"))
+            .filter(|cmd| cmd.starts_with("sleep\u{0}300"))
             .count();
         assert_eq!(left, 0, "the daemon outlived its sandbox");
     }

@@ -468,7 +468,7 @@ mod tests {
         for n in 0..200 {
             let pool = std::sync::Arc::clone(&pools[n % 20]);
             let (dir, head) = (repo.path.clone(), head.clone());
-            made.push(tokio::spawn(async move {
+            made.push(braid_shared::task::spawn("acquire", async move {
                 let worktree = pool.acquire(&dir, "many", &head).await?;
                 Ok::<_, GitError>(worktree)
             }));

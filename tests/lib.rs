@@ -209,6 +209,9 @@ impl TestRepo {
                 .filter(|l| !l.starts_with("refs/heads/braid/"))
                 .map(str::to_owned)
                 .collect(),
+            config: std::fs::read(self.git_dir().join("config")).unwrap_or_default(),
+            hooks: files_under(&self.git_dir().join("hooks")),
+            info: files_under(&self.git_dir().join("info")),
         }
     }
 
@@ -221,6 +224,21 @@ impl TestRepo {
         assert_eq!(before.head_ref, after.head_ref, "HEAD changed branch");
         assert!(before.index == after.index, "the index changed");
         assert_eq!(before.refs, after.refs, "non-braid refs changed");
+        assert!(
+            before.config == after.config,
+            "the repository's config changed"
+        );
+        assert_eq!(before.hooks, after.hooks, "hooks changed");
+        assert_eq!(before.info, after.info, "info/ changed");
+        let fsck = command("git", &self.path)
+            .args(["fsck", "--strict", "--no-progress"])
+            .output()
+            .expect("git runs");
+        assert!(
+            fsck.status.success(),
+            "git fsck: {}",
+            String::from_utf8_lossy(&fsck.stderr)
+        );
         let worktrees = self.git(&["worktree", "list", "--porcelain"]);
         let registered = worktrees
             .lines()
@@ -251,6 +269,37 @@ pub struct Snapshot {
     head_ref: String,
     index: Vec<u8>,
     refs: Vec<String>,
+    config: Vec<u8>,
+    hooks: Vec<(PathBuf, Vec<u8>)>,
+    info: Vec<(PathBuf, Vec<u8>)>,
+}
+
+/// Every file under `dir` with its bytes (a link as its target), sorted.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(root: &Path, at: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        let Ok(entries) = std::fs::read_dir(at) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_owned();
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => walk(root, &path, out),
+                Ok(m) if m.file_type().is_symlink() => out.push((
+                    rel,
+                    std::fs::read_link(&path)
+                        .map(|t| t.into_os_string().into_encoded_bytes())
+                        .unwrap_or_default(),
+                )),
+                Ok(_) => out.push((rel, std::fs::read(&path).unwrap_or_default())),
+                Err(_) => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
 }
 
 /// Runs the braid binary at `bin` with `args` in `dir`, hermetically.

@@ -81,6 +81,14 @@ enum Command {
         #[arg(long)]
         repo: Option<PathBuf>,
     },
+    /// Remove what old runs left: the worktrees and scratch of runs whose process is gone,
+    /// in this repository and in braid's cache folder; prints what it freed.
+    Gc {
+        /// The repository whose dead runs to mark `crashed` [default: the one holding the
+        /// current folder, if any].
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
     /// Make a throwaway sample repository and run a small best-of-3 plan on it.
     Demo {
         /// Where to make the sample [default: a new folder in the system's temp folder].
@@ -216,6 +224,29 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             }
             Ok(EXIT_OK)
         }
+        Command::Gc { repo } => {
+            let dir = repo_dir(repo)?;
+            let git_dir = braid_shared::git::Git::at(&dir).common_dir().await.ok();
+            let cache = braid_worker::cache::root();
+            let collected = crate::state::collect(git_dir.as_deref(), &cache);
+            crate::state::tell_recovered(&collected.recovered);
+            let mut freed: u64 = collected.recovered.iter().map(|r| r.freed).sum();
+            for (dir, bytes) in &collected.orphans {
+                println!(
+                    "removed {} ({})",
+                    dir.display(),
+                    crate::state::human_bytes(*bytes)
+                );
+                freed += bytes;
+            }
+            println!(
+                "freed {} in {} run folder(s); cache: {}",
+                crate::state::human_bytes(freed),
+                collected.recovered.len() + collected.orphans.len(),
+                cache.display()
+            );
+            Ok(EXIT_OK)
+        }
         Command::Demo { dir, workers, json } => {
             let demo = crate::demo::prepare(dir.as_deref()).await?;
             eprintln!("demo repository: {}", demo.repo.display());
@@ -292,6 +323,7 @@ async fn load_report(dir: &std::path::Path, run: &str) -> Result<Stored, BraidEr
         .common_dir()
         .await
         .map_err(|_| BraidError::Usage(format!("{} is not in a git repository", dir.display())))?;
+    crate::state::tell_recovered(&crate::state::recover(&git_dir));
     let runs = git_dir.join("braid/runs");
     let run = if run == "latest" {
         let mut ids: Vec<String> = std::fs::read_dir(&runs)

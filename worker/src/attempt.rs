@@ -201,11 +201,13 @@ async fn run_in(
     let clock = Instant::now();
     let recorded = record(spec, worktree).await;
     let record_ms = clock.elapsed().as_secs_f64() * 1e3;
-    let (head, stat) = match recorded {
+    // What the agent left could not be committed: that is the attempt's failure (git
+    // refused its files), not the machine's.
+    let (head, stat, nested) = match recorded {
         Ok(recorded) => recorded,
         Err(err) => {
+            result.checks = skip_all(spec, &err);
             result.error = err;
-            result.infrastructure = true;
             return;
         }
     };
@@ -241,6 +243,18 @@ async fn run_in(
     );
 
     let (status, error) = match ending {
+        Ending::Exited(0) if !nested.is_empty() => (
+            AttemptStatus::Failed,
+            nested
+                .iter()
+                .map(|path| {
+                    format!(
+                        "{path} is a nested git repository: its files are not in the attempt's commit (braid committed the rest)"
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
         Ending::Exited(0) if !changed => (
             AttemptStatus::Failed,
             "the agent changed nothing".to_owned(),
@@ -391,6 +405,12 @@ fn contained(restored: &cache::Restored) -> Vec<String> {
                 .to_owned(),
         );
     }
+    if restored.dot_git {
+        notes.push(
+            "the agent pointed its worktree's .git elsewhere; braid put it back and never followed it"
+                .to_owned(),
+        );
+    }
     if restored.index_dropped {
         notes.push("the agent replaced its worktree's index; braid rebuilt it".to_owned());
     }
@@ -399,11 +419,11 @@ fn contained(restored: &cache::Restored) -> Vec<String> {
 
 /// Stages and commits what the agent left, and measures the diff when HEAD moved: in
 /// process where [`commit::stage_all`] can, with `git add --all` where not. Returns HEAD
-/// and the diff, or a sentence.
+/// and the diff (when HEAD moved) and the nested repositories left out, or a sentence.
 async fn record(
     spec: &AttemptSpec,
     worktree: &Worktree,
-) -> Result<(String, Option<braid_shared::git::DiffStat>), String> {
+) -> Result<(String, Option<braid_shared::git::DiffStat>, Vec<String>), String> {
     let repo = worktree.repo();
     let message = format!(
         "braid: {} attempt {}\n\nRun {}.",
@@ -428,7 +448,7 @@ async fn record(
     // One trip off the async threads when staging stays in process.
     let (tried, then) = (repo.clone(), commit_and_measure.clone());
     let first = in_process(tried, move |repo| match commit::stage_all(repo) {
-        Ok(_) => then(repo).map(Some),
+        Ok(staged) => then(repo).map(|(head, stat)| Some((head, stat, staged.nested))),
         Err(why) => {
             tracing::debug!(%why, "staging with git");
             Ok(None)
@@ -443,7 +463,8 @@ async fn record(
         .add_all()
         .await
         .map_err(|e| format!("could not commit the attempt's changes: {e}"))?;
-    in_process(repo, commit_and_measure).await
+    let (head, stat) = in_process(repo, commit_and_measure).await?;
+    Ok((head, stat, Vec::new()))
 }
 
 /// Runs `work` on the opened worktree `repo` off the async threads.

@@ -176,6 +176,8 @@ pub struct Restored {
     pub detached: bool,
     /// The index was not a regular file; it was removed (the next status rebuilds it).
     pub index_dropped: bool,
+    /// The working tree's `.git` file pointed elsewhere (or was not a file); it was put back.
+    pub dot_git: bool,
 }
 
 /// Puts a worktree's git folder back as braid made it, keeping HEAD's commit, the index
@@ -195,7 +197,10 @@ pub fn restore(layout: &Layout, source: &Source, fallback: &str) -> std::io::Res
         let keep = match name.as_str() {
             // An agent may have put a link or a folder where a file of braid's was.
             "index" => kind.is_file(),
-            "objects" | "logs" => kind.is_dir(),
+            // `modules/` holds the git folders of submodules the agent cloned: without
+            // them git cannot read the gitlinks it staged, and the coordinator then names
+            // each gitlink whose commit it cannot find.
+            "objects" | "logs" | "modules" => kind.is_dir(),
             "HEAD" | "config" => kind.is_file(),
             "refs" => false,
             _ => false,
@@ -218,6 +223,7 @@ pub fn restore(layout: &Layout, source: &Source, fallback: &str) -> std::io::Res
     let dot_git = layout.tree.join(".git");
     let expected = format!("gitdir: {}\n", git.display());
     if read_regular(&dot_git).as_deref() != Some(expected.as_str()) {
+        restored.dot_git = true;
         remove_any(&dot_git)?;
     }
     write_template(layout, source)?;
@@ -316,6 +322,7 @@ mod tests {
         let restored = restore(&layout, &source, "0".repeat(40).as_str()).unwrap();
         assert!(restored.detached);
         assert!(restored.index_dropped);
+        assert!(restored.dot_git);
         for planted in ["hooks", "commondir", "index", "refs"] {
             assert!(
                 restored.removed.iter().any(|r| r == planted),

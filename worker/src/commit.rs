@@ -20,14 +20,25 @@ fn err(e: impl std::fmt::Display) -> Error {
     e.to_string()
 }
 
+/// What [`stage_all`] staged.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Staged {
+    /// How many paths it staged.
+    pub paths: usize,
+    /// Untracked folders that are git repositories of their own, left out: git would
+    /// record each as a link to a commit that exists only there, and its files would be
+    /// in no commit braid can keep.
+    pub nested: Vec<String>,
+}
+
 /// Stages everything in the worktree of `repo` as `git add --all` does: changed and new
 /// files (through the clean filters their attributes name), removed ones, and the stat of
-/// files that were only touched; ignored files stay out. Returns how many paths it staged.
+/// files that were only touched; ignored files stay out. Nested repositories are left out
+/// and named (see [`Staged::nested`]).
 ///
-/// Fails, writing no index, on what it leaves to git: submodules and nested repositories
-/// (git records them as gitlinks), unmerged or sparse entries, files of no kind git can
-/// track, and file systems without symbolic links.
-pub fn stage_all(repo: &gix::Repository) -> Result<usize, Error> {
+/// Fails, writing no index, on what it leaves to git: tracked submodules, unmerged or
+/// sparse entries, files of no kind git can track, and file systems without symbolic links.
+pub fn stage_all(repo: &gix::Repository) -> Result<Staged, Error> {
     use crate::checkout::{Strays, on_disk, refuse_unusual, survey};
     use gix::dir::entry::Kind;
     use gix::index::entry::{Flags, Mode, Stage};
@@ -40,18 +51,19 @@ pub fn stage_all(repo: &gix::Repository) -> Result<usize, Error> {
     refuse_unusual(&original)?;
     let found = survey(repo, &original, Strays::ToAdd)?;
     let mut added = Vec::new();
+    let mut nested = Vec::new();
     for (path, kind) in found.strays {
         match kind {
             Some(Kind::File | Kind::Symlink) => added.push(path),
             Some(Kind::Directory) => {}
-            Some(Kind::Repository) => return Err(format!("{path} is a repository of its own")),
+            Some(Kind::Repository) => nested.push(path.to_string()),
             Some(Kind::Untrackable) | None => {
                 return Err(format!("{path} is not a file git can add"));
             }
         }
     }
     if found.dirty.is_empty() && found.refreshed.is_empty() && added.is_empty() {
-        return Ok(0);
+        return Ok(Staged { paths: 0, nested });
     }
 
     let mut index = original.clone();
@@ -157,7 +169,10 @@ pub fn stage_all(repo: &gix::Repository) -> Result<usize, Error> {
     index.remove_tree();
     index.remove_resolve_undo();
     crate::admin::write_index(&index)?;
-    Ok(staged)
+    Ok(Staged {
+        paths: staged,
+        nested,
+    })
 }
 
 /// Commits the index of `repo`'s worktree on top of its HEAD, unless the index holds HEAD's
@@ -564,23 +579,29 @@ mod tests {
             "the clean side of eol=crlf"
         );
         // a.txt, a/c/d.txt, gone.txt and a/b.txt; the three new files, text.crlf and link.
-        assert_eq!(staged, 9);
+        assert_eq!(staged.paths, 9);
         assert_eq!(
-            stage_all(&open(&by_gix)).unwrap(),
+            stage_all(&open(&by_gix)).unwrap().paths,
             0,
             "nothing left to stage"
         );
     }
 
     #[test]
-    fn a_nested_repository_is_left_to_git() {
+    fn a_nested_repository_is_left_out_and_named() {
         let (repo, _) = repo();
         std::fs::write(repo.path.join("a.txt"), "changed\n").unwrap();
         repo.git(&["init", "--quiet", "nested"]);
-        let before = std::fs::read(repo.git_dir().join("index")).unwrap();
-        let err = stage_all(&open(&repo.path)).unwrap_err();
-        assert!(err.contains("nested"), "{err}");
-        assert_eq!(std::fs::read(repo.git_dir().join("index")).unwrap(), before);
+        std::fs::write(repo.path.join("nested/inner.txt"), "inner\n").unwrap();
+        let staged = stage_all(&open(&repo.path)).unwrap();
+        assert_eq!(staged.nested, ["nested"]);
+        assert_eq!(staged.paths, 1);
+        let listed = repo.git(&["ls-files", "--stage"]);
+        assert!(!listed.contains("nested"), "{listed}");
+        assert!(
+            repo.git(&["diff", "--cached", "--name-only"])
+                .contains("a.txt")
+        );
     }
 
     #[test]

@@ -240,12 +240,20 @@ mod tests {
         std::fs::create_dir_all(&tree).unwrap();
         let sandbox = Sandbox::new(None, &[&tree], &tree, root.path());
         // A daemon in a session of its own, without the marker: found by nothing but the
-        // PID namespace.
+        // PID namespace. The folder's name tags its command line.
+        let tag = root
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let done = sandbox
             .wrap(sh(
                 &tree,
-                "env -i setsid sh -c 'sleep 300' </dev/null >/dev/null 2>&1 & \
-                 echo started",
+                &format!(
+                    "env -i setsid sh -c 'sleep 300; :' {tag} </dev/null >/dev/null 2>&1 & \
+                     echo started"
+                ),
             ))
             .run()
             .await
@@ -256,7 +264,7 @@ mod tests {
             .unwrap()
             .flatten()
             .filter_map(|e| std::fs::read_to_string(e.path().join("cmdline")).ok())
-            .filter(|cmd| cmd.starts_with("sleep\u{0}300"))
+            .filter(|cmd| cmd.contains(&tag))
             .count();
         assert_eq!(left, 0, "the daemon outlived its sandbox");
     }

@@ -1,0 +1,562 @@
+//! Misbehaving agents and checks, and runs that end badly: each through the binary, each
+//! leaving the user's repository (HEAD, index, status, refs, config, hooks, objects) as it
+//! was, no process and no worktree behind, and a report that says what happened.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use braid_tests::{TestRepo, braid, files_under, stderr, stdout};
+use serde_json::Value;
+
+use crate::{BIN, attempt, run_plan, task};
+
+/// A repository with a tracked folder, and an agent script `body` run for one task.
+fn one_task(repo: &TestRepo, body: &str, extra: &str) -> PathBuf {
+    let agent = repo.script("agent.sh", body);
+    repo.out();
+    repo.plan(&format!(
+        r#"version: 1
+repo: repo
+sandbox: {{writable: [out]}}
+tasks:
+  - id: t
+    prompt: misbehave
+    agent: {{command: ["{agent}"]}}
+{extra}"#,
+        agent = agent.display()
+    ))
+}
+
+/// Everything that must be the same after the run: the repository and the files beside it.
+struct Before {
+    repo: braid_tests::Snapshot,
+    beside: Vec<(PathBuf, Vec<u8>)>,
+}
+
+fn before(repo: &TestRepo) -> Before {
+    Before {
+        repo: repo.snapshot(),
+        beside: beside(repo),
+    }
+}
+
+/// The files beside the repository that no agent may write, with the folder `elsewhere`.
+fn beside(repo: &TestRepo) -> Vec<(PathBuf, Vec<u8>)> {
+    files_under(&repo.outside().join("elsewhere"))
+}
+
+fn assert_contained(repo: &TestRepo, before: &Before) {
+    repo.assert_untouched(&before.repo);
+    assert_eq!(
+        beside(repo),
+        before.beside,
+        "files outside the worktree changed"
+    );
+    assert_eq!(repo.survivors(), Vec::<String>::new(), "processes survived");
+}
+
+fn contained_notes(attempt: &Value) -> String {
+    attempt["contained"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+fn elsewhere(repo: &TestRepo) -> PathBuf {
+    let dir = repo.outside().join("elsewhere");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("keep.txt"), "keep\n").unwrap();
+    dir
+}
+
+#[test]
+fn a_git_file_pointed_at_the_users_repository_changes_nothing_there() {
+    let repo = TestRepo::init();
+    let before = before(&repo);
+    let user_git = repo.git_dir();
+    let plan = one_task(
+        &repo,
+        &format!(
+            r#"echo "gitdir: {git}" > .git
+echo changed > README.md
+echo new > new.txt
+git add --all 2>/dev/null; git commit -qm sneaky 2>/dev/null
+exit 0
+"#,
+            git = user_git.display()
+        ),
+        "",
+    );
+    let (out, report) = run_plan(&repo, &plan, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let a = attempt(task(&report, "t"), 1);
+    assert_eq!(a["status"], "succeeded", "{a:#}");
+    assert!(contained_notes(a).contains(".git elsewhere"), "{a:#}");
+    let commit = a["commit"].as_str().unwrap();
+    assert_eq!(repo.show(commit, "new.txt").as_deref(), Some("new\n"));
+    assert_eq!(repo.show(commit, "README.md").as_deref(), Some("changed\n"));
+    assert_contained(&repo, &before);
+}
+
+#[test]
+fn refs_branches_hooks_and_config_an_agent_makes_stay_in_its_worktree() {
+    let repo = TestRepo::init();
+    let before = before(&repo);
+    let user_git = repo.git_dir();
+    let plan = one_task(
+        &repo,
+        &format!(
+            r#"git update-ref refs/heads/main HEAD~0 2>&1
+git commit -q --allow-empty -m moved && git update-ref refs/heads/main HEAD
+git update-ref "refs/heads/braid/$BRAID_RUN_ID/t/winner" HEAD
+git update-ref "refs/heads/braid/$BRAID_RUN_ID/result" HEAD
+git config core.hooksPath /tmp/evil-hooks
+git config core.fsmonitor "touch {user}/fsmonitor-ran"
+mkdir -p "$(git rev-parse --git-dir)/hooks"
+printf '#!/bin/sh\ntouch {user}/hook-ran\n' > "$(git rev-parse --git-dir)/hooks/post-commit"
+printf '#!/bin/sh\ntouch hook-ran\n' > {user}/hooks/pre-commit 2>/dev/null
+echo "[core] fsmonitor = evil" >> {user}/config 2>/dev/null
+git switch -q -C feature
+echo work > work.txt
+exit 0
+"#,
+            user = user_git.display()
+        ),
+        "",
+    );
+    let (out, report) = run_plan(&repo, &plan, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let a = attempt(task(&report, "t"), 1);
+    assert_eq!(a["status"], "succeeded", "{a:#}");
+    assert_eq!(a["lost"], 0, "the attempt was not lost: {a:#}");
+    let notes = contained_notes(a);
+    assert!(
+        notes.contains("switched its worktree to a branch"),
+        "{notes}"
+    );
+    assert!(notes.contains("refs"), "{notes}");
+    // The attempt's own commit is kept under its work.
+    let commit = a["commit"].as_str().unwrap();
+    assert_eq!(repo.show(commit, "work.txt").as_deref(), Some("work\n"));
+    let run = report["run"].as_str().unwrap();
+    let winner = repo.git(&["rev-parse", &format!("braid/{run}/t/winner")]);
+    assert_eq!(winner, commit);
+    assert!(!repo.git_dir().join("fsmonitor-ran").exists());
+    assert!(!repo.git_dir().join("hook-ran").exists());
+    assert_contained(&repo, &before);
+    // The user's own git commands run no planted hook.
+    repo.commit(&[("after.txt", "x\n")], "the user's commit");
+    assert!(!repo.git_dir().join("hook-ran").exists());
+    assert!(!repo.git_dir().join("fsmonitor-ran").exists());
+}
+
+#[test]
+fn writes_to_the_users_tree_home_and_elsewhere_fail_and_are_reported() {
+    let repo = TestRepo::init();
+    let dir = elsewhere(&repo);
+    let before = before(&repo);
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let escape = format!("{home}/braid-escape-{}", repo.tag());
+    let plan = one_task(
+        &repo,
+        &format!(
+            r#"echo mine > mine.txt
+fail=0
+echo x > {user}/README.md || fail=1
+echo x > {user}/planted.txt || fail=1
+echo x > {escape} || fail=1
+echo x > {dir}/keep.txt || fail=1
+rm -f {dir}/keep.txt || fail=1
+exit $fail
+"#,
+            user = repo.path.display(),
+            dir = dir.display(),
+        ),
+        "",
+    );
+    let (out, report) = run_plan(&repo, &plan, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let a = attempt(task(&report, "t"), 1);
+    assert_eq!(a["status"], "failed");
+    assert_eq!(a["error"], "the agent exited with code 1");
+    let log = std::fs::read_to_string(a["log"].as_str().unwrap()).unwrap();
+    assert!(log.contains("Read-only file system"), "{log}");
+    assert!(!Path::new(&escape).exists(), "the agent wrote {escape}");
+    assert!(!repo.path.join("planted.txt").exists());
+    // What it did in its worktree is kept.
+    let commit = a["commit"].as_str().unwrap();
+    assert_eq!(repo.show(commit, "mine.txt").as_deref(), Some("mine\n"));
+    assert_contained(&repo, &before);
+}
+
+#[test]
+fn a_tracked_folder_replaced_by_a_link_outside_commits_the_link_and_reaches_nothing() {
+    let repo = TestRepo::init();
+    repo.commit(&[("src/a.txt", "inside\n"), ("src/b.txt", "b\n")], "src");
+    let dir = elsewhere(&repo);
+    std::fs::write(dir.join("a.txt"), "outside secret\n").unwrap();
+    let before = before(&repo);
+    let plan = one_task(
+        &repo,
+        &format!("rm -rf src\nln -s {} src\n", dir.display()),
+        "    attempts: 2\n",
+    );
+    // Two attempts on one worker: the second reuses the worktree the link was left in.
+    let (out, report) = run_plan(&repo, &plan, &["--workers", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for n in [1, 2] {
+        let a = attempt(task(&report, "t"), n);
+        assert_eq!(a["status"], "succeeded", "{a:#}");
+        let commit = a["commit"].as_str().unwrap();
+        // As `git add --all` stages it: the link, and the folder's files gone.
+        let tree = repo.git(&["ls-tree", "-r", commit]);
+        assert!(tree.contains("120000 blob"), "{tree}");
+        assert!(!tree.contains("src/a.txt"), "{tree}");
+        assert!(!tree.contains("outside secret"));
+        assert_eq!(
+            repo.show(commit, "src").as_deref(),
+            Some(dir.to_str().unwrap())
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("a.txt")).unwrap(),
+        "outside secret\n"
+    );
+    assert_contained(&repo, &before);
+}
+
+#[test]
+fn a_nested_repository_fails_the_attempt_and_says_why() {
+    let repo = TestRepo::init();
+    let before = before(&repo);
+    let plan = one_task(
+        &repo,
+        r#"git init -q sub
+echo inner > sub/file.txt
+git -C sub add file.txt
+git -C sub -c user.name=a -c user.email=a@b commit -qm inner
+echo outer > outer.txt
+"#,
+        "",
+    );
+    let (out, report) = run_plan(&repo, &plan, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let a = attempt(task(&report, "t"), 1);
+    assert_eq!(a["status"], "failed", "{a:#}");
+    let error = a["error"].as_str().unwrap();
+    assert!(
+        error.contains("sub is a nested git repository")
+            && error.contains("not in the attempt's commit"),
+        "{error}"
+    );
+    assert_contained(&repo, &before);
+}
+
+#[test]
+fn a_submodule_an_agent_adds_touches_nothing_of_the_users() {
+    let repo = TestRepo::init();
+    let other = TestRepo::init();
+    other.commit(&[("lib.txt", "a library\n")], "its own history");
+    let before = before(&repo);
+    let plan = one_task(
+        &repo,
+        &format!(
+            "git -c protocol.file.allow=always submodule add -q {} lib 2>&1\n",
+            other.path.display()
+        ),
+        "",
+    );
+    let (out, report) = run_plan(&repo, &plan, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let a = attempt(task(&report, "t"), 1);
+    assert_eq!(a["status"], "failed", "{a:#}");
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap()
+            .contains("lib is a nested git repository"),
+        "{a:#}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&std::fs::read(repo.git_dir().join("config")).unwrap())
+            .contains("submodule")
+    );
+    assert_contained(&repo, &before);
+}
+
+#[test]
+fn daemons_of_agents_and_checks_die_with_their_attempt() {
+    let repo = TestRepo::init();
+    let before = before(&repo);
+    let tag = repo.tag();
+    let plan = one_task(
+        &repo,
+        &format!(
+            "env -i setsid sh -c 'sleep 300; :' {tag} </dev/null >/dev/null 2>&1 &\n\
+             nohup sh -c 'sleep 301; :' {tag} </dev/null >/dev/null 2>&1 &\n\
+             echo done > done.txt\n"
+        ),
+        &format!(
+            "    checks:\n      - name: daemon\n        run: \"env -i setsid sh -c 'sleep 302; :' {tag} </dev/null >/dev/null 2>&1 & true\"\n"
+        ),
+    );
+    let (out, report) = run_plan(&repo, &plan, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(attempt(task(&report, "t"), 1)["status"], "succeeded");
+    assert_contained(&repo, &before);
+}
+
+#[test]
+fn an_agent_that_kills_its_parent_does_not_kill_braid() {
+    let repo = TestRepo::init();
+    let before = before(&repo);
+    // Its parent is the sandbox's first process; braid is not even in its world.
+    let plan = one_task(
+        &repo,
+        "echo x > x.txt\nkill -9 $PPID\nkill -9 1\nsleep 0.2\n",
+        "",
+    );
+    let (out, report) = run_plan(&repo, &plan, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let a = attempt(task(&report, "t"), 1);
+    assert_eq!(a["status"], "succeeded", "{a:#}");
+    assert_contained(&repo, &before);
+}
+
+#[test]
+fn a_score_script_runs_as_the_base_has_it_and_protected_paths_fail_an_attempt() {
+    let repo = TestRepo::init();
+    repo.commit(
+        &[
+            ("score.sh", "#!/bin/sh\necho 1\n"),
+            ("tests/goal.txt", "the goal\n"),
+        ],
+        "score and goal",
+    );
+    repo.git(&["update-index", "--chmod=+x", "score.sh"]);
+    repo.git(&["commit", "-qm", "exec"]);
+    let before = before(&repo);
+    let agent = repo.script(
+        "agent.sh",
+        r#"case "$BRAID_ATTEMPT" in
+  1) echo one > a.txt ;;
+  2) printf '#!/bin/sh\necho 100\n' > score.sh; echo two > a.txt ;;
+  3) echo weaker > tests/goal.txt; echo three > a.txt ;;
+esac
+"#,
+    );
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+protect: ["tests/**"]
+tasks:
+  - id: t
+    prompt: score high
+    attempts: 3
+    agent: {{command: ["{agent}"]}}
+    checks:
+      - name: rewrite-score
+        run: "printf '#!/bin/sh\\necho 50\\n' > score.sh"
+    score: {{run: ./score.sh}}
+"#,
+        agent = agent.display()
+    ));
+    let (out, report) = run_plan(&repo, &plan, &["--workers", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let t = task(&report, "t");
+    // A check rewrote the script, but the score is the base's script's.
+    assert_eq!(attempt(t, 1)["score"], 1.0, "{t:#}");
+    let second = attempt(t, 2);
+    assert_eq!(second["status"], "failed");
+    assert_eq!(
+        second["error"],
+        "the attempt changed protected paths: score.sh (protected: tests/**, score.sh)"
+    );
+    let third = attempt(t, 3);
+    assert_eq!(third["status"], "failed");
+    assert_eq!(
+        third["error"],
+        "the attempt changed protected paths: tests/goal.txt (protected: tests/**, score.sh)"
+    );
+    assert_eq!(t["winner"], 1);
+    assert_contained(&repo, &before);
+}
+
+/// Starts `braid run` on a plan whose two attempts wait; returns the child once both
+/// agents run.
+fn start_waiting_run(repo: &TestRepo) -> std::process::Child {
+    let out = repo.out();
+    let plan = one_task(
+        repo,
+        &format!(
+            "echo started > \"{out}/$BRAID_ATTEMPT\"\necho part > part.txt\nsh -c 'sleep 300; :' {tag}\n",
+            out = out.display(),
+            tag = repo.tag()
+        ),
+        "    attempts: 2\n",
+    );
+    let child = braid_tests::command(BIN, repo.outside())
+        .args(["run", plan.to_str().unwrap(), "--workers", "2", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(out.join("1").exists() && out.join("2").exists()) {
+        assert!(Instant::now() < deadline, "the agents did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn signal(pid: u32, name: &str, repo: &TestRepo) {
+    let status = braid_tests::command("kill", repo.outside())
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sigterm_and_sighup_end_a_run_as_sigint_does() {
+    for (name, code) in [("TERM", 143), ("HUP", 129)] {
+        let repo = TestRepo::init();
+        let before = before(&repo);
+        let child = start_waiting_run(&repo);
+        signal(child.id(), name, &repo);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "SIG{name}: {}", stderr(&out));
+        let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(report["status"], "cancelled");
+        for n in [1, 2] {
+            let a = attempt(task(&report, "t"), n);
+            assert_eq!(a["status"], "cancelled");
+            assert!(a["commit"].is_string(), "work is kept: {a:#}");
+        }
+        let run = report["run"].as_str().unwrap();
+        assert!(
+            !repo
+                .git_dir()
+                .join("braid/runs")
+                .join(run)
+                .join("lock.json")
+                .exists()
+        );
+        assert_contained(&repo, &before);
+    }
+}
+
+#[test]
+fn a_run_killed_with_sigkill_takes_its_agents_and_the_next_command_cleans_up() {
+    let repo = TestRepo::init();
+    let before = before(&repo);
+    let mut child = start_waiting_run(&repo);
+    signal(child.id(), "KILL", &repo);
+    let _ = child.wait();
+    // The agents die with braid: their sandboxes die with their parent.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !repo.survivors().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "agents outlived braid: {:?}",
+            repo.survivors()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let runs = repo.git_dir().join("braid/runs");
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    assert!(runs.join(&run).join("lock.json").exists());
+    assert!(
+        repo.cache().join("work").join(&run).exists(),
+        "worktrees left by the kill"
+    );
+
+    let shown = braid(
+        Path::new(BIN),
+        &repo.path,
+        &["report", &run, "--format", "json"],
+    );
+    assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
+    assert!(
+        stderr(&shown).contains(&format!("run {run} ended without cleaning up")),
+        "{}",
+        stderr(&shown)
+    );
+    let report: Value = serde_json::from_str(&stdout(&shown)).unwrap();
+    assert_eq!(report["status"], "crashed");
+    assert!(!runs.join(&run).join("lock.json").exists());
+    assert!(!repo.cache().join("work").join(&run).exists());
+    assert_contained(&repo, &before);
+}
+
+#[test]
+fn gc_removes_what_dead_runs_left_and_says_what_it_freed() {
+    let repo = TestRepo::init();
+    let mut child = start_waiting_run(&repo);
+    signal(child.id(), "KILL", &repo);
+    let _ = child.wait();
+    let stray = repo.cache().join("work/20200101-000000-dead");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("left.txt"), vec![b'x'; 5000]).unwrap();
+    let out = braid(Path::new(BIN), &repo.path, &["gc"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("removed ") && text.contains("20200101-000000-dead (5.0 kB)"),
+        "{text}"
+    );
+    assert!(text.contains("freed "), "{text}");
+    assert!(
+        stderr(&out).contains("marked it crashed"),
+        "{}",
+        stderr(&out)
+    );
+    let left: Vec<_> = std::fs::read_dir(repo.cache().join("work"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn two_hundred_attempts_at_once_each_get_a_worktree() {
+    let repo = TestRepo::init();
+    let before = before(&repo);
+    let agent = repo.script(
+        "agent.sh",
+        "echo \"$BRAID_ATTEMPT\" > \"out-$BRAID_TASK_ID.txt\"\nsleep 1\n",
+    );
+    let mut yaml = format!(
+        "version: 1\nrepo: repo\ndefaults:\n  agent: {{command: [\"{}\"]}}\n  attempts: 25\ntasks:\n",
+        agent.display()
+    );
+    for i in 0..8 {
+        yaml.push_str(&format!("  - {{id: t{i}, prompt: go}}\n"));
+    }
+    let plan = repo.plan(&yaml);
+    let (out, report) = run_plan(&repo, &plan, &["--workers", "50", "--slots", "4"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut ran = 0;
+    for t in report["tasks"].as_array().unwrap() {
+        for a in t["attempts"].as_array().unwrap() {
+            assert_eq!(a["status"], "succeeded", "{a:#}");
+            assert_eq!(a["lost"], 0, "{a:#}");
+            ran += 1;
+        }
+    }
+    assert_eq!(ran, 200);
+    assert_contained(&repo, &before);
+}

@@ -387,3 +387,60 @@ async fn a_check_the_base_passes_is_blamed() {
     assert_eq!(attempt.checks[0].status, CheckStatus::Failed);
     assert_eq!(attempt.error.as_deref(), Some("check unit did not pass"));
 }
+
+#[tokio::test]
+async fn a_result_sent_just_before_the_worker_went_away_is_kept() {
+    let h = start(1, quick());
+    let mut w1 = h.join("w1", 1).await;
+    let (lease, n) = assignment(&mut w1).await;
+    // The worker sends its last result and closes its stream: the answer to the result
+    // finds nobody, and the worker is dropped while its result is being taken.
+    drop(w1);
+    h.succeed("w1", &lease, n).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), h.run)
+        .await
+        .expect("the run ends")
+        .expect("the scheduler did not panic");
+    let attempt = &outcome.tasks[0].attempts[0];
+    assert_eq!(attempt.status, AttemptStatus::Succeeded);
+    assert_eq!(attempt.lost, 0);
+    assert_eq!(outcome.tasks[0].status, TaskStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn a_worker_is_alive_as_of_when_its_message_arrived() {
+    let h = start(
+        1,
+        SchedulerConfig {
+            heartbeat_timeout: Duration::from_secs(1),
+            ..quick()
+        },
+    );
+    let joined = Instant::now();
+    let mut w1 = h.join("w1", 1).await;
+    let (lease, n) = assignment(&mut w1).await;
+    let mut w2 = h.join("w2", 1).await;
+    // Heartbeats that all arrived when w1 joined, handled one by one only later: w1 has
+    // been silent since then, however recent its messages look to the loop.
+    let beat = async {
+        loop {
+            let event = Event::FromWorker {
+                worker: "w1".into(),
+                kind: Box::new(Up::Heartbeat(Heartbeat::default())),
+                at: joined,
+            };
+            h.events.send(event).await.unwrap();
+            h.say("w2", Up::Heartbeat(Heartbeat::default())).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (current, again) = tokio::select! {
+        got = assignment(&mut w2) => got,
+        () = beat => unreachable!(),
+    };
+    assert_eq!(again, n, "w1's attempt moved to w2");
+    assert_ne!(current, lease);
+    h.succeed("w2", &current, again).await;
+    let outcome = h.run.await.unwrap();
+    assert_eq!(outcome.tasks[0].attempts[0].lost, 1);
+}

@@ -391,7 +391,11 @@ async fn compare(
         }
         (Verdict::Conflicted { conflicts, .. }, Err(git_paths)) => {
             tally.conflicted += 1;
-            let paths: BTreeSet<String> = conflicts.iter().map(|c| c.path.clone()).collect();
+            // git names a file/directory conflict by where it moved the file.
+            let paths: BTreeSet<String> = conflicts
+                .iter()
+                .map(|c| c.moved_to.clone().unwrap_or_else(|| c.path.clone()))
+                .collect();
             assert_eq!(
                 paths, git_paths,
                 "{name}: conflicted paths differ ({ours} {theirs})"
@@ -426,15 +430,22 @@ async fn merges_equal_git_merge_tree_on_a_generated_corpus() {
         match (expected, verdict) {
             (None, Verdict::Clean { .. }) => {}
             (Some((path, kind)), Verdict::Conflicted { conflicts, .. }) => {
-                // git moves a file out of a directory's way as `path~<side>`.
-                let found = conflicts
-                    .iter()
-                    .find(|c| c.path == path || c.path.starts_with(&format!("{path}~")));
+                // git moves a file out of a directory's way as `path~<side>`; the
+                // conflict is told under the user's path, with where each side went.
+                let found = conflicts.iter().find(|c| c.path == path);
                 assert_eq!(
                     found.map(|c| c.kind),
                     Some(kind),
                     "{name}: kind of {path} in {conflicts:#?}"
                 );
+                if kind == braid_orchestrator::merge::ConflictKind::FileDirectory {
+                    let placed = found.and_then(|c| c.placed.as_deref()).unwrap_or_default();
+                    assert!(
+                        placed.starts_with(&format!("ours: a file, which git moved to {path}~"))
+                            && placed.ends_with(&format!("theirs: a folder, kept at {path}/")),
+                        "{placed}"
+                    );
+                }
             }
             (expected, verdict) => panic!("{name}: expected {expected:?}, got {verdict:?}"),
         }

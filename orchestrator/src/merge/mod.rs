@@ -50,6 +50,13 @@ pub struct PathConflict {
     /// git's own words about it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<String>,
+    /// For a file/directory conflict, where git put each side: the file moved aside to
+    /// `path~<commit>`, the folder kept at `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed: Option<String>,
+    /// For a file/directory conflict, the path git moved the file to in the merged tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<String>,
     /// For text conflicts, the conflicted regions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hunks: Vec<Hunk>,
@@ -300,6 +307,8 @@ impl Merger {
                 path: path.path.clone(),
                 kind: path.kind,
                 messages: path.messages.clone(),
+                placed: path.placed.clone(),
+                moved_to: path.moved_to.clone(),
                 hunks: Vec::new(),
                 more_hunks: 0,
             };
@@ -620,17 +629,12 @@ pub async fn task_base(
     Ok(Merged::Commit(current))
 }
 
-/// Whether a change to `changed` bears on the conflicted `path`: the same path, one inside
-/// the other, or the path git moved aside for a file/directory conflict (`path~side`).
+/// Whether a change to `changed` bears on the conflicted `path`: the same path, or one
+/// inside the other (a file/directory conflict is told under the user's path).
 fn touches(changed: &str, path: &str) -> bool {
     let inside =
         |a: &str, b: &str| a.len() > b.len() && a.starts_with(b) && a.as_bytes()[b.len()] == b'/';
-    changed == path
-        || inside(changed, path)
-        || inside(path, changed)
-        || path
-            .strip_prefix(changed)
-            .is_some_and(|rest| rest.starts_with('~'))
+    changed == path || inside(changed, path) || inside(path, changed)
 }
 
 /// The tasks among `merged` whose own changes touch one of `paths`.

@@ -128,6 +128,11 @@ pub struct OrtPath {
     pub stages: Vec<Stage>,
     /// git's messages about it.
     pub messages: Vec<String>,
+    /// For a file/directory conflict: where git put each side, in a sentence (git moves
+    /// the file aside to `path~<side>` and keeps the folder at `path`).
+    pub placed: Option<String>,
+    /// For a file/directory conflict: the path git moved the file to, `path~<commit>`.
+    pub moved_to: Option<String>,
 }
 
 /// What `git merge-tree --write-tree` said.
@@ -176,6 +181,8 @@ fn parse(out: &str) -> Option<OrtMerge> {
             kind: ConflictKind::Other,
             stages: Vec::new(),
             messages: Vec::new(),
+            placed: None,
+            moved_to: None,
         });
         entry.stages.push(Stage {
             mode: mode.to_owned(),
@@ -207,10 +214,38 @@ fn parse(out: &str) -> Option<OrtMerge> {
             entry.kind = kind;
         }
     }
-    Some(OrtMerge {
-        tree,
-        conflicts: paths.into_values().collect(),
-    })
+    let mut conflicts: Vec<OrtPath> = paths.into_values().map(at_users_path).collect();
+    conflicts.sort_by(|a, b| a.path.cmp(&b.path));
+    Some(OrtMerge { tree, conflicts })
+}
+
+/// A file/directory conflict is listed by git under the path it moved the file to
+/// (`c13~<commit>`); the user's path is `c13`, where the folder stays.
+fn at_users_path(mut entry: OrtPath) -> OrtPath {
+    if entry.kind != ConflictKind::FileDirectory {
+        return entry;
+    }
+    let moved = entry.messages.iter().find_map(|m| {
+        let (_, rest) = m.split_once("moving it to ")?;
+        rest.strip_suffix(" instead.").map(str::to_owned)
+    });
+    let Some(moved) = moved.filter(|m| *m == entry.path) else {
+        return entry;
+    };
+    let Some((user, _)) = moved.rsplit_once('~') else {
+        return entry;
+    };
+    let (file_side, folder_side) = if entry.stages.iter().any(|s| s.stage == 2) {
+        ("ours", "theirs")
+    } else {
+        ("theirs", "ours")
+    };
+    entry.placed = Some(format!(
+        "{file_side}: a file, which git moved to {moved}; {folder_side}: a folder, kept at {user}/"
+    ));
+    entry.path = user.to_owned();
+    entry.moved_to = Some(moved);
+    entry
 }
 
 #[cfg(test)]

@@ -90,6 +90,9 @@ fn path_text(out: &mut String, detail: &PathConflict, markdown: bool) {
         detail.path.clone()
     };
     let _ = writeln!(out, "{bullet}{path}: {}", detail.kind.name());
+    if let Some(placed) = &detail.placed {
+        let _ = writeln!(out, "{indent}{placed}");
+    }
     for message in &detail.messages {
         let _ = writeln!(out, "{indent}git: {message}");
     }

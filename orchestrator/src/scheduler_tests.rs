@@ -444,3 +444,23 @@ async fn a_worker_is_alive_as_of_when_its_message_arrived() {
     let outcome = h.run.await.unwrap();
     assert_eq!(outcome.tasks[0].attempts[0].lost, 1);
 }
+
+#[test]
+fn lost_attempts_back_off_with_jitter() {
+    let base = Duration::from_millis(100);
+    for lost in 1..=3u32 {
+        let nominal = base * 2u32.pow(lost - 1);
+        let delays: Vec<Duration> = (0..50)
+            .map(|_| crate::scheduler::retry_delay(base, lost))
+            .collect();
+        for d in &delays {
+            assert!(
+                *d >= nominal / 2 && *d <= nominal * 3 / 2,
+                "{d:?} for {lost}"
+            );
+        }
+        let first = delays[0];
+        assert!(delays.iter().any(|d| *d != first), "no jitter: {delays:?}");
+    }
+    assert!(crate::scheduler::retry_delay(base, 40) <= base * 48);
+}

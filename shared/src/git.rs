@@ -5,13 +5,14 @@
 //! merge on a 20,000-file repository. The worker does its worktree work in process with gix
 //! (a fresh worktree's files, moving and cleaning a reused one, staging, committing and
 //! counting an attempt), and comes here for what it leaves to git: `git checkout --force`
-//! with `git clean -ffdx`, and `git add --all`, for submodules, nested repositories and
-//! unmerged or sparse indexes.
+//! with `git clean -ffdx`, and `git add --all`, for submodules, linked folders and unmerged
+//! or sparse indexes; and for the packs of objects that travel from a worker's cache to
+//! the coordinator's repository ([`Git::pack`], [`Git::unpack`]).
 //!
 //! Every command runs with hooks disabled, signing off, automatic gc off and a fixed
 //! identity, so braid's commits are reproducible and no user hook runs on them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::exec::{Cmd, Ending, ExecError};
 
@@ -209,39 +210,6 @@ impl Git {
             stat.paths.push(path.to_owned());
         }
         Ok(stat)
-    }
-
-    /// Adds a detached worktree at `path` checked out at `commit`.
-    pub async fn worktree_add(&self, path: &Path, commit: &str) -> Result<(), GitError> {
-        let path = path.to_string_lossy();
-        self.run(&["worktree", "add", "--quiet", "--detach", &path, commit])
-            .await
-            .map(drop)
-    }
-
-    /// Adds a detached worktree at `commit` with no files and no index yet: its record only,
-    /// for a faster writer of the files than git's to fill.
-    pub async fn worktree_add_empty(&self, path: &Path, commit: &str) -> Result<(), GitError> {
-        let path = path.to_string_lossy();
-        self.run(&[
-            "worktree",
-            "add",
-            "--quiet",
-            "--no-checkout",
-            "--detach",
-            &path,
-            commit,
-        ])
-        .await
-        .map(drop)
-    }
-
-    /// Removes the worktree at `path`, discarding anything in it.
-    pub async fn worktree_remove(&self, path: &Path) -> Result<(), GitError> {
-        let path = path.to_string_lossy();
-        self.run(&["worktree", "remove", "--force", "--force", &path])
-            .await
-            .map(drop)
     }
 
     /// The objects of `commit` that `base` lacks, as a thin pack: deltas may name objects

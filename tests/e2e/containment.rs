@@ -560,3 +560,19 @@ fn two_hundred_attempts_at_once_each_get_a_worktree() {
     assert_eq!(ran, 200);
     assert_contained(&repo, &before);
 }
+
+#[test]
+fn the_users_own_worktrees_are_never_pruned() {
+    let repo = TestRepo::init();
+    // A worktree of the user's on a disk that is not mounted now: its folder is missing,
+    // and `git worktree prune` would forget it.
+    let away = repo.outside().join("on-a-usb-stick");
+    repo.git(&["worktree", "add", "--quiet", away.to_str().unwrap()]);
+    std::fs::remove_dir_all(&away).unwrap();
+    let before = before(&repo);
+    let plan = one_task(&repo, "echo x > x.txt\n", "");
+    let (out, _) = run_plan(&repo, &plan, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(repo.git_dir().join("worktrees/on-a-usb-stick").is_dir());
+    assert_contained(&repo, &before);
+}

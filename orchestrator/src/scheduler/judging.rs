@@ -333,7 +333,9 @@ impl Scheduler {
                 continue;
             }
             match state.phase {
-                AttemptPhase::Queued | AttemptPhase::Idle => self.drop_queued(t, i, &why),
+                AttemptPhase::Queued | AttemptPhase::Idle | AttemptPhase::Retrying => {
+                    self.drop_queued(t, i, &why)
+                }
                 AttemptPhase::Leased => self.cancel_lease(t, i, &why),
                 AttemptPhase::Importing | AttemptPhase::Judging | AttemptPhase::Done => {}
             }

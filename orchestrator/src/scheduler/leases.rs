@@ -17,6 +17,13 @@ use crate::progress::Note;
 use crate::report::{AttemptKind, AttemptStatus, DiffReport, TaskStatus};
 use braid_shared::task;
 
+/// How long an attempt lost for the `lost`-th time waits before it is queued again:
+/// `base` doubled each time, capped at 32 times `base`, then jittered to 50%-150%.
+pub fn retry_delay(base: std::time::Duration, lost: u32) -> std::time::Duration {
+    let doubled = base * 2u32.pow(lost.saturating_sub(1).min(5));
+    doubled.mul_f64(0.5 + fastrand::f64())
+}
+
 /// A plan's sandbox, as the wire carries it.
 pub fn sandbox_spec(sandbox: &crate::plan::Sandbox) -> SandboxSpec {
     SandboxSpec {
@@ -224,8 +231,15 @@ impl Scheduler {
         state.report.lost += 1;
         let n = state.report.n;
         if retry && state.report.lost <= self.config.max_lost_retries {
-            state.phase = AttemptPhase::Queued;
-            self.queue.push_front((task, attempt));
+            // Not at once: what lost it (a worker's disk, a flaky machine) may still be
+            // there, and several attempts lost together would all come back together.
+            state.phase = AttemptPhase::Retrying;
+            let delay = retry_delay(self.config.retry_backoff, state.report.lost);
+            let events = self.events.clone();
+            task::spawn("retry-backoff", async move {
+                tokio::time::sleep(delay).await;
+                let _ = events.send(Event::Requeue { task, attempt }).await;
+            });
         } else {
             state.phase = AttemptPhase::Done;
             state.report.status = if retry {
@@ -239,9 +253,18 @@ impl Scheduler {
         self.note(Note::AttemptLost {
             task: task_id,
             n,
-            retried: retry && self.tasks[task].attempts[attempt].phase == AttemptPhase::Queued,
+            retried: retry && self.tasks[task].attempts[attempt].phase == AttemptPhase::Retrying,
         });
         self.dirty.push(task);
+    }
+
+    /// An attempt whose backoff is over goes back to the front of the queue.
+    pub(super) fn requeue(&mut self, task: usize, attempt: usize) {
+        let state = &mut self.tasks[task].attempts[attempt];
+        if state.phase == AttemptPhase::Retrying {
+            state.phase = AttemptPhase::Queued;
+            self.queue.push_front((task, attempt));
+        }
     }
 
     pub(super) fn drop_worker(&mut self, worker: &str, reason: &str) {
@@ -319,6 +342,15 @@ impl Scheduler {
             let state = &mut self.tasks[t].attempts[a];
             state.phase = AttemptPhase::Done;
             state.report.status = AttemptStatus::Cancelled;
+        }
+        for (t, task) in self.tasks.iter_mut().enumerate() {
+            for state in &mut task.attempts {
+                if state.phase == AttemptPhase::Retrying {
+                    state.phase = AttemptPhase::Done;
+                    state.report.status = AttemptStatus::Cancelled;
+                    self.dirty.push(t);
+                }
+            }
         }
         for task in &mut self.tasks {
             if matches!(task.phase, TaskPhase::Waiting | TaskPhase::Resolving) {

@@ -40,7 +40,7 @@ use crate::report::{
     Prediction, Resolution, StepReport, TaskReport, TaskStatus, TimelineEntry, WorkerReport, word,
 };
 use crate::select;
-pub use leases::sandbox_spec;
+pub use leases::{retry_delay, sandbox_spec};
 use queue::Queue;
 use refs::RefWriter;
 
@@ -98,6 +98,13 @@ pub enum Event {
         /// Problems of the commit that fail the attempt, or why its objects were refused.
         outcome: Result<Vec<String>, String>,
     },
+    /// A lost attempt's backoff is over.
+    Requeue {
+        /// The task.
+        task: usize,
+        /// The attempt's index in the task.
+        attempt: usize,
+    },
     /// The person pressed Ctrl-C, or braid got SIGTERM or SIGHUP (twice: stop at once).
     Interrupt,
 }
@@ -117,6 +124,9 @@ pub struct SchedulerConfig {
     pub no_worker_timeout: Option<Duration>,
     /// How long cancelled attempts get to report before they are given up.
     pub cancel_grace: Duration,
+    /// How long an attempt lost the first time waits before it runs again (then twice as
+    /// long each time, jittered).
+    pub retry_backoff: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -128,6 +138,7 @@ impl Default for SchedulerConfig {
             log_cap: 8 << 20,
             no_worker_timeout: Some(Duration::from_secs(30)),
             cancel_grace: Duration::from_secs(20),
+            retry_backoff: Duration::from_millis(100),
         }
     }
 }
@@ -186,6 +197,8 @@ enum TaskPhase {
 enum AttemptPhase {
     Idle,
     Queued,
+    /// Lost; waits out its backoff before it is queued again.
+    Retrying,
     Leased,
     /// The result is in; its objects are being checked and taken into the repository.
     Importing,
@@ -462,6 +475,7 @@ impl Scheduler {
                 self.importing -= 1;
                 self.record_result(task, attempt, *result, outcome);
             }
+            Event::Requeue { task, attempt } => self.requeue(task, attempt),
             Event::Interrupt => self.interrupt(),
         }
     }

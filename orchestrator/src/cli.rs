@@ -251,7 +251,18 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             let demo = crate::demo::prepare(dir.as_deref()).await?;
             eprintln!("demo repository: {}", demo.repo.display());
             eprintln!("demo plan:       {}", demo.plan.display());
-            let plan = plan::load(&demo.plan).await?;
+            let mut plan = plan::load(&demo.plan).await?;
+            if let Err(why) = braid_worker::sandbox::available().await {
+                // The demo's agent is braid's own script, so it may run uncontained; a
+                // plan of the user's would be refused here.
+                eprintln!(
+                    "note: {why}.\nThe demo runs its own agent script without a sandbox; your own plans will need one (or `sandbox: off`)."
+                );
+                plan.sandbox.off = true;
+                for task in &mut plan.tasks {
+                    task.sandbox.off = true;
+                }
+            }
             let options = RunOptions {
                 workers: workers.max(1),
                 slots: 1,

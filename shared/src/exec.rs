@@ -399,8 +399,12 @@ async fn stop(child: &mut tokio::process::Child, pgid: Option<Pid>, grace: Durat
 /// moment to die.
 async fn wait_gone(still_there: impl Fn() -> bool) {
     let deadline = Instant::now() + KILL_GRACE;
+    // Most are gone within a millisecond (a sandbox's processes die as its namespace
+    // goes): look again soon, then less and less often.
+    let mut pause = Duration::from_micros(200);
     while Instant::now() < deadline && still_there() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
 

@@ -225,7 +225,7 @@ async fn run_in(
         touched = stat.paths;
     }
     if changed {
-        match cache::pack_since(worktree.layout(), &head, &spec.base_commit).await {
+        match pack(worktree, &spec.base_commit, &head).await {
             Ok(pack) => result.pack = pack,
             Err(err) => {
                 result.error = format!("could not pack the attempt's commit: {err}");
@@ -321,6 +321,22 @@ async fn run_in(
     } else {
         AttemptStatus::Finished
     } as i32;
+}
+
+/// The objects of `head` that `base` lacks, as a pack for the coordinator: in process
+/// when `head` is braid's one commit on `base`, by git when the agent made commits too.
+async fn pack(worktree: &Worktree, base: &str, head: &str) -> Result<Vec<u8>, String> {
+    let (from, to) = (base.to_owned(), head.to_owned());
+    let own = in_process(worktree.repo(), move |repo| {
+        commit::pack_one_commit(repo, &from, &to)
+    })
+    .await?;
+    match own {
+        Some(pack) => Ok(pack),
+        None => cache::pack_since(worktree.layout(), head, base)
+            .await
+            .map_err(|e| e.to_string()),
+    }
 }
 
 /// The commit the attempt is measured against: the task's base.

@@ -19,6 +19,7 @@
 //! agent planted) before braid's own code reads the folder again.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Where one worktree's files live.
@@ -106,28 +107,60 @@ pub fn init(layout: &Layout, source: &Source, commit: &str) -> std::io::Result<(
     }
     std::fs::create_dir(&layout.git)?;
     write_template(layout, source)?;
-    std::fs::write(layout.git.join("HEAD"), format!("{commit}\n"))?;
-    Ok(())
+    ensure(&layout.git.join("HEAD"), format!("{commit}\n").as_bytes()).map(drop)
 }
 
-fn write_template(layout: &Layout, source: &Source) -> std::io::Result<()> {
+/// Writes braid's files of a git folder, each only where it is not already as braid wants
+/// it: on a disk with online discard, every file made costs more than reading one.
+fn write_template(layout: &Layout, source: &Source) -> std::io::Result<bool> {
     let git = &layout.git;
     for dir in ["objects/info", "objects/pack", "refs/heads", "refs/tags"] {
         std::fs::create_dir_all(git.join(dir))?;
     }
-    std::fs::write(git.join("config"), config(layout))?;
-    let mut alternates = std::fs::File::create(git.join("objects/info/alternates"))?;
-    writeln!(alternates, "{}", source.objects().display())?;
+    let config_changed = ensure(&git.join("config"), config(layout).as_bytes())?;
+    ensure(
+        &git.join("objects/info/alternates"),
+        format!("{}\n", source.objects().display()).as_bytes(),
+    )?;
     // A shallow repository's worktrees must know where its history stops, or git looks for
     // parents that are not there.
     let shallow = source.common.join("shallow");
     if shallow.is_file() {
-        std::fs::copy(&shallow, git.join("shallow"))?;
+        ensure(&git.join("shallow"), &std::fs::read(&shallow)?)?;
     }
-    std::fs::write(
-        layout.tree.join(".git"),
-        format!("gitdir: {}\n", layout.git.display()),
-    )
+    ensure(
+        &layout.tree.join(".git"),
+        format!("gitdir: {}\n", layout.git.display()).as_bytes(),
+    )?;
+    // Whether the config had to be written: the only one of these an agent's git
+    // commands change.
+    Ok(config_changed)
+}
+
+/// Makes `path` a regular file holding `bytes`: left alone when it is one already,
+/// written over in place when it is a file with other bytes, and made anew when it is
+/// anything else (a link is removed, never followed). Returns whether it wrote.
+fn ensure(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() => {
+            if meta.len() == bytes.len() as u64 && std::fs::read(path)? == bytes {
+                return Ok(false);
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(path)?;
+            file.write_all(bytes)?;
+        }
+        Ok(_) => {
+            remove_any(path)?;
+            std::fs::write(path, bytes)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::write(path, bytes)?,
+        Err(e) => return Err(e),
+    }
+    Ok(true)
 }
 
 /// What HEAD of the git folder `git` names, detached: the commit, following one symbolic
@@ -170,7 +203,7 @@ fn read_regular(path: &Path) -> Option<String> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Restored {
     /// Entries of the git folder braid did not make (hooks, `info/`, `commondir`, refs…),
-    /// removed.
+    /// removed, and `config` when braid wrote it back.
     pub removed: Vec<String>,
     /// HEAD pointed at a branch; it now holds that branch's commit, detached.
     pub detached: bool,
@@ -196,13 +229,12 @@ pub fn restore(layout: &Layout, source: &Source, fallback: &str) -> std::io::Res
         let kind = entry.file_type()?;
         let keep = match name.as_str() {
             // An agent may have put a link or a folder where a file of braid's was.
-            "index" => kind.is_file(),
+            "index" | "HEAD" | "config" | "shallow" => kind.is_file(),
             // `modules/` holds the git folders of submodules the agent cloned: without
             // them git cannot read the gitlinks it staged, and the coordinator then names
             // each gitlink whose commit it cannot find.
             "objects" | "logs" | "modules" => kind.is_dir(),
-            "HEAD" | "config" => kind.is_file(),
-            "refs" => false,
+            "refs" => kind.is_dir() && !refs_beyond_template(&entry.path()),
             _ => false,
         };
         if keep {
@@ -211,23 +243,28 @@ pub fn restore(layout: &Layout, source: &Source, fallback: &str) -> std::io::Res
         if name == "index" {
             restored.index_dropped = true;
         }
-        if !matches!(name.as_str(), "refs" | "config" | "HEAD" | "shallow") {
-            restored.removed.push(name.clone());
-        } else if name == "refs" && refs_beyond_template(&entry.path()) {
-            restored.removed.push("refs".into());
-        }
+        restored.removed.push(name.clone());
         remove_any(&entry.path())?;
     }
     // objects/info may hold alternates or http-alternates an agent wrote.
-    remove_any(&git.join("objects/info"))?;
+    let info = git.join("objects/info");
+    if let Ok(entries) = std::fs::read_dir(&info) {
+        for entry in entries.flatten() {
+            if entry.file_name() != "alternates" {
+                remove_any(&entry.path())?;
+            }
+        }
+    }
     let dot_git = layout.tree.join(".git");
     let expected = format!("gitdir: {}\n", git.display());
     if read_regular(&dot_git).as_deref() != Some(expected.as_str()) {
         restored.dot_git = true;
         remove_any(&dot_git)?;
     }
-    write_template(layout, source)?;
-    std::fs::write(git.join("HEAD"), format!("{head}\n"))?;
+    if write_template(layout, source)? {
+        restored.removed.push("config".into());
+    }
+    ensure(&git.join("HEAD"), format!("{head}\n").as_bytes())?;
     Ok(restored)
 }
 
@@ -265,8 +302,18 @@ pub fn remove(layout: &Layout) {
 
 /// Empties a worktree's scratch folder for the next attempt.
 pub fn clear_tmp(layout: &Layout) -> std::io::Result<()> {
-    remove_any(&layout.tmp)?;
-    std::fs::create_dir_all(&layout.tmp)
+    match std::fs::symlink_metadata(&layout.tmp) {
+        Ok(meta) if meta.is_dir() => {
+            for entry in std::fs::read_dir(&layout.tmp)?.flatten() {
+                remove_any(&entry.path())?;
+            }
+            Ok(())
+        }
+        _ => {
+            remove_any(&layout.tmp)?;
+            std::fs::create_dir_all(&layout.tmp)
+        }
+    }
 }
 
 /// The objects of `commit` that `base` lacks, as a thin pack (deltas may name objects of

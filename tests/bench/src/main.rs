@@ -14,6 +14,7 @@ mod makespan;
 mod memory;
 mod merge;
 mod repo;
+mod sandbox;
 mod scheduler;
 mod start;
 mod table;
@@ -29,8 +30,9 @@ use serde::Serialize;
 use crate::repo::{BigRepo, SmallRepo};
 use crate::table::{Row, markdown, median};
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "start",
+    "sandbox",
     "fanout",
     "merge",
     "scheduler",
@@ -42,7 +44,8 @@ const SCENARIOS: [&str; 6] = [
 #[derive(Debug, Parser)]
 #[command(name = "braid-bench")]
 struct Cli {
-    /// Scenarios to run: all, or any of start, fanout, merge, scheduler, makespan, memory.
+    /// Scenarios to run: all, or any of start, sandbox, fanout, merge, scheduler, makespan,
+    /// memory.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
     /// Rounds per scenario [default: 7 for start, 15 for merge, 1 for fanout (its shell
@@ -76,10 +79,22 @@ fn main() {
     }
 }
 
+/// braid's cache folder for this run of the benchmark: beside its repositories, on the
+/// same disk.
+static CACHE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The cache folder braid's worktrees go to in this run.
+pub fn cache() -> PathBuf {
+    CACHE
+        .get()
+        .cloned()
+        .unwrap_or_else(braid_worker::cache::root)
+}
+
 /// A `braid` command: this binary playing braid.
 pub fn braid() -> Result<Command> {
     let mut cmd = Command::new(std::env::current_exe().context("finding this binary")?);
-    cmd.arg("braid");
+    cmd.arg("braid").env("BRAID_CACHE", cache());
     Ok(cmd)
 }
 
@@ -133,6 +148,7 @@ fn run(cli: Cli) -> Result<bool> {
     let temp = tempfile::Builder::new().prefix("braid-bench-").tempdir()?;
     let dir = cli.dir.clone().unwrap_or_else(|| temp.path().to_owned());
     std::fs::create_dir_all(&dir)?;
+    let _ = CACHE.set(dir.join("cache"));
     let machine = Machine::read(&dir);
     say(format!("machine: {}", machine.line()));
 
@@ -164,6 +180,7 @@ fn run(cli: Cli) -> Result<bool> {
         let big = || big.as_ref().context("the large repository");
         let new = match scenario {
             "start" => runtime.block_on(start::run(big()?, &scratch, rounds(7)))?,
+            "sandbox" => runtime.block_on(sandbox::run(&scratch, rounds(3)))?,
             "fanout" => fanout::run(big()?, &scratch, rounds(1))?,
             "merge" => runtime.block_on(merge::run(big()?, rounds(15)))?,
             "scheduler" => runtime.block_on(scheduler::run(&small, &scratch, rounds(3)))?,

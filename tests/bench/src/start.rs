@@ -20,7 +20,7 @@ fn leave_mess(worktree: &Path) -> Result<()> {
 /// Runs the scenario `rounds` times.
 pub async fn run(repo: &BigRepo, scratch: &Path, rounds: usize) -> Result<Vec<Row>> {
     let (mut git_add, mut fresh, mut reused) = (Vec::new(), Vec::new(), Vec::new());
-    let steady = WorktreePool::new("bench-reused", braid_worker::cache::root());
+    let steady = WorktreePool::new("bench-reused", crate::cache());
     let worktree = steady
         .acquire(&repo.path, "bench-reused", &repo.main)
         .await
@@ -41,7 +41,7 @@ pub async fn run(repo: &BigRepo, scratch: &Path, rounds: usize) -> Result<Vec<Ro
         git(&repo.path, &["worktree", "remove", "--force", &path_text])?;
 
         // braid's fresh worktree: a pool that has none free.
-        let pool = WorktreePool::new("bench-fresh", braid_worker::cache::root());
+        let pool = WorktreePool::new("bench-fresh", crate::cache());
         let started = Instant::now();
         let worktree = pool
             .acquire(&repo.path, &format!("bench-fresh-{round}"), &repo.main)

@@ -58,11 +58,21 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     let recovered = state::recover(&plan.git_dir);
     state::tell_recovered(&recovered);
     let contained = !plan.sandbox.off || plan.tasks.iter().any(|t| !t.sandbox.off);
-    if contained && let Err(why) = braid_worker::sandbox::available().await {
-        return Err(BraidError::Environment(format!(
-            "{why}. braid runs every agent and check in a sandbox; to run them without one, \
-             put `sandbox: off` in the plan"
-        )));
+    if contained {
+        match braid_worker::sandbox::available().await {
+            Ok(braid_worker::sandbox::Kind::Bubblewrap) => {}
+            Ok(braid_worker::sandbox::Kind::Landlock) => eprintln!(
+                "braid: no bubblewrap sandbox here; Landlock keeps agents and checks from \
+                 writing outside their worktrees, but cannot hide other worktrees or stop a \
+                 process that leaves its group and drops braid's variables"
+            ),
+            Err(why) => {
+                return Err(BraidError::Environment(format!(
+                    "{why}. braid runs every agent and check in a sandbox; to run them \
+                     without one, put `sandbox: off` in the plan"
+                )));
+            }
+        }
     }
     let started = Instant::now();
     let started_at = chrono::Utc::now();
@@ -113,6 +123,8 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         "writing the run's lock in {}",
         run_dir.display()
     )))?;
+    // From here on, however this function returns, the run's cache folder and lock go.
+    let held = state::Held::new(run_dir.clone(), lock);
     let plan = Arc::new(plan);
     let config = options.scheduler.clone();
 
@@ -295,7 +307,7 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     let written = report.write(&run_dir);
     // Whatever the run left in the cache goes, and its lock with it: the report is written
     // (or could not be), so no later command needs to clean up after this run.
-    state::release(&run_dir, &lock);
+    drop(held);
     drop(socket_dir);
     let report_path = written.map_err(BraidError::io(format!(
         "writing the report in {}",

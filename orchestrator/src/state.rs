@@ -94,10 +94,26 @@ impl Lock {
     }
 }
 
-/// Removes what the run left in the cache and its lock: the end of every run.
-pub fn release(run_dir: &Path, lock: &Lock) {
-    remove_cache_dir(&lock.cache_dir);
-    let _ = std::fs::remove_file(run_dir.join("lock.json"));
+/// A live run's lock: when it is dropped (the run ended, or returned with an error), what
+/// the run left in the cache and the lock itself are removed.
+#[derive(Debug)]
+pub struct Held {
+    run_dir: PathBuf,
+    lock: Lock,
+}
+
+impl Held {
+    /// Holds `lock`, written in `run_dir`.
+    pub fn new(run_dir: PathBuf, lock: Lock) -> Self {
+        Held { run_dir, lock }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        remove_cache_dir(&self.lock.cache_dir);
+        let _ = std::fs::remove_file(self.run_dir.join("lock.json"));
+    }
 }
 
 /// Removes a run's folder in the cache, whatever is in it; returns the bytes it held.

@@ -150,6 +150,7 @@ pub struct Cmd {
     marker: Option<(String, String)>,
     grace: Duration,
     launcher: Vec<OsString>,
+    landlock: Option<Arc<crate::landlock::Ruleset>>,
 }
 
 impl Cmd {
@@ -168,7 +169,14 @@ impl Cmd {
             marker: None,
             grace: KILL_GRACE,
             launcher: Vec::new(),
+            landlock: None,
         }
+    }
+
+    /// Restricts the child with a Landlock ruleset before it starts its program.
+    pub fn landlock(mut self, ruleset: Arc<crate::landlock::Ruleset>) -> Self {
+        self.landlock = Some(ruleset);
+        self
     }
 
     /// Runs the program through `launcher` (a program and its arguments, such as a
@@ -275,6 +283,15 @@ impl Cmd {
             .stderr(Stdio::piped());
         for key in GIT_REDIRECTS {
             command.env_remove(key);
+        }
+        if let Some(ruleset) = &self.landlock {
+            let fd = ruleset.raw();
+            #[allow(unsafe_code)]
+            // SAFETY: the closure runs in the child between fork and exec, and makes only
+            // the two system calls of `restrict_self`: no allocation, no lock.
+            unsafe {
+                command.pre_exec(move || crate::landlock::restrict_self(fd));
+            }
         }
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
 

@@ -9,6 +9,7 @@
 
 pub mod exec;
 pub mod git;
+pub mod landlock;
 pub mod paths;
 pub mod task;
 

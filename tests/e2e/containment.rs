@@ -576,3 +576,38 @@ fn the_users_own_worktrees_are_never_pruned() {
     assert!(repo.git_dir().join("worktrees/on-a-usb-stick").is_dir());
     assert_contained(&repo, &before);
 }
+
+#[test]
+fn where_landlock_contains_the_agent_writes_outside_still_fail() {
+    let repo = TestRepo::init();
+    let dir = elsewhere(&repo);
+    let before = before(&repo);
+    let plan = one_task(
+        &repo,
+        &format!(
+            "echo mine > mine.txt\necho x > {user}/planted.txt || echo x > {dir}/keep.txt || exit 7\n",
+            user = repo.path.display(),
+            dir = dir.display(),
+        ),
+        "",
+    );
+    let out = braid_tests::command(BIN, repo.outside())
+        .args(["run", plan.to_str().unwrap(), "--json"])
+        .env("BRAID_SANDBOX", "landlock")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Landlock keeps agents"),
+        "{}",
+        stderr(&out)
+    );
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let a = attempt(task(&report, "t"), 1);
+    assert_eq!(a["error"], "the agent exited with code 7");
+    assert!(!repo.path.join("planted.txt").exists());
+    let commit = a["commit"].as_str().unwrap();
+    assert_eq!(repo.show(commit, "mine.txt").as_deref(), Some("mine\n"));
+    repo.assert_untouched(&before.repo);
+    assert_eq!(beside(&repo), before.beside);
+}

@@ -229,7 +229,9 @@ pub fn restore(layout: &Layout, source: &Source, fallback: &str) -> std::io::Res
         let kind = entry.file_type()?;
         let keep = match name.as_str() {
             // An agent may have put a link or a folder where a file of braid's was.
-            "index" | "HEAD" | "config" | "shallow" => kind.is_file(),
+            "index" | "HEAD" | "config" => kind.is_file(),
+            // Only the user's repository says where history stops.
+            "shallow" => kind.is_file() && source.common.join("shallow").is_file(),
             // `modules/` holds the git folders of submodules the agent cloned: without
             // them git cannot read the gitlinks it staged, and the coordinator then names
             // each gitlink whose commit it cannot find.

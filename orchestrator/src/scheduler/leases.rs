@@ -116,10 +116,18 @@ impl Scheduler {
         let merger = self.merger.clone();
         let events = self.events.clone();
         task::spawn("import", async move {
+            let clock = Instant::now();
+            let bytes = pack.len();
             let outcome = merger
                 .import(pack, &base, &result.commit)
                 .await
                 .map_err(|e| e.to_string());
+            tracing::debug!(
+                commit = %result.commit,
+                bytes,
+                ms = clock.elapsed().as_secs_f64() * 1e3,
+                "objects imported"
+            );
             let _ = events
                 .send(Event::Imported {
                     task,

@@ -20,9 +20,12 @@ const ATTEMPTS: usize = 32;
 
 fn plan(repo: &SmallRepo, marker: &Path) -> String {
     let agent = format!("touch {}; exec sleep 600", marker.display());
+    // The marker's folder is the one place outside its worktree the agent may write.
+    let folder = marker.parent().unwrap_or(marker);
     let mut plan = format!(
-        "version: 1\nname: bench-memory\nrepo: {}\nbase: main\ndefaults:\n  agent:\n    command: [sh, -c, {}]\n  attempts: {ATTEMPTS}\ntasks:\n",
+        "version: 1\nname: bench-memory\nrepo: {}\nbase: main\nsandbox: {{writable: [{}]}}\ndefaults:\n  agent:\n    command: [sh, -c, {}]\n  attempts: {ATTEMPTS}\ntasks:\n",
         repo.path.display(),
+        serde_json::to_string(&folder.display().to_string()).unwrap_or_default(),
         serde_json::to_string(&agent).unwrap_or_default()
     );
     for t in 0..TASKS {

@@ -113,6 +113,9 @@ impl Scheduler {
             .unwrap_or_default();
         self.tasks[task].attempts[attempt].phase = AttemptPhase::Importing;
         self.importing += 1;
+        if !self.dag.dependents(task).is_empty() {
+            self.queue.hold(task);
+        }
         let merger = self.merger.clone();
         let events = self.events.clone();
         task::spawn("import", async move {

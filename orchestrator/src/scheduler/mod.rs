@@ -473,6 +473,9 @@ impl Scheduler {
                 outcome,
             } => {
                 self.importing -= 1;
+                if !self.dag.dependents(task).is_empty() {
+                    self.queue.unhold(task);
+                }
                 self.record_result(task, attempt, *result, outcome);
             }
             Event::Requeue { task, attempt } => self.requeue(task, attempt),

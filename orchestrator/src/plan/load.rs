@@ -105,11 +105,16 @@ fn place(location: &Location) -> (u64, u64) {
 
 impl Validator {
     fn error(&mut self, at: (u64, u64), message: impl Into<String>) {
-        self.errors.push(PlanError {
+        let error = PlanError {
             file: self.file.clone(),
             at: Some(at),
             message: message.into(),
-        });
+        };
+        // A setting of `defaults` is checked for every task that takes it: once is enough.
+        if self.errors.contains(&error) {
+            return;
+        }
+        self.errors.push(error);
     }
 
     async fn check(&mut self, file: PlanFile, plan_path: &Path, dir: &Path) -> Option<Plan> {

@@ -86,25 +86,36 @@ fn write_entries(
     Ok(())
 }
 
+/// Those of `paths` that are files in `commit`, with their modes and blobs.
+fn files_of(
+    repo: &gix::Repository,
+    commit: &str,
+    paths: &[String],
+) -> Result<Vec<(String, gix::objs::tree::EntryMode, gix::ObjectId)>, String> {
+    let tree = crate::commit::tree_of(repo, crate::commit::commit_id(commit)?)?;
+    let tree = repo
+        .find_tree(tree)
+        .map_err(|e| format!("reading tree {tree}: {e}"))?;
+    let mut files = Vec::new();
+    for path in paths {
+        if let Ok(Some(entry)) = tree.lookup_entry_by_path(path.as_str())
+            && entry.mode().is_blob()
+        {
+            files.push((path.clone(), entry.mode(), entry.object_id()));
+        }
+    }
+    Ok(files)
+}
+
 /// Those of `paths` that are files in `commit`.
 pub fn files_in(
     repo: &gix::Repository,
     commit: &str,
     paths: &[String],
 ) -> Result<Vec<String>, String> {
-    let tree = crate::commit::tree_of(repo, crate::commit::commit_id(commit)?)?;
-    let tree = repo
-        .find_tree(tree)
-        .map_err(|e| format!("reading tree {tree}: {e}"))?;
-    Ok(paths
-        .iter()
-        .filter(|path| {
-            tree.lookup_entry_by_path(path.as_str())
-                .ok()
-                .flatten()
-                .is_some_and(|entry| entry.mode().is_blob())
-        })
-        .cloned()
+    Ok(files_of(repo, commit, paths)?
+        .into_iter()
+        .map(|(path, _, _)| path)
         .collect())
 }
 
@@ -114,21 +125,10 @@ pub fn files_in(
 pub fn restore_paths(repo: &gix::Repository, commit: &str, paths: &[String]) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let dir = repo.workdir().ok_or("the repository has no worktree")?;
-    let tree = crate::commit::tree_of(repo, crate::commit::commit_id(commit)?)?;
-    let tree = repo
-        .find_tree(tree)
-        .map_err(|e| format!("reading tree {tree}: {e}"))?;
-    for path in paths {
-        let Ok(Some(entry)) = tree.lookup_entry_by_path(path) else {
-            continue;
-        };
-        let mode = entry.mode();
-        if !mode.is_blob() {
-            continue;
-        }
+    for (path, mode, id) in files_of(repo, commit, paths)? {
         let at = on_disk(dir, path.as_str().into())?;
-        let blob = entry
-            .object()
+        let blob = repo
+            .find_object(id)
             .map_err(|e| format!("reading {path}: {e}"))?
             .detach();
         remove_path(&at)?;

@@ -33,6 +33,21 @@ use tokio::sync::OnceCell;
 /// The sandbox program.
 pub const BWRAP: &str = "bwrap";
 
+/// What every sandbox is: a PID and an IPC namespace of its own that die with braid, the
+/// whole system read-only, a minimal `/dev` and a `/proc` of its own.
+const BASE: [&str; 10] = [
+    "--die-with-parent",
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--ro-bind",
+    "/",
+    "/",
+    "--dev",
+    "/dev",
+    "--proc",
+    "/proc",
+];
+
 /// What contains an attempt's processes on this machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -127,22 +142,10 @@ impl Sandbox {
             }
             None => {}
         }
-        let mut args: Vec<OsString> = [
-            BWRAP,
-            "--die-with-parent",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-        ]
-        .into_iter()
-        .map(OsString::from)
-        .collect();
+        let mut args: Vec<OsString> = std::iter::once(BWRAP)
+            .chain(BASE)
+            .map(OsString::from)
+            .collect();
         if !self.network {
             args.push("--unshare-net".into());
         }
@@ -234,21 +237,8 @@ fn landlock_or(otherwise: Result<Kind, String>) -> Result<Kind, String> {
 /// Whether bubblewrap makes a sandbox here, or why not.
 async fn bubblewrap() -> Result<(), String> {
     let probe = Cmd::new(BWRAP, std::env::temp_dir())
-        .args([
-            "--die-with-parent",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-net",
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--",
-            "true",
-        ])
+        .args(BASE)
+        .args(["--unshare-net", "--", "true"])
         .output(Output::Capture);
     match probe.run().await {
         Ok(done) if done.ending.success() => Ok(()),

@@ -668,6 +668,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stopped_child_gets_its_grace_to_finish() {
+        // It takes a second to wind down after SIGTERM: enough with 3 s of grace, not with
+        // 200 ms.
+        for (grace, finished) in [(3000, true), (200, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let done_file = dir.path().join("flushed");
+            let script = format!(
+                "trap 'sleep 1; touch {}; exit 0' TERM; while :; do sleep 0.05; done",
+                done_file.display()
+            );
+            let done = sh(&script)
+                .timeout(Some(Duration::from_millis(200)))
+                .grace(Duration::from_millis(grace))
+                .run()
+                .await
+                .unwrap();
+            assert_eq!(done.ending, Ending::TimedOut);
+            assert_eq!(done_file.exists(), finished, "grace {grace} ms");
+        }
+    }
+
+    #[tokio::test]
+    async fn processes_that_left_the_group_are_killed_and_named() {
+        let done = sh("setsid sleep 30 </dev/null >/dev/null 2>&1 & echo started")
+            .marker("BRAID_TEST_MARK", &format!("{}", std::process::id()))
+            .run()
+            .await
+            .unwrap();
+        assert!(done.ending.success());
+        assert!(
+            done.escaped.iter().any(|e| e.ends_with("(sleep)")),
+            "{:?}",
+            done.escaped
+        );
+    }
+
+    #[tokio::test]
     async fn cancel_stops_the_child() {
         let token = CancellationToken::new();
         let cancel = token.clone();

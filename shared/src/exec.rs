@@ -691,7 +691,16 @@ mod tests {
 
     #[tokio::test]
     async fn processes_that_left_the_group_are_killed_and_named() {
-        let done = sh("setsid sleep 30 </dev/null >/dev/null 2>&1 & echo started")
+        // The child waits until the daemon is in a session of its own, so that it has left
+        // the group by the time the child ends.
+        let session = |pid: &str| format!("$(cut -d' ' -f6 /proc/{pid}/stat)");
+        let script = format!(
+            "setsid sleep 30 </dev/null >/dev/null 2>&1 & \
+             while [ \"{}\" = \"{}\" ]; do sleep 0.01; done",
+            session("$!"),
+            session("$$")
+        );
+        let done = sh(&script)
             .marker("BRAID_TEST_MARK", &format!("{}", std::process::id()))
             .run()
             .await

@@ -231,15 +231,7 @@ impl TestRepo {
         );
         assert_eq!(before.hooks, after.hooks, "hooks changed");
         assert_eq!(before.info, after.info, "info/ changed");
-        let fsck = command("git", &self.path)
-            .args(["fsck", "--strict", "--no-progress"])
-            .output()
-            .expect("git runs");
-        assert!(
-            fsck.status.success(),
-            "git fsck: {}",
-            String::from_utf8_lossy(&fsck.stderr)
-        );
+        self.git(&["fsck", "--strict", "--no-progress"]);
         // The user's own worktree records, stale ones too, are as they were: braid makes
         // none and prunes none.
         assert_eq!(

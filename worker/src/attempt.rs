@@ -446,11 +446,7 @@ async fn record(
         spec.task_id, spec.attempt, spec.run_id
     );
     let base = spec.base_commit.clone();
-    let diff_base = if spec.diff_base.is_empty() {
-        spec.base_commit.clone()
-    } else {
-        spec.diff_base.clone()
-    };
+    let diff_base = measured_from(spec);
     let commit_and_measure = move |repo: &gix::Repository| {
         let head = commit::commit_index(repo, &message)
             .map_err(|e| format!("could not commit the attempt's changes: {e}"))?;

@@ -53,11 +53,6 @@ impl Worktree {
         }
     }
 
-    /// The commit the worktree was moved to for this attempt.
-    pub fn base(&self) -> &str {
-        &self.at
-    }
-
     /// The worktree, opened for in-process work (see [`checkout::open`]).
     pub fn repo(&self) -> gix::ThreadSafeRepository {
         self.repo.clone()
@@ -194,17 +189,14 @@ impl WorktreePool {
                 }
                 Err(_) => false,
             };
-            let mut worktree = Worktree {
+            let worktree = Worktree {
                 key: key.clone(),
                 layout,
                 repo,
                 at: commit.to_owned(),
             };
             match reset(&worktree, commit, clean).await {
-                Ok(()) => {
-                    worktree.at = commit.to_owned();
-                    return Ok(worktree);
-                }
+                Ok(()) => return Ok(worktree),
                 Err(err) => {
                     // A worktree that cannot be reset is not trusted again.
                     tracing::warn!(path = %worktree.path().display(), %err, "dropping a worktree that could not be reset");

@@ -5,6 +5,8 @@
 //! identity, so tests behave the same on every machine.
 #![allow(clippy::disallowed_methods)] // tests start processes directly, through `command`
 
+pub mod model;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -45,6 +45,13 @@ enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// List the agent presets: whether each CLI is installed, its version, and the
+    /// variable its API key is read from.
+    Agents {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a plan and print its DAG; runs nothing.
     Validate {
         /// The plan file (YAML).
@@ -221,6 +228,66 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
                 println!("{text}");
             } else {
                 print!("{}", comparison.text());
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Agents { json } => {
+            let presets = braid_worker::presets::all();
+            // Asked at once: each CLI takes a moment to start.
+            let asked: Vec<_> = presets
+                .iter()
+                .map(|p| {
+                    let p = *p;
+                    braid_shared::task::spawn("agent-version", braid_worker::presets::version(p))
+                })
+                .collect();
+            let mut versions = Vec::new();
+            for handle in asked {
+                versions.push(handle.await.unwrap_or_else(|e| Err(e.to_string())));
+            }
+            let rows: Vec<serde_json::Value> = presets
+                .iter()
+                .zip(versions)
+                .map(|(p, v)| {
+                    serde_json::json!({
+                        "preset": p.name(),
+                        "program": p.program(),
+                        "installed": v.is_ok(),
+                        "version": v.as_ref().ok(),
+                        "problem": v.as_ref().err(),
+                        "package": p.package(),
+                        "key_env": p.key_env(),
+                        "key_set": std::env::var_os(p.key_env()).is_some_and(|k| !k.is_empty()),
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!(
+                    "{:<9} {:<10} {:<28} {:<30} key",
+                    "preset", "installed", "version", "package"
+                );
+                for r in &rows {
+                    println!(
+                        "{:<9} {:<10} {:<28} {:<30} {} ({})",
+                        r["preset"].as_str().unwrap_or_default(),
+                        if r["installed"] == true { "yes" } else { "no" },
+                        r["version"].as_str().unwrap_or("-"),
+                        r["package"].as_str().unwrap_or_default(),
+                        r["key_env"].as_str().unwrap_or_default(),
+                        if r["key_set"] == true {
+                            "set"
+                        } else {
+                            "not set"
+                        },
+                    );
+                }
+                for r in &rows {
+                    if let Some(problem) = r["problem"].as_str() {
+                        println!("{}: {problem}", r["preset"].as_str().unwrap_or_default());
+                    }
+                }
             }
             Ok(EXIT_OK)
         }

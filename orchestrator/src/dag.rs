@@ -238,10 +238,9 @@ mod tests {
             id: id.into(),
             prompt: "p".into(),
             deps: deps.iter().map(|d| (*d).into()).collect(),
-            agent: Agent {
-                command: vec!["true".into()],
-                env: Default::default(),
-            },
+            agents: vec![Agent::command(vec!["true".into()])],
+            budget: Default::default(),
+            stall: None,
             attempts: 1,
             timeout: Duration::from_secs(1),
             select: Select::Best,

@@ -299,10 +299,12 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         duration_ms: started.elapsed().as_millis() as u64,
         result,
+        usage: crate::report::Usage::sum(outcome.tasks.iter().map(|t| &t.usage)),
         tasks: outcome.tasks,
         workers: outcome.workers,
         timeline: outcome.timeline,
         state_dir: run_dir.to_string_lossy().into_owned(),
+        stopped: outcome.stopped,
     };
     let written = report.write(&run_dir);
     // Whatever the run left in the cache goes, and its lock with it: the report is written

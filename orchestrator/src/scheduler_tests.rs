@@ -37,10 +37,9 @@ fn plan(repo: &TestRepo, attempts: u32) -> Plan {
             id: "t".into(),
             prompt: "p".into(),
             deps: vec![],
-            agent: Agent {
-                command: vec!["true".into()],
-                env: Default::default(),
-            },
+            agents: vec![Agent::command(vec!["true".into()])],
+            budget: Default::default(),
+            stall: None,
             attempts,
             timeout: Duration::from_secs(60),
             select: Select::Best,
@@ -58,6 +57,7 @@ fn plan(repo: &TestRepo, attempts: u32) -> Plan {
             max_rebases: 1,
             verify: vec![],
         },
+        budget: Default::default(),
     }
 }
 

@@ -212,6 +212,8 @@ fn mark_crashed(run_dir: &Path, lock: &Lock) -> std::io::Result<()> {
             },
             tasks: Vec::new(),
             workers: Vec::new(),
+            usage: Default::default(),
+            stopped: Vec::new(),
             timeline: Vec::new(),
             state_dir: run_dir.to_string_lossy().into_owned(),
         },

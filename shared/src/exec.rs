@@ -11,6 +11,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
@@ -102,6 +103,8 @@ pub enum Ending {
     TimedOut,
     /// Its cancellation token fired and braid stopped it.
     Cancelled,
+    /// It printed nothing for its stall limit and braid stopped it.
+    Stalled,
 }
 
 impl Ending {
@@ -151,7 +154,14 @@ pub struct Cmd {
     grace: Duration,
     launcher: Vec<OsString>,
     landlock: Option<Arc<crate::landlock::Ruleset>>,
+    lines: Option<mpsc::Sender<Vec<u8>>>,
+    stall: Option<Duration>,
+    keep_env: Option<Vec<String>>,
 }
+
+/// Longest line sent to a line reader ([`Cmd::lines`]), in bytes; the rest of a longer line
+/// is dropped.
+pub const LINE_MAX: usize = 1 << 20;
 
 impl Cmd {
     /// A command that runs `program` in `cwd`, with captured output and no timeout.
@@ -170,7 +180,31 @@ impl Cmd {
             grace: KILL_GRACE,
             launcher: Vec::new(),
             landlock: None,
+            lines: None,
+            stall: None,
+            keep_env: None,
         }
+    }
+
+    /// Sends every line of standard output, without its line end and cut to [`LINE_MAX`],
+    /// to `reader`, none dropped: the child waits while the reader is behind. For agents
+    /// whose usage comes last in their event stream, past any log cap.
+    pub fn lines(mut self, reader: mpsc::Sender<Vec<u8>>) -> Self {
+        self.lines = Some(reader);
+        self
+    }
+
+    /// Stops the child when it prints nothing, on either stream, for `limit`.
+    pub fn stall(mut self, limit: Option<Duration>) -> Self {
+        self.stall = limit;
+        self
+    }
+
+    /// Starts the child with none of braid's environment but the variables named in `keep`
+    /// (and those set with [`Cmd::env`]).
+    pub fn clear_env(mut self, keep: &[&str]) -> Self {
+        self.keep_env = Some(keep.iter().map(|k| (*k).to_owned()).collect());
+        self
     }
 
     /// Restricts the child with a Landlock ruleset before it starts its program.
@@ -281,6 +315,14 @@ impl Cmd {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(keep) = &self.keep_env {
+            command.env_clear();
+            for key in keep {
+                if let Some(value) = std::env::var_os(key) {
+                    command.env(key, value);
+                }
+            }
+        }
         for key in GIT_REDIRECTS {
             command.env_remove(key);
         }
@@ -317,14 +359,43 @@ impl Cmd {
                 let _ = pipe.shutdown().await;
             });
         }
-        let out = child
-            .stdout
-            .take()
-            .map(|pipe| crate::task::spawn("stdout", drain(pipe, sink.clone(), self.tap.clone())));
-        let err = child
-            .stderr
-            .take()
-            .map(|pipe| crate::task::spawn("stderr", drain(pipe, sink.clone(), self.tap.clone())));
+        // Milliseconds from the start to the last output, for the stall limit.
+        let active = Arc::new(AtomicU64::new(0));
+        let out = child.stdout.take().map(|pipe| {
+            let reader = Reader {
+                sink: sink.clone(),
+                tap: self.tap.clone(),
+                lines: self.lines.clone(),
+                active: active.clone(),
+                started,
+            };
+            crate::task::spawn("stdout", drain(pipe, reader))
+        });
+        let err = child.stderr.take().map(|pipe| {
+            let reader = Reader {
+                sink: sink.clone(),
+                tap: self.tap.clone(),
+                lines: None,
+                active: active.clone(),
+                started,
+            };
+            crate::task::spawn("stderr", drain(pipe, reader))
+        });
+        drop(self.lines);
+        let stalled = async {
+            let Some(limit) = self.stall else {
+                return std::future::pending().await;
+            };
+            loop {
+                let last = Duration::from_millis(active.load(Ordering::Relaxed));
+                let due = last + limit;
+                let now = started.elapsed();
+                if now >= due {
+                    return;
+                }
+                tokio::time::sleep(due - now).await;
+            }
+        };
 
         let timeout = async {
             match self.timeout {
@@ -351,6 +422,10 @@ impl Cmd {
             () = cancelled => {
                 stop(&mut child, pgid, self.grace).await;
                 Ending::Cancelled
+            }
+            () = stalled => {
+                stop(&mut child, pgid, self.grace).await;
+                Ending::Stalled
             }
         };
         // Whatever the child left running in its group goes with it, and is gone (not just
@@ -509,26 +584,34 @@ async fn collect(reader: Option<tokio::task::JoinHandle<Vec<u8>>>) -> Vec<u8> {
     }
 }
 
-/// Reads a pipe to its end into the log sink, or into memory when there is none.
-async fn drain(
-    mut pipe: impl AsyncRead + Unpin,
+/// Where the output of one pipe goes.
+struct Reader {
     sink: Option<Arc<Mutex<LogSink>>>,
     tap: Option<mpsc::Sender<String>>,
-) -> Vec<u8> {
+    lines: Option<mpsc::Sender<Vec<u8>>>,
+    active: Arc<AtomicU64>,
+    started: Instant,
+}
+
+/// Reads a pipe to its end into the log sink, or into memory when there is none.
+async fn drain(mut pipe: impl AsyncRead + Unpin, mut to: Reader) -> Vec<u8> {
     let mut kept = Vec::new();
     let mut partial: Vec<u8> = Vec::new();
+    let mut line: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        to.active
+            .store(to.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let chunk = &buf[..n];
-        match &sink {
+        match &to.sink {
             Some(sink) => sink.lock().await.write(chunk).await,
             None => kept.extend_from_slice(chunk),
         }
-        if let Some(tap) = &tap {
+        if let Some(tap) = &to.tap {
             partial.extend_from_slice(chunk);
             while let Some(end) = partial.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = partial.drain(..=end).collect();
@@ -539,9 +622,26 @@ async fn drain(
                 partial.clear();
             }
         }
+        if let Some(reader) = &to.lines {
+            let mut rest = chunk;
+            while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+                let room = LINE_MAX.saturating_sub(line.len());
+                line.extend_from_slice(&rest[..end.min(room)]);
+                rest = &rest[end + 1..];
+                if reader.send(std::mem::take(&mut line)).await.is_err() {
+                    to.lines = None;
+                    break;
+                }
+            }
+            let room = LINE_MAX.saturating_sub(line.len());
+            line.extend_from_slice(&rest[..rest.len().min(room)]);
+        }
     }
-    if let Some(tap) = tap.as_ref().filter(|_| !partial.is_empty()) {
+    if let Some(tap) = to.tap.as_ref().filter(|_| !partial.is_empty()) {
         send_line(tap, &partial);
+    }
+    if let Some(reader) = to.lines.as_ref().filter(|_| !line.is_empty()) {
+        let _ = reader.send(line).await;
     }
     kept
 }

@@ -4,6 +4,8 @@
 //! - [`exec`]: the one wrapper through which braid starts child processes.
 //! - [`git`]: the git operations braid needs, run through [`exec`].
 //! - [`paths`]: the globs of path-scoped checks.
+//! - [`secret`]: API keys that never print.
+//! - [`usage`]: tokens, turns and cost, and braid's price table.
 //!
 //! Invariant: nothing here knows about plans, scheduling or reports.
 
@@ -11,7 +13,9 @@ pub mod exec;
 pub mod git;
 pub mod landlock;
 pub mod paths;
+pub mod secret;
 pub mod task;
+pub mod usage;
 
 /// The generated `braid.v1` protocol: messages, client and server.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -218,7 +218,8 @@ fn compare_prints_a_table_a_similarity_matrix_and_json() {
     assert_eq!(
         header,
         [
-            "attempt", "status", "score", "files", "lines", "time", "tokens", "cost", "note"
+            "attempt", "status", "agent", "score", "files", "lines", "time", "tokens", "cost",
+            "note"
         ]
     );
     let row = |n: &str| {
@@ -228,12 +229,18 @@ fn compare_prints_a_table_a_similarity_matrix_and_json() {
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
             .unwrap_or_else(|| panic!("no row {n} in\n{text}"))
     };
-    assert_eq!(row("1")[..6], ["1", "succeeded", "0.5", "1", "+2", "-0"]);
     assert_eq!(
-        row("2")[..7],
-        ["2", "★", "succeeded", "0.93", "2", "+2", "-0"]
+        row("1")[..7],
+        ["1", "succeeded", "command", "0.5", "1", "+2", "-0"]
     );
-    assert_eq!(row("3")[..6], ["3", "succeeded", "error", "1", "+1", "-0"]);
+    assert_eq!(
+        row("2")[..8],
+        ["2", "★", "succeeded", "command", "0.93", "2", "+2", "-0"]
+    );
+    assert_eq!(
+        row("3")[..7],
+        ["3", "succeeded", "command", "error", "1", "+1", "-0"]
+    );
     assert!(
         text.contains("\nwinner: attempt 2: highest score 0.93 of 3 passing attempts"),
         "{text}"

@@ -1,6 +1,7 @@
 //! End-to-end tests: the `braid` binary run as a user would, on hermetic git repositories,
 //! with fake agent scripts.
 
+mod agents;
 mod containment;
 mod corpus;
 mod judging;

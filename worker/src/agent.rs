@@ -9,10 +9,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use braid_shared::exec::{Cmd, ExecError, Finished, Output};
-use braid_shared::proto::AttemptSpec;
+use braid_shared::proto::{AgentSpec, AttemptSpec, Budget};
+use braid_shared::secret::Secret;
+use braid_shared::usage::{Price, Usage, price_of};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::presets::{self, Event, Tally};
 use crate::sandbox::Launch;
 
 /// The variable that marks every process of an attempt, so strays can be found and stopped.
@@ -27,6 +31,8 @@ pub struct AttemptFiles {
     pub prompt: PathBuf,
     /// A retry's feedback, for `BRAID_FEEDBACK_FILE`.
     pub feedback: PathBuf,
+    /// The agent's events, normalised, one JSON object a line.
+    pub events: PathBuf,
     /// The folder for check logs.
     pub dir: PathBuf,
     /// The stem every file of this attempt starts with.
@@ -42,6 +48,7 @@ impl AttemptFiles {
             log: dir.join(format!("{stem}.agent.log")),
             prompt: dir.join(format!("{stem}.prompt.md")),
             feedback: dir.join(format!("{stem}.feedback.md")),
+            events: dir.join(format!("{stem}.events.jsonl")),
             dir,
             stem,
         }
@@ -53,16 +60,187 @@ impl AttemptFiles {
     }
 }
 
-/// Runs the agent of `spec` in `worktree` to its end.
+/// How an agent's run ended, with what braid read from it.
+#[derive(Debug)]
+pub struct AgentRun {
+    /// The process's end.
+    pub finished: Finished,
+    /// What its events add up to (empty for a command agent that reported nothing).
+    pub tally: Tally,
+    /// Why braid stopped it for spending past its budget.
+    pub over_budget: Option<String>,
+}
+
+/// Runs the agent of `spec` in `worktree` to its end; `scratch` is the attempt's own
+/// writable folder outside the worktree.
 pub async fn run_agent(
     spec: &AttemptSpec,
     launch: &Launch,
     worktree: &Path,
+    scratch: &Path,
     files: &AttemptFiles,
     cancel: CancellationToken,
     tap: mpsc::Sender<String>,
-) -> Result<Finished, ExecError> {
+) -> Result<AgentRun, ExecError> {
     let agent = spec.agent.clone().unwrap_or_default();
+    let log_error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ExecError::Log { path, source }
+    };
+    tokio::fs::create_dir_all(&files.dir)
+        .await
+        .and(tokio::fs::write(&files.prompt, &spec.prompt).await)
+        .map_err(log_error(&files.prompt))?;
+    if !spec.feedback.is_empty() {
+        tokio::fs::write(&files.feedback, &spec.feedback)
+            .await
+            .map_err(log_error(&files.feedback))?;
+    }
+    let timeout = (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms));
+    let stall = (spec.stall_ms > 0).then(|| Duration::from_millis(spec.stall_ms));
+    let stop = cancel.child_token();
+    let invocation = if agent.preset.is_empty() {
+        command_invocation(&agent, &spec.prompt, worktree)?
+    } else {
+        preset_invocation(spec, &agent, worktree, scratch).map_err(|source| ExecError::Spawn {
+            program: agent.preset.clone(),
+            cwd: worktree.to_owned(),
+            source,
+        })?
+    };
+    let Invocation {
+        program,
+        mut cmd,
+        reader,
+        record,
+        litter,
+    } = invocation;
+    cmd = cmd
+        .output(Output::Log {
+            path: files.log.clone(),
+            cap: spec.log_cap_bytes,
+        })
+        .timeout(timeout)
+        .stall(stall)
+        .cancel(stop.clone())
+        .tap(tap)
+        .env("BRAID_PROMPT_FILE", &files.prompt);
+    if !spec.feedback.is_empty() {
+        cmd = cmd.env("BRAID_FEEDBACK_FILE", &files.feedback);
+    }
+    // A command agent may say what it spent in a file of its own scratch.
+    let usage_file = scratch.join("braid-usage.json");
+    let _ = std::fs::remove_file(&usage_file);
+    cmd = cmd.env("BRAID_USAGE_FILE", &usage_file);
+    for (key, value) in &agent.env {
+        cmd = cmd.env(key, value);
+    }
+    let budget = spec.budget.unwrap_or_default();
+    let (lines, mut incoming) = mpsc::channel::<Vec<u8>>(256);
+    let watcher = reader.map(|mut reader| {
+        let events_path = files.events.clone();
+        let stop = stop.clone();
+        braid_shared::task::spawn("agent-events", async move {
+            let started = std::time::Instant::now();
+            let mut events = tokio::fs::File::create(&events_path)
+                .await
+                .ok()
+                .map(tokio::io::BufWriter::new);
+            let mut tally = Tally::default();
+            let mut over = None;
+            let take = |batch: Vec<Event>, tally: &mut Tally, out: &mut Vec<u8>| {
+                for event in batch {
+                    tally.add(&event);
+                    out.extend_from_slice(
+                        event
+                            .to_json(started.elapsed().as_millis() as u64)
+                            .to_string()
+                            .as_bytes(),
+                    );
+                    out.push(b'\n');
+                }
+            };
+            let mut out = Vec::new();
+            while let Some(line) = incoming.recv().await {
+                let line = String::from_utf8_lossy(&line);
+                take(reader.line(&line), &mut tally, &mut out);
+                if let Some(events) = events.as_mut() {
+                    let _ = events.write_all(&out).await;
+                }
+                out.clear();
+                if over.is_none() {
+                    over = over_budget(&tally.usage, &budget);
+                    if over.is_some() {
+                        stop.cancel();
+                    }
+                }
+            }
+            if let Some(record) = record
+                && let Ok(content) = tokio::fs::read_to_string(&record).await
+            {
+                take(reader.record(&content), &mut tally, &mut out);
+            }
+            if let Some(mut events) = events {
+                let _ = events.write_all(&out).await;
+                let _ = events.flush().await;
+            }
+            (tally, over)
+        })
+    });
+    if watcher.is_some() {
+        cmd = cmd.lines(lines);
+    } else {
+        drop(lines);
+    }
+    let finished = launch.prepare(cmd).run().await?;
+    for path in litter {
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(_) => Ok(()),
+        };
+        if let Err(err) = removed {
+            tracing::warn!(path = %path.display(), "could not remove the agent's cache: {err}");
+        }
+    }
+    let (mut tally, mut over_budget) = match watcher {
+        Some(watcher) => watcher.await.unwrap_or_default(),
+        None => (Tally::default(), None),
+    };
+    if let Ok(text) = tokio::fs::read_to_string(&usage_file).await {
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v) => tally.usage = tally.usage.plus(usage_from_json(&v)),
+            Err(err) => tracing::warn!(%program, "BRAID_USAGE_FILE is not JSON: {err}"),
+        }
+    }
+    let price = price_for(&agent);
+    tally.usage = tally.usage.priced(price);
+    if over_budget.is_none() {
+        // A command agent's usage is known only at its end; the cost only once priced.
+        over_budget = self::over_budget(&tally.usage, &budget);
+    }
+    Ok(AgentRun {
+        finished,
+        tally,
+        over_budget,
+    })
+}
+
+/// What to run for an agent, and how to read it.
+struct Invocation {
+    program: String,
+    cmd: Cmd,
+    reader: Option<Box<dyn presets::Read>>,
+    record: Option<PathBuf>,
+    /// The CLI's own files in the worktree that were not there before it ran.
+    litter: Vec<PathBuf>,
+}
+
+fn command_invocation(
+    agent: &AgentSpec,
+    prompt: &str,
+    worktree: &Path,
+) -> Result<Invocation, ExecError> {
     let Some((program, args)) = agent.command.split_first() else {
         return Err(ExecError::Spawn {
             program: String::new(),
@@ -73,40 +251,131 @@ pub async fn run_agent(
             ),
         });
     };
-    tokio::fs::create_dir_all(&files.dir)
-        .await
-        .and(tokio::fs::write(&files.prompt, &spec.prompt).await)
-        .map_err(|source| ExecError::Log {
-            path: files.prompt.clone(),
-            source,
-        })?;
-    if !spec.feedback.is_empty() {
-        tokio::fs::write(&files.feedback, &spec.feedback)
-            .await
-            .map_err(|source| ExecError::Log {
-                path: files.feedback.clone(),
-                source,
-            })?;
+    Ok(Invocation {
+        program: program.clone(),
+        cmd: Cmd::new(program, worktree).args(args).stdin(prompt.as_bytes().to_vec()),
+        reader: None,
+        record: None,
+        litter: Vec::new(),
+    })
+}
+
+/// The invocation of a preset's CLI: a config folder of its own in `scratch`, only the
+/// variables it needs, the key from the worker's own environment.
+fn preset_invocation(
+    spec: &AttemptSpec,
+    agent: &AgentSpec,
+    worktree: &Path,
+    scratch: &Path,
+) -> std::io::Result<Invocation> {
+    let preset = presets::find(&agent.preset).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("braid has no agent preset called {:?}", agent.preset),
+        )
+    })?;
+    let home = scratch.join("home");
+    if home.exists() {
+        std::fs::remove_dir_all(&home)?;
     }
-    let timeout = (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms));
-    let mut cmd = Cmd::new(program, worktree)
-        .args(args)
-        .stdin(spec.prompt.clone().into_bytes())
-        .output(Output::Log {
-            path: files.log.clone(),
-            cap: spec.log_cap_bytes,
-        })
-        .timeout(timeout)
-        .cancel(cancel)
-        .tap(tap);
-    cmd = cmd.env("BRAID_PROMPT_FILE", &files.prompt);
-    if !spec.feedback.is_empty() {
-        cmd = cmd.env("BRAID_FEEDBACK_FILE", &files.feedback);
-    }
-    for (key, value) in &agent.env {
+    std::fs::create_dir_all(&home)?;
+    let key_env = if agent.api_key_env.is_empty() {
+        preset.key_env()
+    } else {
+        agent.api_key_env.as_str()
+    };
+    let cx = presets::Context {
+        agent,
+        prompt: &spec.prompt,
+        worktree,
+        home: &home,
+        user_home: std::env::var_os("HOME").map(PathBuf::from),
+        key: Secret::from_env(key_env),
+        price: price_for(agent),
+    };
+    let inv = preset.invocation(&cx)?;
+    let mut cmd = Cmd::new(preset.program(), worktree)
+        .args(&inv.args)
+        .clear_env(presets::PASSED_ENV)
+        .env("HOME", &home)
+        .env("TERM", "dumb")
+        .env("NO_COLOR", "1");
+    for (key, value) in &inv.env {
         cmd = cmd.env(key, value);
     }
-    launch.prepare(cmd).run().await
+    for (key, secret) in &inv.secrets {
+        cmd = cmd.env(key, secret.expose());
+    }
+    if inv.stdin {
+        cmd = cmd.stdin(spec.prompt.clone().into_bytes());
+    }
+    Ok(Invocation {
+        program: preset.program().to_owned(),
+        cmd,
+        reader: Some(preset.reader()),
+        record: inv.record,
+        litter: preset
+            .litter()
+            .iter()
+            .map(|name| worktree.join(name))
+            .filter(|path| std::fs::symlink_metadata(path).is_err())
+            .collect(),
+    })
+}
+
+/// The agent's prices: the plan's, else braid's table for its model.
+fn price_for(agent: &AgentSpec) -> Option<Price> {
+    match &agent.price {
+        Some(p) => Some(Price {
+            input: p.input,
+            cached_input: p.cached_input,
+            output: p.output,
+        }),
+        None => price_of(&agent.model),
+    }
+}
+
+/// Usage as a command agent writes it to `$BRAID_USAGE_FILE` (report.json's keys).
+fn usage_from_json(v: &serde_json::Value) -> Usage {
+    Usage {
+        input: v["input_tokens"].as_u64(),
+        cached: v["cached_input_tokens"].as_u64(),
+        output: v["output_tokens"].as_u64(),
+        cost: v["cost_usd"].as_f64(),
+        turns: v["turns"].as_u64().map(|t| t as u32),
+    }
+}
+
+/// Why `usage` is past `budget`, if it is.
+pub fn over_budget(usage: &Usage, budget: &Budget) -> Option<String> {
+    if budget.tokens > 0
+        && let Some(tokens) = usage.tokens()
+        && tokens > budget.tokens
+    {
+        return Some(format!(
+            "the agent used {tokens} tokens, past the attempt's budget of {}",
+            budget.tokens
+        ));
+    }
+    if budget.usd > 0.0
+        && let Some(cost) = usage.cost
+        && cost > budget.usd
+    {
+        return Some(format!(
+            "the agent spent ${cost:.4}, past the attempt's budget of ${}",
+            budget.usd
+        ));
+    }
+    if budget.turns > 0
+        && let Some(turns) = usage.turns
+        && turns > budget.turns
+    {
+        return Some(format!(
+            "the agent took {turns} turns, past the attempt's budget of {}",
+            budget.turns
+        ));
+    }
+    None
 }
 
 /// The `BRAID_*` variables that tell a process which attempt it serves.

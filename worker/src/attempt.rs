@@ -49,6 +49,14 @@ pub async fn run_attempt(
         status: AttemptStatus::Failed as i32,
         ..Default::default()
     };
+    if let Some(agent) = &spec.agent {
+        result.agent = if agent.preset.is_empty() {
+            "command".to_owned()
+        } else {
+            agent.preset.clone()
+        };
+        result.model = agent.model.clone();
+    }
     let _ = updates.send(Update::Phase(Phase::Provisioning)).await;
     let worktree = match pool
         .acquire(Path::new(&spec.repo), &spec.run_id, &spec.base_commit)
@@ -165,18 +173,27 @@ async fn run_in(
         })
     };
     let clock = Instant::now();
-    let agent = run_agent(spec, launch, dir, &files, cancel.clone(), tap).await;
+    let agent = run_agent(
+        spec,
+        launch,
+        dir,
+        &worktree.layout().tmp,
+        &files,
+        cancel.clone(),
+        tap,
+    )
+    .await;
     let _ = forward.await;
     let agent_ms = clock.elapsed().as_secs_f64() * 1e3;
-    let ending = match agent {
-        Ok(done) => {
-            if !done.escaped.is_empty() {
+    let (ending, tally, over_budget) = match agent {
+        Ok(run) => {
+            if !run.finished.escaped.is_empty() {
                 result.contained.push(format!(
                     "processes the agent started outlived it and were killed: {}",
-                    done.escaped.join(", ")
+                    run.finished.escaped.join(", ")
                 ));
             }
-            done.ending
+            (run.finished.ending, run.tally, run.over_budget)
         }
         Err(err) => {
             result.error = format!("the agent could not run: {err}");
@@ -185,6 +202,17 @@ async fn run_in(
         }
     };
     result.agent_exit_code = ending.code();
+    if !tally.usage.is_empty() {
+        result.usage = Some(tally.usage.into());
+    }
+    result.final_message = tally
+        .message
+        .as_deref()
+        .map(|m| crate::presets::cut(m, 4096))
+        .unwrap_or_default();
+    if spec.agent.as_ref().is_some_and(|a| !a.preset.is_empty()) {
+        result.events_path = files.events.to_string_lossy().into_owned();
+    }
 
     // The agent is gone, and all it started: what it did to its git folder is undone
     // before braid's own code reads it.
@@ -243,6 +271,10 @@ async fn run_in(
     );
 
     let (status, error) = match ending {
+        _ if over_budget.is_some() => (
+            AttemptStatus::OverBudget,
+            over_budget.clone().unwrap_or_default(),
+        ),
         Ending::Exited(0) if !nested.is_empty() => (
             AttemptStatus::Failed,
             nested
@@ -255,9 +287,20 @@ async fn run_in(
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
+        // The agent's own word that it failed, though it exited 0 (a denied edit).
+        Ending::Exited(0) if tally.failed.is_some() => (
+            AttemptStatus::Failed,
+            tally.failed.clone().unwrap_or_default(),
+        ),
         Ending::Exited(0) if !changed => (
             AttemptStatus::Failed,
-            "the agent changed nothing".to_owned(),
+            match &tally.error {
+                Some(error) => format!(
+                    "the agent changed nothing; it reported: {}",
+                    crate::presets::cut(error, 300)
+                ),
+                None => "the agent changed nothing".to_owned(),
+            },
         ),
         Ending::Exited(0) => match protected(spec, worktree, &touched).await {
             Some(why) => (AttemptStatus::Failed, why),
@@ -265,7 +308,13 @@ async fn run_in(
         },
         Ending::Exited(code) => (
             AttemptStatus::Failed,
-            format!("the agent exited with code {code}"),
+            match tally.failed.as_ref().or(tally.error.as_ref()) {
+                Some(why) => format!(
+                    "the agent exited with code {code}: {}",
+                    crate::presets::cut(why, 300)
+                ),
+                None => format!("the agent exited with code {code}"),
+            },
         ),
         Ending::Signalled(signal) => (
             AttemptStatus::Failed,
@@ -275,11 +324,21 @@ async fn run_in(
             AttemptStatus::TimedOut,
             "the agent ran past its timeout and was stopped".to_owned(),
         ),
+        Ending::Stalled => (
+            AttemptStatus::Stalled,
+            format!(
+                "the agent printed nothing for {} and was stopped",
+                human(spec.stall_ms)
+            ),
+        ),
         Ending::Cancelled => (
             AttemptStatus::Cancelled,
             "the attempt was cancelled".to_owned(),
         ),
     };
+    if status == AttemptStatus::Failed {
+        result.provider_fault = tally.fault() as i32;
+    }
     if status != AttemptStatus::Finished {
         result.status = status as i32;
         result.checks = skip_all(spec, &error);
@@ -492,4 +551,15 @@ async fn in_process<T: Send + 'static>(
 /// Every check of `spec`, skipped for `why`.
 fn skip_all(spec: &AttemptSpec, why: &str) -> Vec<braid_shared::proto::CheckResult> {
     spec.checks.iter().map(|c| skipped(c, why)).collect()
+}
+
+/// A duration as plans write it: `90s`, `5m`, `1.5s`.
+fn human(ms: u64) -> String {
+    if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}s", ms as f64 / 1000.0)
+    }
 }

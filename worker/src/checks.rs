@@ -75,7 +75,7 @@ pub async fn run_checks(
             Ok(done) => {
                 let status = match done.ending {
                     Ending::Exited(0) => CheckStatus::Passed,
-                    Ending::TimedOut => CheckStatus::TimedOut,
+                    Ending::TimedOut | Ending::Stalled => CheckStatus::TimedOut,
                     Ending::Cancelled => CheckStatus::Skipped,
                     Ending::Exited(_) | Ending::Signalled(_) => CheckStatus::Failed,
                 };
@@ -172,7 +172,9 @@ pub async fn run_score(
         Ending::Signalled(signal) => {
             return Err(format!("the score command was killed by signal {signal}"));
         }
-        Ending::TimedOut => return Err("the score command ran past its timeout".into()),
+        Ending::TimedOut | Ending::Stalled => {
+            return Err("the score command ran past its timeout".into());
+        }
         Ending::Cancelled => return Err("the attempt was cancelled".into()),
     }
     let out = &done.stdout[done.stdout.len().saturating_sub(SCORE_OUTPUT_CAP)..];

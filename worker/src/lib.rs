@@ -23,6 +23,7 @@ pub mod cache;
 pub mod checkout;
 pub mod checks;
 pub mod commit;
+pub mod presets;
 pub mod runtime;
 pub mod sandbox;
 pub mod worktree_pool;

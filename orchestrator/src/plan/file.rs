@@ -60,6 +60,8 @@ pub struct PlanFile {
     /// Globs of paths no attempt may change (the tests that define the goal, a score
     /// script, CI files); a task's own `protect` adds to these.
     pub protect: Option<Spanned<Vec<String>>>,
+    /// Limits for the whole run: once one is spent no new attempt starts.
+    pub budget: Option<Spanned<BudgetFile>>,
 }
 
 /// A sandbox as written: `off`, or a map.
@@ -133,6 +135,13 @@ pub struct Settings {
     /// How long a stopped agent or check gets between SIGTERM and SIGKILL, such as `10s`.
     /// Default: 5 seconds.
     pub grace: Option<Spanned<Scalar>>,
+    /// A bake-off: the task's attempts go to these agents in turn.
+    pub agents: Option<Spanned<Vec<AgentFile>>>,
+    /// Limits per attempt: past one, the attempt is stopped as `over_budget`.
+    pub budget: Option<Spanned<BudgetFile>>,
+    /// No output or event from the agent for this long, such as `5m`: the attempt is
+    /// stopped as `stalled`.
+    pub stall: Option<Spanned<Scalar>>,
 }
 
 /// One task.
@@ -170,17 +179,23 @@ pub struct TaskFile {
     pub sandbox: Option<Spanned<SandboxFile>>,
     /// As in [`Settings::grace`].
     pub grace: Option<Spanned<Scalar>>,
+    /// As in [`Settings::agents`].
+    pub agents: Option<Spanned<Vec<AgentFile>>>,
+    /// As in [`Settings::budget`].
+    pub budget: Option<Spanned<BudgetFile>>,
+    /// As in [`Settings::stall`].
+    pub stall: Option<Spanned<Scalar>>,
     /// Globs of paths this task's attempts must not change, beside the plan's `protect`.
     pub protect: Option<Spanned<Vec<String>>>,
 }
 
-/// An agent as written: a preset name, or a map describing a command.
+/// An agent as written: a preset name, or a map describing a command or a preset.
 #[derive(Debug, Clone)]
 pub enum AgentFile {
     /// A preset name.
     Preset(String),
-    /// A command.
-    Command(CommandAgentFile),
+    /// A map: `{command: [...]}` or `{preset: codex, model: ...}`.
+    Map(AgentMapFile),
 }
 
 impl<'de> Deserialize<'de> for AgentFile {
@@ -191,7 +206,9 @@ impl<'de> Deserialize<'de> for AgentFile {
         impl<'de> serde::de::Visitor<'de> for Visitor {
             type Value = AgentFile;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a preset name or a map such as {command: [program, args...]}")
+                f.write_str(
+                    "a preset name or a map such as {command: [program, args...]} or {preset: codex, model: NAME}",
+                )
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AgentFile, E> {
                 Ok(AgentFile::Preset(v.to_owned()))
@@ -200,24 +217,62 @@ impl<'de> Deserialize<'de> for AgentFile {
                 self,
                 map: A,
             ) -> Result<AgentFile, A::Error> {
-                CommandAgentFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(AgentFile::Command)
+                AgentMapFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(AgentFile::Map)
             }
         }
         deserializer.deserialize_any(Visitor)
     }
 }
 
-/// An agent that is a command.
+/// An agent written as a map: exactly one of `command` and `preset`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CommandAgentFile {
+pub struct AgentMapFile {
     /// Program and arguments; a relative program path resolves in the attempt's worktree.
     /// Scalars of any type are taken as text, so `[make, 2]` needs no quotes.
-    pub command: Vec<Scalar>,
+    pub command: Option<Vec<Scalar>>,
+    /// A preset: `codex`, `claude`, `gemini`, `opencode`, `aider`.
+    pub preset: Option<String>,
+    /// The model a preset asks for.
+    pub model: Option<String>,
+    /// Extra arguments for a preset's CLI, after braid's own.
+    #[serde(default)]
+    pub args: Vec<Scalar>,
+    /// An OpenAI-, Anthropic- or Gemini-compatible endpoint for a preset.
+    pub base_url: Option<String>,
+    /// The variable that holds the API key (read where the attempt runs).
+    pub api_key_env: Option<String>,
+    /// Prices per million tokens, for a cost the CLI does not report.
+    pub price: Option<PriceFile>,
     /// Extra environment variables.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+}
+
+/// Prices in US dollars per million tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceFile {
+    /// Input tokens not read from a cache.
+    pub input: f64,
+    /// Input tokens read from a cache. Default: the input price.
+    pub cached_input: Option<f64>,
+    /// Output tokens.
+    pub output: f64,
+}
+
+/// Limits on spending as written: per attempt in `defaults` or a task, for the whole run at
+/// the top level.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetFile {
+    /// US dollars.
+    pub usd: Option<Spanned<Scalar>>,
+    /// Input plus output tokens.
+    pub tokens: Option<Spanned<Scalar>>,
+    /// Model turns.
+    pub turns: Option<Spanned<Scalar>>,
 }
 
 /// A check as written.

@@ -13,12 +13,12 @@ use braid_shared::git::Git;
 use serde_saphyr::{Location, Spanned};
 
 use super::file::{
-    AgentFile, CheckFile, PlanFile, SandboxFile, Scalar, ScoreFile, Settings, TaskFile,
+    AgentFile, BudgetFile, CheckFile, PlanFile, SandboxFile, Scalar, ScoreFile, Settings, TaskFile,
 };
 use super::{
-    Agent, Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_GRACE, DEFAULT_MAX_REBASES, DEFAULT_TIMEOUT,
-    MAX_ATTEMPTS, MAX_REBASES, MAX_RETRIES, MergeConfig, OnConflict, Plan, PlanError, PlanErrors,
-    Sandbox, Score, Select, Task, parse_duration,
+    Agent, Budget, Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_GRACE, DEFAULT_MAX_REBASES,
+    DEFAULT_TIMEOUT, MAX_ATTEMPTS, MAX_REBASES, MAX_RETRIES, MergeConfig, OnConflict, Plan,
+    PlanError, PlanErrors, Sandbox, Score, Select, Task, parse_duration,
 };
 use crate::dag;
 
@@ -170,6 +170,7 @@ impl Validator {
             Some(globs) => self.protect(globs, "`protect`"),
             None => Some(Vec::new()),
         };
+        let run_budget = self.budget(file.budget.as_ref(), "the run");
         let run_wide = Common {
             on_conflict,
             sandbox: sandbox.clone().unwrap_or_default(),
@@ -228,6 +229,7 @@ impl Validator {
                 None => sandbox?,
             },
             merge: merge?,
+            budget: run_budget?,
         })
     }
 
@@ -368,7 +370,15 @@ impl Validator {
             }
         }
 
-        let agent = self.agent(&id, at, task.agent.as_ref().or(defaults.agent.as_ref()));
+        let agents = self.agents(&id, at, task, defaults);
+        let budget = self.budget(
+            task.budget.as_ref().or(defaults.budget.as_ref()),
+            &format!("task {id:?}"),
+        );
+        let stall = match task.stall.as_ref().or(defaults.stall.as_ref()) {
+            Some(v) => self.duration(Some(v), Duration::ZERO).map(Some),
+            None => Some(None),
+        };
         let attempts = self.attempts(task.attempts.as_ref().or(defaults.attempts.as_ref()));
         let timeout = self.duration(
             task.timeout.as_ref().or(defaults.timeout.as_ref()),
@@ -410,7 +420,9 @@ impl Validator {
             id,
             prompt: prompt?,
             deps,
-            agent: agent?,
+            agents: agents?,
+            budget: budget?,
+            stall: stall?,
             attempts: attempts?,
             timeout: timeout?,
             select: select?,
@@ -464,40 +476,216 @@ impl Validator {
         }
     }
 
-    fn agent(
+    /// The agents of a task: its own `agents` or `agent`, else the defaults'.
+    fn agents(
         &mut self,
         id: &str,
         task_at: (u64, u64),
-        agent: Option<&Spanned<AgentFile>>,
-    ) -> Option<Agent> {
-        let Some(agent) = agent else {
-            self.error(
-                task_at,
-                format!("task {id:?} has no agent; set `agent` on the task or in `defaults`"),
-            );
-            return None;
+        task: &TaskFile,
+        defaults: &Settings,
+    ) -> Option<Vec<Agent>> {
+        let (one, many) = if task.agent.is_some() || task.agents.is_some() {
+            (task.agent.as_ref(), task.agents.as_ref())
+        } else {
+            (defaults.agent.as_ref(), defaults.agents.as_ref())
         };
-        let at = place(&agent.referenced);
-        match &agent.value {
-            AgentFile::Preset(name) => {
-                self.error(at, format!("agent preset {name:?} is not available in this version of braid; give a command instead: `agent: {{command: [...]}}`"));
+        match (one, many) {
+            (Some(one), Some(many)) => {
+                self.error(
+                    place(&many.referenced),
+                    format!(
+                        "task {id:?} sets both `agent` (line {}) and `agents`; keep one: `agents` is a bake-off over several",
+                        place(&one.referenced).0
+                    ),
+                );
                 None
             }
-            AgentFile::Command(command) => {
-                let argv: Vec<String> = command.command.iter().map(Scalar::text).collect();
-                if argv.first().is_none_or(|p| p.trim().is_empty()) {
+            (Some(one), None) => self
+                .agent(&one.value, place(&one.referenced))
+                .map(|a| vec![a]),
+            (None, Some(many)) if many.value.is_empty() => {
+                self.error(
+                    place(&many.referenced),
+                    format!("task {id:?}: `agents` is empty; name at least one agent"),
+                );
+                None
+            }
+            (None, Some(many)) => {
+                let at = place(&many.referenced);
+                let before = self.errors.len();
+                let agents: Vec<Agent> = many
+                    .value
+                    .iter()
+                    .filter_map(|a| self.agent(a, at))
+                    .collect();
+                (self.errors.len() == before).then_some(agents)
+            }
+            (None, None) => {
+                self.error(
+                    task_at,
+                    format!("task {id:?} has no agent; set `agent` on the task or in `defaults`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn agent(&mut self, agent: &AgentFile, at: (u64, u64)) -> Option<Agent> {
+        let presets: Vec<&str> = braid_worker::presets::all()
+            .iter()
+            .map(|p| p.name())
+            .collect();
+        let known = |name: &str| presets.contains(&name);
+        let unknown = |name: &str| {
+            format!(
+                "unknown agent preset {name:?}; braid has {}, or give a command: `agent: {{command: [...]}}`",
+                presets.join(", ")
+            )
+        };
+        match agent {
+            AgentFile::Preset(name) if known(name) => Some(Agent {
+                preset: name.clone(),
+                ..Agent::command(Vec::new())
+            }),
+            AgentFile::Preset(name) => {
+                self.error(at, unknown(name));
+                None
+            }
+            AgentFile::Map(map) => {
+                let before = self.errors.len();
+                let argv: Vec<String> = map.command.iter().flatten().map(Scalar::text).collect();
+                match (&map.command, &map.preset) {
+                    (Some(_), Some(_)) => {
+                        self.error(at, "an agent is a `command` or a `preset`, not both")
+                    }
+                    (None, None) => {
+                        self.error(at, "the agent names neither a `command` nor a `preset`")
+                    }
+                    (Some(_), None) if argv.first().is_none_or(|p| p.trim().is_empty()) => self
+                        .error(
+                            at,
+                            "the agent's `command` is empty; give the program and its arguments",
+                        ),
+                    (Some(_), None) => {
+                        for (key, set) in [
+                            ("model", map.model.is_some()),
+                            ("args", !map.args.is_empty()),
+                            ("base_url", map.base_url.is_some()),
+                            ("api_key_env", map.api_key_env.is_some()),
+                        ] {
+                            if set {
+                                self.error(
+                                    at,
+                                    format!(
+                                        "`{key}` is for presets; a command agent takes its arguments in `command`"
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    (None, Some(name)) if !known(name) => self.error(at, unknown(name)),
+                    (None, Some(_)) => {}
+                }
+                if let Some(url) = &map.base_url
+                    && !(url.starts_with("http://") || url.starts_with("https://"))
+                {
                     self.error(
                         at,
-                        "the agent's `command` is empty; give the program and its arguments",
+                        format!("`base_url` {url:?} is not an http:// or https:// address"),
                     );
+                }
+                if let Some(var) = &map.api_key_env
+                    && (var.is_empty()
+                        || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                {
+                    self.error(
+                        at,
+                        format!("`api_key_env` {var:?} is not the name of an environment variable"),
+                    );
+                }
+                if let Some(price) = &map.price
+                    && (price.input < 0.0
+                        || price.output < 0.0
+                        || price.cached_input.is_some_and(|c| c < 0.0))
+                {
+                    self.error(
+                        at,
+                        "`price` values are dollars per million tokens, not negative",
+                    );
+                }
+                if self.errors.len() > before {
                     return None;
                 }
                 Some(Agent {
                     command: argv,
-                    env: command.env.clone(),
+                    preset: map.preset.clone().unwrap_or_default(),
+                    model: map.model.clone().unwrap_or_default(),
+                    args: map.args.iter().map(Scalar::text).collect(),
+                    base_url: map.base_url.clone().unwrap_or_default(),
+                    api_key_env: map.api_key_env.clone().unwrap_or_default(),
+                    price: map
+                        .price
+                        .as_ref()
+                        .map(|p| (p.input, p.cached_input.unwrap_or(p.input), p.output)),
+                    env: map.env.clone(),
                 })
             }
         }
+    }
+
+    /// A `budget` as written; `owner` says whose it is in errors.
+    fn budget(&mut self, value: Option<&Spanned<BudgetFile>>, owner: &str) -> Option<Budget> {
+        let Some(value) = value else {
+            return Some(Budget::default());
+        };
+        let at = place(&value.referenced);
+        let before = self.errors.len();
+        let b = &value.value;
+        let number = |v: &Spanned<Scalar>| match v.value {
+            Scalar::Int(n) if n > 0 => Some(n as f64),
+            Scalar::Float(x) if x > 0.0 => Some(x),
+            _ => None,
+        };
+        let mut budget = Budget::default();
+        if let Some(usd) = &b.usd {
+            match number(usd) {
+                Some(x) => budget.usd = x,
+                None => self.error(
+                    place(&usd.referenced),
+                    format!(
+                        "{owner}: `budget.usd` must be a positive number of dollars, not {}",
+                        shown(&usd.value)
+                    ),
+                ),
+            }
+        }
+        for (key, field) in [("tokens", &b.tokens), ("turns", &b.turns)] {
+            if let Some(v) = field {
+                match v.value {
+                    Scalar::Int(n) if n > 0 => {
+                        if key == "tokens" {
+                            budget.tokens = n as u64;
+                        } else {
+                            budget.turns = n.min(i64::from(u32::MAX)) as u32;
+                        }
+                    }
+                    _ => self.error(
+                        place(&v.referenced),
+                        format!(
+                            "{owner}: `budget.{key}` must be a positive whole number, not {}",
+                            shown(&v.value)
+                        ),
+                    ),
+                }
+            }
+        }
+        if self.errors.len() == before && !budget.is_set() {
+            self.error(
+                at,
+                format!("{owner}: `budget` sets no limit; give `usd`, `tokens` or `turns`"),
+            );
+        }
+        (self.errors.len() == before).then_some(budget)
     }
 
     fn attempts(&mut self, value: Option<&Spanned<Scalar>>) -> Option<u32> {

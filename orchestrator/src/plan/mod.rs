@@ -72,6 +72,8 @@ pub struct Plan {
     pub sandbox: Sandbox,
     /// How winners are integrated.
     pub merge: MergeConfig,
+    /// Limits for the whole run.
+    pub budget: Budget,
 }
 
 /// A checked task.
@@ -83,8 +85,12 @@ pub struct Task {
     pub prompt: String,
     /// Ids of the tasks this one starts from.
     pub deps: Vec<String>,
-    /// The agent.
-    pub agent: Agent,
+    /// The agents its attempts go to, in turn (one, or several for a bake-off).
+    pub agents: Vec<Agent>,
+    /// Limits per attempt.
+    pub budget: Budget,
+    /// No output or event from the agent for this long: the attempt is stopped.
+    pub stall: Option<Duration>,
     /// Independent attempts.
     pub attempts: u32,
     /// Wall-clock limit per attempt.
@@ -108,13 +114,84 @@ pub struct Task {
     pub protect: Vec<String>,
 }
 
-/// An agent that is a command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Task {
+    /// The agent of attempt `n` (1-based): a bake-off's agents take turns.
+    pub fn agent_for(&self, n: u32) -> &Agent {
+        &self.agents[(n.max(1) as usize - 1) % self.agents.len()]
+    }
+}
+
+/// An agent: a command or a preset.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Agent {
-    /// Program and arguments.
+    /// Program and arguments of a command agent; empty for a preset.
     pub command: Vec<String>,
+    /// The preset's name; empty for a command agent.
+    pub preset: String,
+    /// The model a preset asks for; empty: the CLI's default.
+    pub model: String,
+    /// Extra arguments for a preset's CLI.
+    pub args: Vec<String>,
+    /// The endpoint; empty: the CLI's default.
+    pub base_url: String,
+    /// The variable holding the API key; empty: the preset's usual one.
+    pub api_key_env: String,
+    /// Prices per million tokens (input, cached input, output), overriding braid's table.
+    pub price: Option<(f64, f64, f64)>,
     /// Extra environment variables.
     pub env: BTreeMap<String, String>,
+}
+
+impl Agent {
+    /// A command agent.
+    pub fn command(command: Vec<String>) -> Self {
+        Agent {
+            command,
+            preset: String::new(),
+            model: String::new(),
+            args: Vec::new(),
+            base_url: String::new(),
+            api_key_env: String::new(),
+            price: None,
+            env: BTreeMap::new(),
+        }
+    }
+
+    /// The agent's name in reports: the preset's, or `command`.
+    pub fn label(&self) -> &str {
+        if self.preset.is_empty() {
+            "command"
+        } else {
+            &self.preset
+        }
+    }
+
+    /// What names the agent in a summary: `codex`, `codex gpt-5`.
+    pub fn title(&self) -> String {
+        if self.model.is_empty() {
+            self.label().to_owned()
+        } else {
+            format!("{} {}", self.label(), self.model)
+        }
+    }
+}
+
+/// Limits on spending: per attempt, or for the whole run. Zero means none.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Budget {
+    /// US dollars.
+    pub usd: f64,
+    /// Input plus output tokens.
+    pub tokens: u64,
+    /// Model turns.
+    pub turns: u32,
+}
+
+impl Budget {
+    /// Whether it limits anything.
+    pub fn is_set(&self) -> bool {
+        self.usd > 0.0 || self.tokens > 0 || self.turns > 0
+    }
 }
 
 /// A check.

@@ -36,6 +36,27 @@ pub struct Comparison {
     /// `similarity[i][j]`: the share of changed lines attempts `i` and `j` (in the order
     /// of `attempts`) have in common, from 0 to 1; `null` when either has no change.
     pub similarity: Vec<Vec<Option<f64>>>,
+    /// One row per agent (and model), in the order they first appear: a bake-off's score.
+    pub agents: Vec<AgentRow>,
+}
+
+/// What one agent's attempts of the task came to.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentRow {
+    /// The agent: a preset's name, `command`.
+    pub agent: String,
+    /// The model; `null` when the plan named none.
+    pub model: Option<String>,
+    /// Its attempts.
+    pub attempts: u32,
+    /// Of those, how many succeeded.
+    pub passed: u32,
+    /// Whether the winner is one of them.
+    pub won: bool,
+    /// What they spent together.
+    pub usage: super::Usage,
+    /// The median wall-clock time of its attempts.
+    pub median_ms: u64,
 }
 
 /// One attempt in a comparison.
@@ -60,6 +81,14 @@ pub struct Row {
     pub deletions: u64,
     /// Wall-clock time.
     pub duration_ms: u64,
+    /// The agent: a preset's name, `command`.
+    pub agent: Option<String>,
+    /// The model it asked for.
+    pub model: Option<String>,
+    /// Model turns, where known.
+    pub turns: Option<u32>,
+    /// Cached input tokens, where known.
+    pub cached_input_tokens: Option<u64>,
     /// Input tokens, where known.
     pub input_tokens: Option<u64>,
     /// Output tokens, where known.
@@ -145,6 +174,10 @@ pub async fn compare(
                 insertions: a.diff.insertions,
                 deletions: a.diff.deletions,
                 duration_ms: a.duration_ms,
+                agent: a.agent.clone(),
+                model: a.model.clone(),
+                turns: a.usage.turns,
+                cached_input_tokens: a.usage.cached_input_tokens,
                 input_tokens: a.usage.input_tokens,
                 output_tokens: a.usage.output_tokens,
                 cost_usd: a.usage.cost_usd,
@@ -169,9 +202,45 @@ pub async fn compare(
         winner: task.winner,
         reason: task.reason.clone(),
         checks,
+        agents: agent_rows(task.winner, &attempts),
         attempts: rows,
         similarity,
     })
+}
+
+/// The per-agent summary of `attempts`.
+fn agent_rows(winner: Option<u32>, attempts: &[&AttemptReport]) -> Vec<AgentRow> {
+    type Key = (String, Option<String>);
+    let mut groups: Vec<(Key, Vec<&AttemptReport>)> = Vec::new();
+    for a in attempts {
+        let key = (
+            a.agent.clone().unwrap_or_else(|| "-".into()),
+            a.model.clone(),
+        );
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push(a),
+            None => groups.push((key, vec![a])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((agent, model), list)| {
+            let mut times: Vec<u64> = list.iter().map(|a| a.duration_ms).collect();
+            times.sort_unstable();
+            AgentRow {
+                agent,
+                model,
+                attempts: list.len() as u32,
+                passed: list
+                    .iter()
+                    .filter(|a| a.status == super::AttemptStatus::Succeeded)
+                    .count() as u32,
+                won: list.iter().any(|a| winner == Some(a.n)),
+                usage: super::Usage::sum(list.iter().map(|a| &a.usage)),
+                median_ms: times.get(times.len() / 2).copied().unwrap_or(0),
+            }
+        })
+        .collect()
 }
 
 /// The diff from `base` to `commit`, as git prints it.
@@ -245,7 +314,7 @@ impl Row {
 impl Comparison {
     /// The comparison as `braid compare` prints it.
     pub fn text(&self) -> String {
-        let mut head: Vec<String> = vec!["attempt".into(), "status".into()];
+        let mut head: Vec<String> = vec!["attempt".into(), "status".into(), "agent".into()];
         head.extend(self.checks.iter().cloned());
         head.extend(
             ["score", "files", "lines", "time", "tokens", "cost", "note"]
@@ -257,6 +326,11 @@ impl Comparison {
             let mut cells = vec![
                 format!("{}{}", r.n, if r.winner { " ★" } else { "" }),
                 r.status.clone(),
+                match (&r.agent, &r.model) {
+                    (Some(a), Some(m)) => format!("{a} {m}"),
+                    (Some(a), None) => a.clone(),
+                    _ => "-".into(),
+                },
             ];
             cells.extend(
                 r.checks
@@ -294,6 +368,32 @@ impl Comparison {
                 let _ = writeln!(out, "\nno winner: {reason}");
             }
             _ => {}
+        }
+        if self.agents.len() > 1 {
+            let _ = writeln!(out, "\nby agent:");
+            let mut rows = vec![
+                ["agent", "attempts", "passed", "median time", "spent", ""]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            for a in &self.agents {
+                rows.push(vec![
+                    match &a.model {
+                        Some(m) => format!("{} {m}", a.agent),
+                        None => a.agent.clone(),
+                    },
+                    a.attempts.to_string(),
+                    a.passed.to_string(),
+                    seconds(a.median_ms),
+                    a.usage.text(),
+                    if a.won {
+                        "winner".into()
+                    } else {
+                        String::new()
+                    },
+                ]);
+            }
+            out.push_str(&table(&rows));
         }
         let _ = writeln!(out, "\nsimilarity (share of changed lines in common):");
         let mut matrix: Vec<Vec<String>> = vec![

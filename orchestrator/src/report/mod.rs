@@ -57,6 +57,10 @@ pub enum AttemptStatus {
     Cancelled,
     /// Its worker was lost more often than braid retries.
     Lost,
+    /// The agent printed nothing for the stall limit and was stopped.
+    Stalled,
+    /// The agent spent past the attempt's budget and was stopped.
+    OverBudget,
 }
 
 /// How a check ended.
@@ -108,6 +112,13 @@ pub struct Report {
     pub timeline: Vec<TimelineEntry>,
     /// The run's state directory (reports and logs).
     pub state_dir: String,
+    /// What the whole run's attempts spent.
+    #[serde(default)]
+    pub usage: Usage,
+    /// Why braid stopped starting attempts before the plan was done: a provider's terminal
+    /// refusal of an agent, the run's budget spent. Each a sentence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopped: Vec<String>,
 }
 
 /// The integration of the winners.
@@ -241,6 +252,9 @@ pub struct TaskReport {
     pub baseline: Vec<CheckReport>,
     /// The attempts, by number.
     pub attempts: Vec<AttemptReport>,
+    /// What the task's attempts spent together.
+    #[serde(default)]
+    pub usage: Usage,
 }
 
 /// One attempt.
@@ -262,8 +276,20 @@ pub struct AttemptReport {
     pub diff: DiffReport,
     /// The checks, in plan order.
     pub checks: Vec<CheckReport>,
-    /// Tokens and cost, where the agent reports them.
+    /// The agent: a preset's name, `command`.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// The model it asked for; `null` when the plan named none.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Tokens, turns and cost, where the agent reports them.
     pub usage: Usage,
+    /// The agent's final message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_message: Option<String>,
+    /// The agent's events, normalised (`logs/<task>.<n>.events.jsonl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<String>,
     /// Why it failed, in a sentence.
     pub error: Option<String>,
     /// The agent's log file.
@@ -335,7 +361,11 @@ impl AttemptReport {
             duration_ms: 0,
             diff: DiffReport::default(),
             checks: Vec::new(),
+            agent: None,
+            model: None,
             usage: Usage::default(),
+            final_message: None,
+            events: None,
             error: None,
             log: None,
             agent_exit_code: None,
@@ -382,15 +412,63 @@ pub struct CheckReport {
     pub note: Option<String>,
 }
 
-/// Tokens and cost; `null` where unknown.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Tokens, turns and cost; `null` where unknown. Cached input tokens are part of the input
+/// tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
-    /// Input tokens.
+    /// Input tokens, cached ones included.
     pub input_tokens: Option<u64>,
+    /// Of those, read from the provider's cache.
+    #[serde(default)]
+    pub cached_input_tokens: Option<u64>,
     /// Output tokens.
     pub output_tokens: Option<u64>,
-    /// Cost in US dollars.
+    /// Cost in US dollars: the agent's own figure, or braid's from its price table.
     pub cost_usd: Option<f64>,
+    /// Model turns.
+    #[serde(default)]
+    pub turns: Option<u32>,
+}
+
+impl From<braid_shared::usage::Usage> for Usage {
+    fn from(u: braid_shared::usage::Usage) -> Self {
+        Usage {
+            input_tokens: u.input,
+            cached_input_tokens: u.cached,
+            output_tokens: u.output,
+            cost_usd: u.cost,
+            turns: u.turns,
+        }
+    }
+}
+
+impl From<Usage> for braid_shared::usage::Usage {
+    fn from(u: Usage) -> Self {
+        braid_shared::usage::Usage {
+            input: u.input_tokens,
+            cached: u.cached_input_tokens,
+            output: u.output_tokens,
+            cost: u.cost_usd,
+            turns: u.turns,
+        }
+    }
+}
+
+impl Usage {
+    /// The sum of `usages`; a count none of them knows stays `null`.
+    pub fn sum<'a>(usages: impl IntoIterator<Item = &'a Usage>) -> Usage {
+        usages
+            .into_iter()
+            .fold(braid_shared::usage::Usage::default(), |acc, u| {
+                acc.plus((*u).into())
+            })
+            .into()
+    }
+
+    /// Input plus output tokens, where known.
+    pub fn tokens(&self) -> Option<u64> {
+        braid_shared::usage::Usage::from(*self).tokens()
+    }
 }
 
 /// A worker that served the run.
@@ -437,10 +515,17 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "- Result: `{}` at {}\n",
+            "- Result: `{}` at {}",
             self.result.branch,
             self.result.commit.as_deref().map(short).unwrap_or("(none)")
         );
+        if self.usage != Usage::default() {
+            let _ = writeln!(md, "- Spent: {}", self.usage.text());
+        }
+        for why in &self.stopped {
+            let _ = writeln!(md, "- **Stopped early**: {why}");
+        }
+        md.push('\n');
         for task in &self.tasks {
             let _ = writeln!(md, "## Task `{}`: {}\n", task.id, word(task.status));
             if !task.deps.is_empty() {
@@ -468,9 +553,9 @@ impl Report {
             if !task.attempts.is_empty() {
                 let _ = writeln!(
                     md,
-                    "\n| attempt | status | checks | score | diff | duration | worker | note |"
+                    "\n| attempt | status | agent | checks | score | diff | spent | duration | worker | note |"
                 );
-                let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+                let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
                 for a in &task.attempts {
                     let mark = if task.winner == Some(a.n) { " ★" } else { "" };
                     let mut note: Vec<String> = Vec::new();
@@ -481,12 +566,14 @@ impl Report {
                     note.extend(a.score_error.clone());
                     let _ = writeln!(
                         md,
-                        "| {}{mark} | {} | {} | {} | {} | {} | {} | {} |",
+                        "| {}{mark} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                         a.n,
                         word(a.status),
+                        agent_text(a),
                         checks_text(&a.checks),
                         a.score.map_or("-".into(), |s| s.to_string()),
                         diff_text(&a.diff, a.commit.is_some()),
+                        a.usage.text(),
                         seconds(a.duration_ms),
                         a.worker.as_deref().unwrap_or("-"),
                         note.join("; ").replace('|', "\\|"),
@@ -533,6 +620,10 @@ impl Report {
     /// The table printed at the end of a run.
     pub fn summary(&self) -> String {
         let mut out = String::new();
+        // What stopped the run early comes first: it explains every row below.
+        for why in &self.stopped {
+            let _ = writeln!(out, "stopped: {why}");
+        }
         let width = self
             .tasks
             .iter()
@@ -595,6 +686,9 @@ impl Report {
         for check in &self.result.verify {
             let _ = writeln!(out, "verify {}: {}", check.name, word(check.status));
         }
+        if self.usage != Usage::default() {
+            let _ = writeln!(out, "spent: {}", self.usage.text());
+        }
         let _ = writeln!(
             out,
             "run {} {} in {}; result {} at {}",
@@ -607,6 +701,53 @@ impl Report {
         let _ = writeln!(out, "report: {}/report.md", self.state_dir);
         out
     }
+}
+
+/// The agent of an attempt, with its model: `codex gpt-5`.
+pub fn agent_text(a: &AttemptReport) -> String {
+    match (&a.agent, &a.model) {
+        (Some(agent), Some(model)) => format!("{agent} {model}"),
+        (Some(agent), None) => agent.clone(),
+        _ => "-".into(),
+    }
+}
+
+impl Usage {
+    /// In a few words: `2,270 tokens (1,100 cached), $0.0078, 2 turns`; `-` when unknown.
+    pub fn text(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(tokens) = self.tokens() {
+            let mut t = format!("{} tokens", thousands(tokens));
+            if let Some(cached) = self.cached_input_tokens.filter(|c| *c > 0) {
+                t.push_str(&format!(" ({} cached)", thousands(cached)));
+            }
+            parts.push(t);
+        }
+        if let Some(cost) = self.cost_usd {
+            parts.push(format!("${cost:.4}"));
+        }
+        if let Some(turns) = self.turns {
+            parts.push(format!("{turns} turn{}", if turns == 1 { "" } else { "s" }));
+        }
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Writes `path` through a temporary file, so a reader never sees half of it.
@@ -631,6 +772,8 @@ fn abbreviation(status: AttemptStatus) -> &'static str {
         AttemptStatus::TimedOut => "timeout",
         AttemptStatus::Cancelled => "cancel",
         AttemptStatus::Lost => "lost",
+        AttemptStatus::Stalled => "stall",
+        AttemptStatus::OverBudget => "budget",
     }
 }
 

@@ -89,7 +89,14 @@ impl Scheduler {
             tracing::warn!(lease = %result.lease_id, %worker, "refused a result under a stale lease");
             return;
         };
-        if result.infrastructure {
+        if self.tasks[lease.task].attempts[lease.attempt].report.kind != AttemptKind::Baseline {
+            self.spent(lease.task, lease.attempt, &result);
+        }
+        // A provider that refused for now (a rate limit, a server error) costs no attempt:
+        // the attempt runs again after a backoff, like one whose worker was lost.
+        let transient = result.provider_fault() == pb::ProviderFault::Transient
+            && result.status() != pb::AttemptStatus::Finished;
+        if result.infrastructure || transient {
             self.lost(lease.task, lease.attempt, &result.error);
             return;
         }
@@ -165,8 +172,20 @@ impl Scheduler {
             pb::AttemptStatus::Finished => AttemptStatus::Succeeded,
             pb::AttemptStatus::TimedOut => AttemptStatus::TimedOut,
             pb::AttemptStatus::Cancelled => AttemptStatus::Cancelled,
+            pb::AttemptStatus::Stalled => AttemptStatus::Stalled,
+            pb::AttemptStatus::OverBudget => AttemptStatus::OverBudget,
             pb::AttemptStatus::Failed | pb::AttemptStatus::Unspecified => AttemptStatus::Failed,
         };
+        report.usage = result
+            .usage
+            .as_ref()
+            .map(|u| braid_shared::usage::Usage::from(u).into())
+            .unwrap_or_default();
+        report.agent = (!result.agent.is_empty()).then(|| result.agent.clone());
+        report.model = (!result.model.is_empty()).then(|| result.model.clone());
+        report.final_message =
+            (!result.final_message.is_empty()).then(|| result.final_message.clone());
+        report.events = (!result.events_path.is_empty()).then(|| result.events_path.clone());
         report.commit = (!result.commit.is_empty()).then(|| result.commit.clone());
         report.diff = result
             .diff
@@ -413,6 +432,10 @@ impl Scheduler {
                 return;
             };
             let (task, attempt) = self.queue.pop_front().expect("not empty");
+            if self.refused(task, attempt).is_some() {
+                self.end_unstarted(task, attempt);
+                continue;
+            }
             let lease_id = format!("{}-{}", self.ctx.run_id, self.next_lease);
             self.next_lease += 1;
             let spec = self.attempt_spec(task, attempt);
@@ -492,10 +515,8 @@ impl Scheduler {
                 .prompt
                 .clone()
                 .unwrap_or_else(|| plan_task.prompt.clone()),
-            agent: (kind != AttemptKind::Baseline).then(|| AgentSpec {
-                command: plan_task.agent.command.clone(),
-                env: plan_task.agent.env.clone().into_iter().collect(),
-            }),
+            agent: (kind != AttemptKind::Baseline)
+                .then(|| agent_spec(plan_task.agent_for(this.report.n))),
             timeout_ms: plan_task.timeout.as_millis() as u64,
             checks,
             log_dir: self.ctx.log_dir.to_string_lossy().into_owned(),
@@ -511,6 +532,16 @@ impl Scheduler {
             },
             sandbox: Some(sandbox_spec(&plan_task.sandbox)),
             grace_ms: plan_task.grace.as_millis() as u64,
+            budget: plan_task.budget.is_set().then_some(pb::Budget {
+                usd: plan_task.budget.usd,
+                tokens: plan_task.budget.tokens,
+                turns: plan_task.budget.turns,
+            }),
+            stall_ms: plan_task.stall.map_or(0, |d| d.as_millis() as u64),
+            setup: Vec::new(),
+            include: Vec::new(),
+            port_base: 0,
+            port_count: 0,
         }
     }
 
@@ -522,5 +553,26 @@ impl Scheduler {
         if failed {
             self.drop_worker(worker, "it is not reading its stream");
         }
+    }
+}
+
+/// What a worker needs to know of an agent. The API key stays behind: only the name of
+/// the variable that holds it goes over the wire.
+fn agent_spec(agent: &crate::plan::Agent) -> AgentSpec {
+    AgentSpec {
+        command: agent.command.clone(),
+        env: agent.env.clone().into_iter().collect(),
+        preset: agent.preset.clone(),
+        model: agent.model.clone(),
+        args: agent.args.clone(),
+        base_url: agent.base_url.clone(),
+        api_key_env: agent.api_key_env.clone(),
+        api: String::new(),
+        max_turns: 0,
+        price: agent.price.map(|(input, cached_input, output)| pb::Price {
+            input,
+            cached_input,
+            output,
+        }),
     }
 }

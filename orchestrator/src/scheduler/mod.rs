@@ -30,6 +30,7 @@ mod judging;
 mod leases;
 mod queue;
 mod refs;
+mod spending;
 
 use crate::dag::Dag;
 use crate::merge::{self, BranchMove, DepWinner, MergeError, Merged, Merger};
@@ -179,6 +180,9 @@ pub struct Outcome {
     pub cancelled: bool,
     /// Why the loop gave up, when it did.
     pub error: Option<String>,
+    /// Why braid stopped starting attempts early (a provider's terminal refusal, the run's
+    /// budget), each a sentence.
+    pub stopped: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,6 +314,8 @@ pub struct Scheduler {
     judging: BTreeSet<usize>,
     /// Results whose objects are being imported.
     importing: usize,
+    /// What the run spent, and what stops attempts from starting.
+    spending: spending::Spending,
 }
 
 impl Scheduler {
@@ -373,6 +379,7 @@ impl Scheduler {
             baseline_jobs: Vec::new(),
             judging: BTreeSet::new(),
             importing: 0,
+            spending: Default::default(),
         })
     }
 
@@ -786,6 +793,9 @@ impl Scheduler {
                     reason: state.reason,
                     select: task.select.name().to_owned(),
                     baseline,
+                    usage: crate::report::Usage::sum(
+                        attempts.iter().map(|a: &AttemptReport| &a.usage),
+                    ),
                     attempts,
                 }
             })
@@ -801,6 +811,7 @@ impl Scheduler {
             workers: self.joined,
             cancelled,
             error: self.error,
+            stopped: self.spending.stopped,
         }
     }
 }

@@ -1,0 +1,497 @@
+//! The agent presets, driven through `braid run` with the real CLIs (installed by `.ci/run`)
+//! against the scripted model server of the test support: each writes a file with its own
+//! tools, and braid's report must hold exactly the usage the server reported. Then the
+//! faults: a provider's terminal refusal, budgets, stalls, a bake-off, and a key that must
+//! appear in no file braid wrote.
+
+use std::path::Path;
+use std::process::Output;
+
+use braid_tests::model::{Fault, ModelServer, Script, Tokens};
+use braid_tests::{TestRepo, command, files_under, stderr, stdout};
+use serde_json::Value;
+
+use crate::{BIN, attempt, task};
+
+/// The key every test's agents get, in `BRAID_TEST_KEY`.
+const KEY: &str = "sk-test-4f9b2c7e1d0a6835";
+
+/// Runs `braid run plan --json` with the test key set and a home of the test's own, so no
+/// login of the machine's user is seeded into the CLIs' config folders.
+fn run_with_key(repo: &TestRepo, plan: &Path, extra: &[&str]) -> (Output, Value) {
+    let home = repo.outside().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let mut args = vec!["run", plan.to_str().expect("utf-8"), "--json"];
+    args.extend_from_slice(extra);
+    let out = command(BIN, repo.outside())
+        .args(&args)
+        .env("BRAID_LOG", "warn")
+        .env("BRAID_TEST_KEY", KEY)
+        .env("HOME", &home)
+        .output()
+        .expect("braid runs");
+    let report = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| {
+        panic!(
+            "report.json on stdout ({e}); exit {:?}\nstderr:\n{}",
+            out.status.code(),
+            stderr(&out)
+        )
+    });
+    (out, report)
+}
+
+/// A server whose tools write into the worktrees of `repo`'s runs.
+fn server_for(repo: &TestRepo, script: Script) -> ModelServer {
+    ModelServer::start(Script {
+        root: Some(repo.cache().join("work").to_string_lossy().into_owned()),
+        ..script
+    })
+}
+
+/// The base URL a preset is given: OpenAI-style endpoints take `/v1`.
+fn base_url(preset: &str, server: &ModelServer) -> String {
+    match preset {
+        "claude" | "gemini" => server.url(),
+        _ => format!("{}/v1", server.url()),
+    }
+}
+
+/// The agent map of a plan for `preset` against `server`.
+fn agent(preset: &str, server: &ModelServer) -> String {
+    format!(
+        r#"{{preset: {preset}, model: test-model, base_url: "{}", api_key_env: BRAID_TEST_KEY}}"#,
+        base_url(preset, server)
+    )
+}
+
+/// That `braid agents` says the preset's CLI is installed: a test of a CLI that is not
+/// fails here, saying so, instead of in a puzzling report.
+fn assert_installed(preset: &str) {
+    let out = command(BIN, Path::new("/"))
+        .args(["agents", "--json"])
+        .output()
+        .expect("braid agents");
+    let list: Value = serde_json::from_str(&stdout(&out)).expect("braid agents --json");
+    let row = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|r| r["preset"] == preset)
+        .unwrap_or_else(|| panic!("no preset {preset} in {list:#}"));
+    assert_eq!(
+        row["installed"], true,
+        "the {preset} CLI is not installed here ({}); .ci/run installs it",
+        row["problem"]
+    );
+}
+
+fn usage_of(a: &Value) -> (Value, Value, Value, Value) {
+    let u = &a["usage"];
+    (
+        u["input_tokens"].clone(),
+        u["cached_input_tokens"].clone(),
+        u["output_tokens"].clone(),
+        u["turns"].clone(),
+    )
+}
+
+/// A best-of-2 task through `preset`: both attempts write the file with the CLI's own
+/// tools, pass the check, and report what the server reported.
+fn best_of_two(preset: &str) {
+    assert_installed(preset);
+    let repo = TestRepo::init();
+    let script = Script::default();
+    let server = server_for(&repo, script.clone());
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: hello
+    prompt: Create the file hello.txt that says hello.
+    attempts: 2
+    agent: {}
+    checks:
+      - {{name: made, run: "grep -q 'hello from the model' hello.txt"}}
+"#,
+        agent(preset, &server)
+    ));
+    let before = repo.snapshot();
+    let (out, report) = run_with_key(&repo, &plan, &["--workers", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));
+    let t = task(&report, "hello");
+    // aider answers in one reply (a whole file), the others call a tool and then finish.
+    let (per_attempt, turns) = if preset == "aider" {
+        (script.tool_turn, 1)
+    } else {
+        (
+            Tokens {
+                input: script.tool_turn.input + script.final_turn.input,
+                cached: script.tool_turn.cached + script.final_turn.cached,
+                output: script.tool_turn.output + script.final_turn.output,
+            },
+            2,
+        )
+    };
+    for n in [1, 2] {
+        let a = attempt(t, n);
+        assert_eq!(a["status"], "succeeded", "{a:#}");
+        assert_eq!(a["agent"], preset);
+        assert_eq!(a["model"], "test-model");
+        assert_eq!(
+            a["diff"]["files"], 1,
+            "only hello.txt, no CLI litter: {a:#}"
+        );
+        let (input, cached, output, t) = usage_of(a);
+        assert_eq!(input, per_attempt.input, "{preset} input tokens: {a:#}");
+        assert_eq!(output, per_attempt.output, "{preset} output tokens: {a:#}");
+        assert_eq!(t, turns, "{preset} turns: {a:#}");
+        if preset == "aider" {
+            // aider tells no cache reads for OpenAI-style replies: unknown, not zero.
+            assert_eq!(cached, Value::Null, "{a:#}");
+        } else {
+            assert_eq!(cached, per_attempt.cached, "{preset} cached tokens: {a:#}");
+        }
+        let events = a["events"].as_str().expect("an events file");
+        let events = std::fs::read_to_string(events).expect("events file");
+        assert!(
+            events.lines().any(|l| l.contains("\"type\":\"usage")),
+            "{events}"
+        );
+    }
+    // The run's total is the server's.
+    let reported = server.reported();
+    assert_eq!(
+        report["usage"]["input_tokens"], reported.input,
+        "{report:#}"
+    );
+    assert_eq!(report["usage"]["output_tokens"], reported.output);
+    // Every conversation request came with the key, taken from the variable the plan named.
+    let conversation = server.conversation();
+    assert_eq!(conversation.len(), if preset == "aider" { 2 } else { 4 });
+    assert!(
+        conversation.iter().all(|s| s.key.contains(KEY)),
+        "{:?}",
+        conversation.iter().map(|s| &s.key).collect::<Vec<_>>()
+    );
+    let winner = report["result"]["commit"].as_str().expect("a result");
+    assert_eq!(
+        repo.show(winner, "hello.txt").as_deref(),
+        Some("hello from the model\n")
+    );
+    repo.assert_untouched(&before);
+}
+
+#[test]
+fn codex_best_of_two() {
+    best_of_two("codex");
+}
+
+#[test]
+fn claude_best_of_two() {
+    best_of_two("claude");
+}
+
+#[test]
+fn gemini_best_of_two() {
+    best_of_two("gemini");
+}
+
+#[test]
+fn opencode_best_of_two() {
+    best_of_two("opencode");
+}
+
+#[test]
+fn aider_best_of_two() {
+    best_of_two("aider");
+}
+
+#[test]
+fn a_terminal_provider_error_stops_the_other_attempts() {
+    assert_installed("codex");
+    let repo = TestRepo::init();
+    let server = server_for(
+        &repo,
+        Script {
+            fault: Some(Fault::QuotaExhausted),
+            ..Script::default()
+        },
+    );
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: wall
+    prompt: Create hello.txt.
+    attempts: 4
+    agent: {}
+  - id: later
+    deps: [wall]
+    prompt: Create hello.txt.
+    agent: {}
+"#,
+        agent("codex", &server),
+        agent("codex", &server)
+    ));
+    let (out, report) = run_with_key(&repo, &plan, &["--workers", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    // One attempt met the wall; none of the other three was sent into it.
+    let conversations = server.conversation().len();
+    assert_eq!(
+        conversations, 1,
+        "requests after the quota error: {conversations}"
+    );
+    let t = task(&report, "wall");
+    let first = attempt(t, 1);
+    assert_eq!(first["status"], "failed");
+    assert!(
+        first["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Quota exceeded"),
+        "{first:#}"
+    );
+    for n in 2..=4 {
+        let a = attempt(t, n);
+        assert_eq!(a["status"], "failed", "{a:#}");
+        assert!(
+            a["error"].as_str().unwrap_or_default().starts_with(
+                "not started: the provider of agent codex test-model refused for good"
+            ),
+            "{a:#}"
+        );
+    }
+    let stopped = report["stopped"].as_array().expect("stopped");
+    assert_eq!(stopped.len(), 1, "{report:#}");
+    assert!(stopped[0].as_str().unwrap().contains("Quota exceeded"));
+    // The summary says so first.
+    let text = braid_tests::braid(
+        Path::new(BIN),
+        repo.outside(),
+        &["report", "latest", "--repo", repo.path.to_str().unwrap()],
+    );
+    assert!(stdout(&text).contains("Stopped early"), "{}", stdout(&text));
+}
+
+#[test]
+fn an_attempt_past_its_token_budget_is_over_budget() {
+    assert_installed("claude");
+    let repo = TestRepo::init();
+    let server = server_for(&repo, Script::default());
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: costly
+    prompt: Create hello.txt.
+    agent: {}
+    budget: {{tokens: 1000}}
+"#,
+        agent("claude", &server)
+    ));
+    let (out, report) = run_with_key(&repo, &plan, &[]);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let a = attempt(task(&report, "costly"), 1);
+    assert_eq!(a["status"], "over_budget", "{a:#}");
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("past the attempt's budget of 1000"),
+        "{a:#}"
+    );
+    // Its work is kept on its branch all the same.
+    assert!(a["commit"].is_string(), "{a:#}");
+}
+
+#[test]
+fn the_run_budget_stops_new_attempts() {
+    let repo = TestRepo::init();
+    let agent = repo.script(
+        "spend.sh",
+        "#!/bin/sh\necho \"$BRAID_ATTEMPT\" > \"f$BRAID_ATTEMPT.txt\"\n\
+         echo '{\"input_tokens\": 600, \"output_tokens\": 100, \"cost_usd\": 0.5}' > \"$BRAID_USAGE_FILE\"\n",
+    );
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+budget: {{usd: 0.9}}
+tasks:
+  - id: spend
+    prompt: Spend.
+    attempts: 4
+    agent: {{command: ["{}"]}}
+"#,
+        agent.display()
+    ));
+    let (out, report) = run_with_key(&repo, &plan, &["--workers", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let t = task(&report, "spend");
+    assert_eq!(attempt(t, 1)["status"], "succeeded");
+    assert_eq!(attempt(t, 1)["usage"]["cost_usd"], 0.5);
+    assert_eq!(attempt(t, 2)["status"], "succeeded");
+    for n in [3, 4] {
+        let a = attempt(t, n);
+        assert_eq!(a["status"], "cancelled", "{a:#}");
+        assert!(
+            a["error"]
+                .as_str()
+                .unwrap()
+                .contains("the run's budget was spent"),
+            "{a:#}"
+        );
+    }
+    assert_eq!(report["usage"]["cost_usd"], 1.0);
+    assert_eq!(report["usage"]["input_tokens"], 1200);
+    assert!(
+        report["stopped"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("past the run's budget of $0.9"),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn a_silent_agent_is_stalled() {
+    let repo = TestRepo::init();
+    let agent = repo.script(
+        "quiet.sh",
+        "#!/bin/sh\necho starting\necho work > made.txt\nsleep 30\n",
+    );
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: quiet
+    prompt: Think quietly.
+    stall: 1s
+    timeout: 60s
+    agent: {{command: ["{}"]}}
+"#,
+        agent.display()
+    ));
+    let started = std::time::Instant::now();
+    let (out, report) = run_with_key(&repo, &plan, &[]);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    assert!(
+        started.elapsed().as_secs() < 25,
+        "stopped at the stall, not the sleep's end"
+    );
+    let a = attempt(task(&report, "quiet"), 1);
+    assert_eq!(a["status"], "stalled", "{a:#}");
+    assert_eq!(
+        a["error"], "the agent printed nothing for 1s and was stopped",
+        "{a:#}"
+    );
+    assert!(a["commit"].is_string(), "what it did is kept: {a:#}");
+    assert!(repo.survivors().is_empty(), "{:?}", repo.survivors());
+}
+
+#[test]
+fn a_bake_off_spreads_attempts_over_agents() {
+    assert_installed("codex");
+    assert_installed("claude");
+    let repo = TestRepo::init();
+    let server = server_for(&repo, Script::default());
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: bake
+    prompt: Create hello.txt.
+    attempts: 4
+    agents: [{}, {}]
+    checks:
+      - {{name: made, run: "test -f hello.txt"}}
+"#,
+        agent("codex", &server),
+        agent("claude", &server)
+    ));
+    let (out, report) = run_with_key(&repo, &plan, &["--workers", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));
+    let t = task(&report, "bake");
+    for (n, preset) in [(1, "codex"), (2, "claude"), (3, "codex"), (4, "claude")] {
+        let a = attempt(t, n);
+        assert_eq!(a["agent"], preset, "{a:#}");
+        assert_eq!(a["status"], "succeeded", "{a:#}");
+    }
+    // Claude Code prices its own turns; Codex reports none and braid has no price for
+    // `test-model`: the task's cost is Claude's alone.
+    let claude: f64 = [2, 4]
+        .iter()
+        .map(|n| attempt(t, *n)["usage"]["cost_usd"].as_f64().unwrap())
+        .sum();
+    assert!((t["usage"]["cost_usd"].as_f64().unwrap() - claude).abs() < 1e-9);
+    let compare = braid_tests::braid(
+        Path::new(BIN),
+        repo.outside(),
+        &[
+            "compare",
+            "latest",
+            "bake",
+            "--json",
+            "--repo",
+            repo.path.to_str().unwrap(),
+        ],
+    );
+    let compare: Value = serde_json::from_str(&stdout(&compare)).expect("compare --json");
+    let agents = compare["agents"].as_array().expect("a per-agent summary");
+    assert_eq!(agents.len(), 2, "{compare:#}");
+    for row in agents {
+        assert_eq!(row["attempts"], 2, "{row:#}");
+        assert_eq!(row["passed"], 2, "{row:#}");
+    }
+}
+
+#[test]
+fn the_key_appears_in_no_file_braid_wrote() {
+    assert_installed("codex");
+    let repo = TestRepo::init();
+    let server = server_for(&repo, Script::default());
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: secret
+    prompt: Create hello.txt.
+    attempts: 2
+    agent: {}
+"#,
+        agent("codex", &server)
+    ));
+    let (out, report) = run_with_key(&repo, &plan, &["--verbose"]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert!(
+        server.conversation().iter().all(|s| s.key.contains(KEY)),
+        "the key was used"
+    );
+    for text in [stdout(&out), stderr(&out)] {
+        assert!(!text.contains(KEY), "the key in braid's output");
+    }
+    let html = braid_tests::braid(
+        Path::new(BIN),
+        repo.outside(),
+        &[
+            "report",
+            "latest",
+            "--format",
+            "html",
+            "--repo",
+            repo.path.to_str().unwrap(),
+        ],
+    );
+    assert!(html.status.success());
+    let mut looked = 0;
+    for dir in [repo.git_dir(), repo.cache(), repo.path.clone()] {
+        for (path, bytes) in files_under(&dir) {
+            looked += 1;
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(KEY),
+                "the key is in {}",
+                path.display()
+            );
+        }
+    }
+    assert!(looked > 10, "looked at {looked} files");
+}

@@ -83,6 +83,9 @@ pub struct Script {
     /// Tool calls per conversation before the final reply (default 1); more make long
     /// conversations, for turn budgets.
     pub tool_calls: u64,
+    /// A shell command line the agent is told to run with its shell tool, instead of
+    /// writing the file; `{port}` in it becomes the server's own port.
+    pub command: Option<String>,
 }
 
 impl Default for Script {
@@ -104,6 +107,7 @@ impl Default for Script {
             root: None,
             fault: None,
             tool_calls: 1,
+            command: None,
         }
     }
 }
@@ -125,6 +129,7 @@ pub struct Seen {
 
 #[derive(Debug, Default)]
 struct State {
+    port: u16,
     seen: Mutex<Vec<Seen>>,
     conversation: AtomicU64,
     ids: AtomicU64,
@@ -146,7 +151,10 @@ impl ModelServer {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("local addr");
-        let state = Arc::new(State::default());
+        let state = Arc::new(State {
+            port: addr.port(),
+            ..State::default()
+        });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
         let script = Arc::new(script);
@@ -349,7 +357,14 @@ async fn answer(req: Request<Incoming>, script: &Script, state: &State) -> Reply
         .as_deref()
         .and_then(|root| find_dir(&body.to_string(), root));
     let turn = if done == 0 {
-        write_call(&tools, script, cwd.as_deref())
+        let script = Script {
+            command: script
+                .command
+                .as_ref()
+                .map(|c| c.replace("{port}", &state.port.to_string())),
+            ..script.clone()
+        };
+        write_call(&tools, &script, cwd.as_deref())
     } else {
         // Later calls in a long conversation only look around.
         look_call(&tools)
@@ -533,6 +548,10 @@ fn write_call(tools: &[String], script: &Script, cwd: Option<&str>) -> Turn {
             .collect::<String>()
     );
     let has = |n: &str| tools.iter().any(|t| t == n);
+    if let Some(command) = &script.command {
+        return shell_call(tools, command);
+    }
+
     if has("apply_patch") {
         // Codex offers apply_patch as a freeform tool; braid's built-in agent as a function.
         return Turn::Call("apply_patch".into(), json!({"input": patch}));
@@ -551,18 +570,27 @@ fn write_call(tools: &[String], script: &Script, cwd: Option<&str>) -> Turn {
         script.content.replace('\'', "'\\''"),
         script.path
     );
+    shell_call(tools, &shell)
+}
+
+/// A call of the first shell tool the request offers.
+fn shell_call(tools: &[String], command: &str) -> Turn {
+    let has = |n: &str| tools.iter().any(|t| t == n);
     for name in ["shell", "exec_command", "Bash", "run_shell_command", "bash"] {
         if has(name) {
             let args = match name {
-                "shell" => json!({"command": ["bash", "-lc", shell]}),
-                "exec_command" => json!({"cmd": shell}),
-                "bash" => json!({"command": shell, "description": "write the file"}),
-                _ => json!({"command": shell}),
+                // braid's built-in agent (it has `finish`) takes a command line; Codex's
+                // older shell tool takes an argument vector.
+                "shell" if has("finish") => json!({"command": command}),
+                "shell" => json!({"command": ["bash", "-lc", command]}),
+                "exec_command" => json!({"cmd": command}),
+                "bash" => json!({"command": command, "description": "run a command"}),
+                _ => json!({"command": command}),
             };
             return Turn::Call(name.into(), args);
         }
     }
-    Turn::Text(format!("I cannot write files with these tools: {tools:?}"))
+    Turn::Text(format!("I have no shell tool among {tools:?}"))
 }
 
 /// A harmless call that reads: for long conversations.

@@ -34,7 +34,7 @@ pub async fn verify(
     let sandbox = if plan.sandbox.off {
         Sandbox::off()
     } else {
-        let spec = sandbox_spec(&plan.sandbox);
+        let spec = sandbox_spec(&plan.sandbox, None);
         Sandbox::new(
             Some(&spec),
             &[&layout.tree, &layout.git],

@@ -495,3 +495,228 @@ tasks:
     }
     assert!(looked > 10, "looked at {looked} files");
 }
+
+/// The agent map of the built-in agent on `api` against `server`.
+fn builtin(api: &str, server: &ModelServer) -> String {
+    let url = if api == "anthropic" {
+        server.url()
+    } else {
+        format!("{}/v1", server.url())
+    };
+    format!(
+        r#"{{builtin: {{api: {api}, model: test-model, base_url: "{url}", api_key_env: BRAID_TEST_KEY}}}}"#
+    )
+}
+
+#[test]
+fn the_builtin_agent_on_each_api() {
+    for api in ["responses", "chat", "anthropic"] {
+        let repo = TestRepo::init();
+        let script = Script::default();
+        let server = server_for(&repo, script.clone());
+        let plan = repo.plan(&format!(
+            r#"version: 1
+repo: repo
+tasks:
+  - id: hello
+    prompt: Create the file hello.txt that says hello.
+    attempts: 2
+    agent: {}
+    checks:
+      - {{name: made, run: "grep -q 'hello from the model' hello.txt"}}
+"#,
+            builtin(api, &server)
+        ));
+        let (out, report) = run_with_key(&repo, &plan, &["--workers", "2"]);
+        assert_eq!(out.status.code(), Some(0), "{api}: {report:#}");
+        for n in [1, 2] {
+            let a = attempt(task(&report, "hello"), n);
+            assert_eq!(a["status"], "succeeded", "{api}: {a:#}");
+            assert_eq!(a["agent"], "builtin");
+            let (input, cached, output, turns) = usage_of(a);
+            assert_eq!(
+                input,
+                script.tool_turn.input + script.final_turn.input,
+                "{api}: {a:#}"
+            );
+            assert_eq!(
+                cached,
+                script.tool_turn.cached + script.final_turn.cached,
+                "{api}"
+            );
+            assert_eq!(
+                output,
+                script.tool_turn.output + script.final_turn.output,
+                "{api}"
+            );
+            assert_eq!(turns, 2, "{api}");
+            assert_eq!(a["final_message"], script.final_text, "{api}");
+        }
+        assert_eq!(
+            report["usage"]["input_tokens"],
+            server.reported().input,
+            "{api}"
+        );
+        let keys: Vec<String> = server
+            .conversation()
+            .iter()
+            .map(|s| s.key.clone())
+            .collect();
+        assert_eq!(keys.len(), 4, "{api}");
+        assert!(keys.iter().all(|k| k.contains(KEY)), "{api}: {keys:?}");
+    }
+}
+
+#[test]
+fn a_rate_limit_is_waited_out_without_using_an_attempt() {
+    let repo = TestRepo::init();
+    let server = server_for(
+        &repo,
+        Script {
+            fault: Some(Fault::RateLimited { times: 2, secs: 1 }),
+            ..Script::default()
+        },
+    );
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: limited
+    prompt: Create hello.txt.
+    agent: {}
+"#,
+        builtin("responses", &server)
+    ));
+    let started = std::time::Instant::now();
+    let (out, report) = run_with_key(&repo, &plan, &[]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    // Two refusals, each waited out for its Retry-After of one second.
+    assert!(
+        started.elapsed().as_millis() >= 2000,
+        "{:?}",
+        started.elapsed()
+    );
+    let t = task(&report, "limited");
+    assert_eq!(
+        t["attempts"].as_array().unwrap().len(),
+        1,
+        "no attempt used up: {t:#}"
+    );
+    let a = attempt(t, 1);
+    assert_eq!(a["status"], "succeeded", "{a:#}");
+    assert_eq!(a["lost"], 0);
+    let answers: Vec<&str> = server.conversation().iter().map(|s| s.answer).collect();
+    assert_eq!(answers, ["fault", "fault", "tool", "final"]);
+    let events = std::fs::read_to_string(a["events"].as_str().unwrap()).unwrap();
+    let retries = events.lines().filter(|l| l.contains("429")).count();
+    assert_eq!(retries, 2, "{events}");
+}
+
+#[test]
+fn a_refused_key_stops_the_builtin_agent_at_once() {
+    let repo = TestRepo::init();
+    let server = server_for(
+        &repo,
+        Script {
+            fault: Some(Fault::Unauthorized),
+            ..Script::default()
+        },
+    );
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: refused
+    prompt: Create hello.txt.
+    attempts: 3
+    agent: {}
+"#,
+        builtin("chat", &server)
+    ));
+    let (out, report) = run_with_key(&repo, &plan, &["--workers", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    assert_eq!(
+        server.conversation().len(),
+        1,
+        "one request, not one per attempt or try"
+    );
+    let t = task(&report, "refused");
+    assert!(
+        attempt(t, 1)["error"].as_str().unwrap().contains("401"),
+        "{t:#}"
+    );
+    for n in [2, 3] {
+        assert!(
+            attempt(t, n)["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("not started"),
+            "{t:#}"
+        );
+    }
+}
+
+/// A shell line that says whether it could open a TCP connection to the model server
+/// itself: the one address the agent's model calls go to.
+/// (`/dev/tcp` is bash's; the built-in agent's shell is `sh`.)
+const PROBE: &str = "bash -c '(exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo reached > net.txt || echo blocked > net.txt'";
+
+/// Runs a one-attempt task of `agent_for(server)` whose agent runs [`probe`] with its shell
+/// tool, under `sandbox`; what the probe wrote.
+fn probed(agent_for: impl Fn(&ModelServer) -> String, sandbox: &str) -> String {
+    let repo = TestRepo::init();
+    let server = server_for(
+        &repo,
+        Script {
+            command: Some(PROBE.to_owned()),
+            ..Script::default()
+        },
+    );
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+{sandbox}
+tasks:
+  - id: probe
+    prompt: Probe the network.
+    agent: {}
+"#,
+        agent_for(&server)
+    ));
+    let (out, report) = run_with_key(&repo, &plan, &[]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));
+    let commit = attempt(task(&report, "probe"), 1)["commit"]
+        .as_str()
+        .expect("a commit")
+        .to_owned();
+    repo.show(&commit, "net.txt")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn network_model_lets_a_cli_reach_its_model_and_nothing_else() {
+    assert_installed("codex");
+    // By default: the model's answers arrive (through braid's bridge), and the agent's own
+    // connection to the same address fails.
+    assert_eq!(probed(|s| agent("codex", s), ""), "blocked");
+    assert_eq!(
+        probed(|s| agent("codex", s), "sandbox: {network: model}"),
+        "blocked"
+    );
+    // With the machine's network, the same connection goes through: the probe can tell.
+    assert_eq!(
+        probed(|s| agent("codex", s), "sandbox: {network: full}"),
+        "reached"
+    );
+}
+
+#[test]
+fn the_builtin_agents_shell_has_no_network_by_default() {
+    assert_eq!(probed(|s| builtin("responses", s), ""), "blocked");
+    assert_eq!(
+        probed(|s| builtin("responses", s), "sandbox: {network: full}"),
+        "reached"
+    );
+}

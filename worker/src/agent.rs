@@ -99,13 +99,18 @@ pub async fn run_agent(
     let timeout = (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms));
     let stall = (spec.stall_ms > 0).then(|| Duration::from_millis(spec.stall_ms));
     let stop = cancel.child_token();
+    if agent.preset == "builtin" {
+        return Ok(crate::builtin::run(spec, &agent, launch, worktree, files, stop, tap).await);
+    }
     let invocation = if agent.preset.is_empty() {
         command_invocation(&agent, &spec.prompt, worktree)?
     } else {
-        preset_invocation(spec, &agent, worktree, scratch).map_err(|source| ExecError::Spawn {
-            program: agent.preset.clone(),
-            cwd: worktree.to_owned(),
-            source,
+        preset_invocation(spec, &agent, launch, worktree, scratch).map_err(|source| {
+            ExecError::Spawn {
+                program: agent.preset.clone(),
+                cwd: worktree.to_owned(),
+                source,
+            }
         })?
     };
     let Invocation {
@@ -114,6 +119,7 @@ pub async fn run_agent(
         reader,
         record,
         litter,
+        bridge,
     } = invocation;
     cmd = cmd
         .output(Output::Log {
@@ -193,6 +199,7 @@ pub async fn run_agent(
         drop(lines);
     }
     let finished = launch.prepare(cmd).run().await?;
+    drop(bridge);
     for path in litter {
         let removed = match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
@@ -234,6 +241,8 @@ struct Invocation {
     record: Option<PathBuf>,
     /// The CLI's own files in the worktree that were not there before it ran.
     litter: Vec<PathBuf>,
+    /// The bridge to the model's endpoint, for `network: model`, kept while the CLI runs.
+    bridge: Option<crate::bridge::Bridge>,
 }
 
 fn command_invocation(
@@ -253,10 +262,13 @@ fn command_invocation(
     };
     Ok(Invocation {
         program: program.clone(),
-        cmd: Cmd::new(program, worktree).args(args).stdin(prompt.as_bytes().to_vec()),
+        cmd: Cmd::new(program, worktree)
+            .args(args)
+            .stdin(prompt.as_bytes().to_vec()),
         reader: None,
         record: None,
         litter: Vec::new(),
+        bridge: None,
     })
 }
 
@@ -265,9 +277,11 @@ fn command_invocation(
 fn preset_invocation(
     spec: &AttemptSpec,
     agent: &AgentSpec,
+    launch: &Launch,
     worktree: &Path,
     scratch: &Path,
 ) -> std::io::Result<Invocation> {
+    let refuse = |why: String| std::io::Error::new(std::io::ErrorKind::Unsupported, why);
     let preset = presets::find(&agent.preset).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -284,22 +298,63 @@ fn preset_invocation(
     } else {
         agent.api_key_env.as_str()
     };
+    let key = Secret::from_env(key_env);
+    // `network: model`: the CLI reaches its endpoint through the bridge, and nothing else.
+    let model_only = spec
+        .sandbox
+        .as_ref()
+        .is_some_and(|s| s.model_only && !s.off)
+        && !launch.sandbox.is_off();
+    let mut bridged = agent.clone();
+    let mut bridge = None;
+    if model_only {
+        let endpoint = match (agent.base_url.as_str(), preset.endpoint()) {
+            ("", Some(default)) if key.is_some() => default.to_owned(),
+            ("", _) => {
+                return Err(refuse(format!(
+                    "`network: model` lets {} reach only its model endpoint, and braid does not know it: give the agent a `base_url` (and a key), or write `sandbox: {{network: full}}`",
+                    preset.name()
+                )));
+            }
+            (url, _) => url.to_owned(),
+        };
+        if !launch.sandbox.has_own_network() {
+            return Err(refuse(
+                "`network: model` needs a network namespace of the sandbox's own, which only bubblewrap makes; install bubblewrap, or write `sandbox: {network: full}`".to_owned(),
+            ));
+        }
+        if crate::bridge::program().is_none() {
+            return Err(refuse(
+                "`network: model` needs the braid binary to bridge the model's endpoint into the sandbox".to_owned(),
+            ));
+        }
+        let socket = scratch.join("braid-model.sock");
+        bridge = Some(crate::bridge::Bridge::start(&socket, &endpoint)?);
+        bridged.base_url = crate::bridge::inside_url(&endpoint)
+            .ok_or_else(|| refuse(format!("the endpoint {endpoint:?} is not a URL")))?;
+    }
     let cx = presets::Context {
-        agent,
+        agent: &bridged,
         prompt: &spec.prompt,
         worktree,
         home: &home,
         user_home: std::env::var_os("HOME").map(PathBuf::from),
-        key: Secret::from_env(key_env),
+        key,
         price: price_for(agent),
     };
     let inv = preset.invocation(&cx)?;
-    let mut cmd = Cmd::new(preset.program(), worktree)
-        .args(&inv.args)
-        .clear_env(presets::PASSED_ENV)
-        .env("HOME", &home)
-        .env("TERM", "dumb")
-        .env("NO_COLOR", "1");
+    let mut cmd = match (&bridge, crate::bridge::program()) {
+        (Some(_), Some(program)) => Cmd::new(program, worktree).args(crate::bridge::wrap(
+            &scratch.join("braid-model.sock"),
+            preset.program(),
+            &inv.args,
+        )),
+        _ => Cmd::new(preset.program(), worktree).args(&inv.args),
+    }
+    .clear_env(presets::PASSED_ENV)
+    .env("HOME", &home)
+    .env("TERM", "dumb")
+    .env("NO_COLOR", "1");
     for (key, value) in &inv.env {
         cmd = cmd.env(key, value);
     }
@@ -320,11 +375,12 @@ fn preset_invocation(
             .map(|name| worktree.join(name))
             .filter(|path| std::fs::symlink_metadata(path).is_err())
             .collect(),
+        bridge,
     })
 }
 
 /// The agent's prices: the plan's, else braid's table for its model.
-fn price_for(agent: &AgentSpec) -> Option<Price> {
+pub fn price_for(agent: &AgentSpec) -> Option<Price> {
     match &agent.price {
         Some(p) => Some(Price {
             input: p.input,

@@ -19,6 +19,8 @@
 pub mod admin;
 pub mod agent;
 pub mod attempt;
+pub mod bridge;
+pub mod builtin;
 pub mod cache;
 pub mod checkout;
 pub mod checks;

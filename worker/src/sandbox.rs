@@ -86,6 +86,7 @@ impl Sandbox {
             off: false,
             network: true,
             writable: Vec::new(),
+            model_only: false,
         };
         let spec = spec.unwrap_or(&default);
         let mut writable: Vec<PathBuf> = own.iter().map(|p| p.to_path_buf()).collect();
@@ -116,6 +117,17 @@ impl Sandbox {
             hidden: Vec::new(),
             tmp: None,
         }
+    }
+
+    /// Whether the processes run without any sandbox.
+    pub fn is_off(&self) -> bool {
+        self.off
+    }
+
+    /// Whether the processes get a network namespace of their own (bubblewrap does;
+    /// Landlock cannot).
+    pub fn has_own_network(&self) -> bool {
+        !self.off && self.landlock.is_none()
     }
 
     /// `cmd`, run inside the sandbox.
@@ -339,6 +351,7 @@ mod tests {
         let spec = SandboxSpec {
             off: false,
             network: false,
+            model_only: false,
             writable: Vec::new(),
         };
         let sandbox = Sandbox::new(Some(&spec), &[root.path()], root.path(), root.path());

@@ -195,7 +195,7 @@ pub enum AgentFile {
     /// A preset name.
     Preset(String),
     /// A map: `{command: [...]}` or `{preset: codex, model: ...}`.
-    Map(AgentMapFile),
+    Map(Box<AgentMapFile>),
 }
 
 impl<'de> Deserialize<'de> for AgentFile {
@@ -218,7 +218,7 @@ impl<'de> Deserialize<'de> for AgentFile {
                 map: A,
             ) -> Result<AgentFile, A::Error> {
                 AgentMapFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(AgentFile::Map)
+                    .map(|map| AgentFile::Map(Box::new(map)))
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -234,6 +234,8 @@ pub struct AgentMapFile {
     pub command: Option<Vec<Scalar>>,
     /// A preset: `codex`, `claude`, `gemini`, `opencode`, `aider`.
     pub preset: Option<String>,
+    /// braid's built-in agent.
+    pub builtin: Option<BuiltinFile>,
     /// The model a preset asks for.
     pub model: Option<String>,
     /// Extra arguments for a preset's CLI, after braid's own.
@@ -248,6 +250,24 @@ pub struct AgentMapFile {
     /// Extra environment variables.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+}
+
+/// braid's built-in agent as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinFile {
+    /// `responses`, `chat` or `anthropic`.
+    pub api: String,
+    /// The model.
+    pub model: String,
+    /// The endpoint. Default: OpenAI's or Anthropic's.
+    pub base_url: Option<String>,
+    /// The variable holding the key. Default: `OPENAI_API_KEY` or `ANTHROPIC_API_KEY`.
+    pub api_key_env: Option<String>,
+    /// The most model turns. Default: 50.
+    pub max_turns: Option<u32>,
+    /// Prices per million tokens, for the cost.
+    pub price: Option<PriceFile>,
 }
 
 /// Prices in US dollars per million tokens.

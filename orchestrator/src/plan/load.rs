@@ -17,8 +17,8 @@ use super::file::{
 };
 use super::{
     Agent, Budget, Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_GRACE, DEFAULT_MAX_REBASES,
-    DEFAULT_TIMEOUT, MAX_ATTEMPTS, MAX_REBASES, MAX_RETRIES, MergeConfig, OnConflict, Plan,
-    PlanError, PlanErrors, Sandbox, Score, Select, Task, parse_duration,
+    DEFAULT_TIMEOUT, MAX_ATTEMPTS, MAX_REBASES, MAX_RETRIES, MergeConfig, Network, OnConflict,
+    Plan, PlanError, PlanErrors, Sandbox, Score, Select, Task, parse_duration,
 };
 use crate::dag;
 
@@ -253,21 +253,16 @@ impl Validator {
             SandboxFile::Settings(settings) => {
                 let before = self.errors.len();
                 let network = match settings.network.as_deref() {
-                    None | Some("full") => true,
-                    Some("none") => false,
-                    Some("model") => {
-                        self.error(
-                            at,
-                            "`network: model` lets through only an agent's model endpoint, and a command agent names none; use `none` or `full`",
-                        );
-                        false
-                    }
+                    None => Network::Default,
+                    Some("full") => Network::Full,
+                    Some("none") => Network::None,
+                    Some("model") => Network::Model,
                     Some(other) => {
                         self.error(
                             at,
                             format!("`network` is `none`, `model` or `full`, not {other:?}"),
                         );
-                        false
+                        Network::None
                     }
                 };
                 let mut writable = Vec::new();
@@ -412,6 +407,23 @@ impl Validator {
         {
             protect.extend(own);
         }
+        if let (Some(sandbox), Some(agents)) = (&sandbox, &agents)
+            && sandbox.network == Network::Model
+            && agents.iter().any(|a| a.preset.is_empty())
+        {
+            let place_of = task
+                .sandbox
+                .as_ref()
+                .or(defaults.sandbox.as_ref())
+                .map(|s| place(&s.referenced))
+                .unwrap_or(at);
+            self.error(
+                place_of,
+                format!(
+                    "task {id:?}: `network: model` lets through only an agent's model endpoint, and a command agent names none; use `none` or `full`"
+                ),
+            );
+        }
         if self.errors.len() > errors_before {
             return None;
         }
@@ -554,39 +566,88 @@ impl Validator {
             AgentFile::Map(map) => {
                 let before = self.errors.len();
                 let argv: Vec<String> = map.command.iter().flatten().map(Scalar::text).collect();
-                match (&map.command, &map.preset) {
-                    (Some(_), Some(_)) => {
-                        self.error(at, "an agent is a `command` or a `preset`, not both")
-                    }
-                    (None, None) => {
-                        self.error(at, "the agent names neither a `command` nor a `preset`")
-                    }
-                    (Some(_), None) if argv.first().is_none_or(|p| p.trim().is_empty()) => self
-                        .error(
+                let kinds = [
+                    map.command.is_some(),
+                    map.preset.is_some(),
+                    map.builtin.is_some(),
+                ];
+                match kinds.iter().filter(|k| **k).count() {
+                    0 => self.error(
+                        at,
+                        "the agent names none of `command`, `preset` and `builtin`",
+                    ),
+                    1 => {}
+                    _ => self.error(
+                        at,
+                        "an agent is one of `command`, `preset` and `builtin`, not several",
+                    ),
+                }
+                if map.command.is_some() {
+                    if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                        self.error(
                             at,
                             "the agent's `command` is empty; give the program and its arguments",
-                        ),
-                    (Some(_), None) => {
-                        for (key, set) in [
-                            ("model", map.model.is_some()),
-                            ("args", !map.args.is_empty()),
-                            ("base_url", map.base_url.is_some()),
-                            ("api_key_env", map.api_key_env.is_some()),
-                        ] {
-                            if set {
-                                self.error(
-                                    at,
-                                    format!(
-                                        "`{key}` is for presets; a command agent takes its arguments in `command`"
-                                    ),
-                                );
-                            }
+                        );
+                    }
+                    for (key, set) in [
+                        ("model", map.model.is_some()),
+                        ("args", !map.args.is_empty()),
+                        ("base_url", map.base_url.is_some()),
+                        ("api_key_env", map.api_key_env.is_some()),
+                        ("price", map.price.is_some()),
+                    ] {
+                        if set {
+                            self.error(
+                                at,
+                                format!(
+                                    "`{key}` is for presets; a command agent takes its arguments in `command`"
+                                ),
+                            );
                         }
                     }
-                    (None, Some(name)) if !known(name) => self.error(at, unknown(name)),
-                    (None, Some(_)) => {}
                 }
-                if let Some(url) = &map.base_url
+                if let Some(name) = &map.preset
+                    && !known(name)
+                {
+                    self.error(at, unknown(name));
+                }
+                let builtin = map.builtin.as_ref();
+                if let Some(b) = builtin {
+                    if !matches!(b.api.as_str(), "responses" | "chat" | "anthropic") {
+                        self.error(
+                            at,
+                            format!(
+                                "`builtin.api` is `responses`, `chat` or `anthropic`, not {:?}",
+                                b.api
+                            ),
+                        );
+                    }
+                    if b.model.trim().is_empty() {
+                        self.error(at, "`builtin.model` is empty; name the model");
+                    }
+                    for (key, set) in [
+                        ("model", map.model.is_some()),
+                        ("args", !map.args.is_empty()),
+                        ("base_url", map.base_url.is_some()),
+                        ("api_key_env", map.api_key_env.is_some()),
+                        ("price", map.price.is_some()),
+                    ] {
+                        if set {
+                            self.error(
+                                at,
+                                format!("`{key}` goes inside `builtin:` for the built-in agent"),
+                            );
+                        }
+                    }
+                }
+                let base_url = builtin
+                    .and_then(|b| b.base_url.clone())
+                    .or(map.base_url.clone());
+                let key_env = builtin
+                    .and_then(|b| b.api_key_env.clone())
+                    .or(map.api_key_env.clone());
+                let price = builtin.and_then(|b| b.price.clone()).or(map.price.clone());
+                if let Some(url) = &base_url
                     && !(url.starts_with("http://") || url.starts_with("https://"))
                 {
                     self.error(
@@ -594,7 +655,7 @@ impl Validator {
                         format!("`base_url` {url:?} is not an http:// or https:// address"),
                     );
                 }
-                if let Some(var) = &map.api_key_env
+                if let Some(var) = &key_env
                     && (var.is_empty()
                         || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
                 {
@@ -603,7 +664,7 @@ impl Validator {
                         format!("`api_key_env` {var:?} is not the name of an environment variable"),
                     );
                 }
-                if let Some(price) = &map.price
+                if let Some(price) = &price
                     && (price.input < 0.0
                         || price.output < 0.0
                         || price.cached_input.is_some_and(|c| c < 0.0))
@@ -618,15 +679,20 @@ impl Validator {
                 }
                 Some(Agent {
                     command: argv,
-                    preset: map.preset.clone().unwrap_or_default(),
-                    model: map.model.clone().unwrap_or_default(),
+                    preset: match builtin {
+                        Some(_) => "builtin".to_owned(),
+                        None => map.preset.clone().unwrap_or_default(),
+                    },
+                    model: builtin
+                        .map(|b| b.model.clone())
+                        .or(map.model.clone())
+                        .unwrap_or_default(),
                     args: map.args.iter().map(Scalar::text).collect(),
-                    base_url: map.base_url.clone().unwrap_or_default(),
-                    api_key_env: map.api_key_env.clone().unwrap_or_default(),
-                    price: map
-                        .price
-                        .as_ref()
-                        .map(|p| (p.input, p.cached_input.unwrap_or(p.input), p.output)),
+                    base_url: base_url.unwrap_or_default(),
+                    api_key_env: key_env.unwrap_or_default(),
+                    price: price.map(|p| (p.input, p.cached_input.unwrap_or(p.input), p.output)),
+                    api: builtin.map(|b| b.api.clone()).unwrap_or_default(),
+                    max_turns: builtin.and_then(|b| b.max_turns).unwrap_or(0),
                     env: map.env.clone(),
                 })
             }

@@ -34,8 +34,8 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 pub struct Sandbox {
     /// Not at all: the plan said `sandbox: off`.
     pub off: bool,
-    /// Whether the processes may use the network.
-    pub network: bool,
+    /// What network the processes get.
+    pub network: Network,
     /// Folders they may write besides the worktree and its scratch, absolute.
     pub writable: Vec<PathBuf>,
 }
@@ -44,7 +44,7 @@ impl Default for Sandbox {
     fn default() -> Self {
         Sandbox {
             off: false,
-            network: true,
+            network: Network::Default,
             writable: Vec::new(),
         }
     }
@@ -121,6 +121,21 @@ impl Task {
     }
 }
 
+/// What network an attempt's processes get.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Network {
+    /// The plan said nothing: `model` for presets and the built-in agent, `full` for
+    /// command agents.
+    #[default]
+    Default,
+    /// None at all.
+    None,
+    /// Only the agent's model endpoint, for the agent; none for setup, checks and score.
+    Model,
+    /// The machine's network.
+    Full,
+}
+
 /// An agent: a command or a preset.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Agent {
@@ -138,6 +153,10 @@ pub struct Agent {
     pub api_key_env: String,
     /// Prices per million tokens (input, cached input, output), overriding braid's table.
     pub price: Option<(f64, f64, f64)>,
+    /// For the built-in agent: `responses`, `chat` or `anthropic`.
+    pub api: String,
+    /// For the built-in agent: the most turns; 0 for its default.
+    pub max_turns: u32,
     /// Extra environment variables.
     pub env: BTreeMap<String, String>,
 }
@@ -153,6 +172,8 @@ impl Agent {
             base_url: String::new(),
             api_key_env: String::new(),
             price: None,
+            api: String::new(),
+            max_turns: 0,
             env: BTreeMap::new(),
         }
     }

@@ -24,11 +24,25 @@ pub fn retry_delay(base: std::time::Duration, lost: u32) -> std::time::Duration 
     doubled.mul_f64(0.5 + fastrand::f64())
 }
 
-/// A plan's sandbox, as the wire carries it.
-pub fn sandbox_spec(sandbox: &crate::plan::Sandbox) -> SandboxSpec {
+/// A plan's sandbox, as the wire carries it, for the processes of `agent` (`None`: commands
+/// only, such as `merge.verify`). Unset, the network is the model's alone for presets and
+/// the built-in agent, and the machine's for commands.
+pub fn sandbox_spec(
+    sandbox: &crate::plan::Sandbox,
+    agent: Option<&crate::plan::Agent>,
+) -> SandboxSpec {
+    use crate::plan::Network;
+    let preset = agent.is_some_and(|a| !a.preset.is_empty());
+    let (network, model_only) = match sandbox.network {
+        Network::Full => (true, false),
+        Network::None => (false, false),
+        Network::Model => (false, preset),
+        Network::Default => (!preset, preset),
+    };
     SandboxSpec {
         off: sandbox.off,
-        network: sandbox.network,
+        network,
+        model_only,
         writable: sandbox
             .writable
             .iter()
@@ -530,7 +544,10 @@ impl Scheduler {
             } else {
                 plan_task.protect.clone()
             },
-            sandbox: Some(sandbox_spec(&plan_task.sandbox)),
+            sandbox: Some(sandbox_spec(
+                &plan_task.sandbox,
+                Some(plan_task.agent_for(this.report.n)),
+            )),
             grace_ms: plan_task.grace.as_millis() as u64,
             budget: plan_task.budget.is_set().then_some(pb::Budget {
                 usd: plan_task.budget.usd,
@@ -567,8 +584,8 @@ fn agent_spec(agent: &crate::plan::Agent) -> AgentSpec {
         args: agent.args.clone(),
         base_url: agent.base_url.clone(),
         api_key_env: agent.api_key_env.clone(),
-        api: String::new(),
-        max_turns: 0,
+        api: agent.api.clone(),
+        max_turns: agent.max_turns,
         price: agent.price.map(|(input, cached_input, output)| pb::Price {
             input,
             cached_input,

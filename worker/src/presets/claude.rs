@@ -26,6 +26,9 @@ impl Preset for Claude {
     fn key_env(&self) -> &'static str {
         "ANTHROPIC_API_KEY"
     }
+    fn endpoint(&self) -> Option<&'static str> {
+        Some("https://api.anthropic.com")
+    }
 
     fn invocation(&self, cx: &Context<'_>) -> std::io::Result<Invocation> {
         let config = cx.home.join(".claude");

@@ -29,12 +29,17 @@ impl Preset for Codex {
     fn key_env(&self) -> &'static str {
         "OPENAI_API_KEY"
     }
+    fn endpoint(&self) -> Option<&'static str> {
+        Some("https://api.openai.com/v1")
+    }
 
     fn invocation(&self, cx: &Context<'_>) -> std::io::Result<Invocation> {
         let codex_home = cx.home.join(".codex");
         std::fs::create_dir_all(&codex_home)?;
         cx.seed(".codex/auth.json", ".codex/auth.json")?;
-        let mut config = String::new();
+        // Nothing beside the model: no update check, no metrics (in a sandbox with only
+        // the model's endpoint each would wait out its own timeouts).
+        let mut config = String::from("check_for_update_on_startup = false\n");
         if let Some(model) = cx.model() {
             config.push_str(&format!("model = {}\n", toml_str(model)));
         }
@@ -54,6 +59,7 @@ impl Preset for Codex {
             inv.secrets.push(("OPENAI_API_KEY".into(), key.clone()));
             inv.secrets.push(("CODEX_API_KEY".into(), key.clone()));
         }
+        config.push_str("\n[analytics]\nenabled = false\n\n[otel]\nexporter = \"none\"\nmetrics_exporter = \"none\"\n");
         cx.write(".codex/config.toml", &config)?;
         inv.env
             .push(("CODEX_HOME".into(), codex_home.to_string_lossy().into()));

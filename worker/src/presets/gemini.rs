@@ -25,6 +25,9 @@ impl Preset for Gemini {
     fn key_env(&self) -> &'static str {
         "GEMINI_API_KEY"
     }
+    fn endpoint(&self) -> Option<&'static str> {
+        Some("https://generativelanguage.googleapis.com")
+    }
 
     fn invocation(&self, cx: &Context<'_>) -> std::io::Result<Invocation> {
         let mut inv = Invocation {

@@ -32,6 +32,11 @@ pub trait Preset: Sync {
     fn package(&self) -> &'static str;
     /// The variable that holds the API key when the plan names none.
     fn key_env(&self) -> &'static str;
+    /// The endpoint the CLI talks to when the plan names none (with an API key), for
+    /// `network: model`; `None` where it depends on the model or the login.
+    fn endpoint(&self) -> Option<&'static str> {
+        None
+    }
     /// The command line, environment and config folder for one attempt.
     fn invocation(&self, cx: &Context<'_>) -> std::io::Result<Invocation>;
     /// A reader of the CLI's output.
@@ -258,6 +263,9 @@ pub struct Tally {
     pub error: Option<String>,
     /// Tools called.
     pub tools: u32,
+    /// How the provider refused, when the agent knows for sure (the built-in agent reads
+    /// the HTTP status); else it is judged from the error's words.
+    pub fault: Option<ProviderFault>,
 }
 
 impl Tally {
@@ -278,6 +286,9 @@ impl Tally {
 
     /// How the provider refused, judged from the agent's errors.
     pub fn fault(&self) -> ProviderFault {
+        if let Some(fault) = self.fault {
+            return fault;
+        }
         let text = [self.error.as_deref(), self.failed.as_deref()]
             .into_iter()
             .flatten()

@@ -157,6 +157,7 @@ pub struct Cmd {
     lines: Option<mpsc::Sender<Vec<u8>>>,
     stall: Option<Duration>,
     keep_env: Option<Vec<String>>,
+    redact: Arc<Vec<Vec<u8>>>,
 }
 
 /// Longest line sent to a line reader ([`Cmd::lines`]), in bytes; the rest of a longer line
@@ -183,7 +184,21 @@ impl Cmd {
             lines: None,
             stall: None,
             keep_env: None,
+            redact: Arc::new(Vec::new()),
         }
+    }
+
+    /// Writes `***` for each of `secrets` wherever the child prints it: in the log, the
+    /// line tap and the line reader.
+    pub fn redact(mut self, secrets: Vec<String>) -> Self {
+        self.redact = Arc::new(
+            secrets
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .map(String::into_bytes)
+                .collect(),
+        );
+        self
     }
 
     /// Sends every line of standard output, without its line end and cut to [`LINE_MAX`],
@@ -339,9 +354,9 @@ impl Cmd {
 
         let sink = match &self.output {
             Output::Capture => None,
-            Output::Log { path, cap } => {
-                Some(Arc::new(Mutex::new(LogSink::create(path, *cap).await?)))
-            }
+            Output::Log { path, cap } => Some(Arc::new(Mutex::new(
+                LogSink::create(path, *cap, self.redact.clone()).await?,
+            ))),
         };
 
         let mut child = command.spawn().map_err(|source| ExecError::Spawn {
@@ -368,6 +383,7 @@ impl Cmd {
                 lines: self.lines.clone(),
                 active: active.clone(),
                 started,
+                redact: self.redact.clone(),
             };
             crate::task::spawn("stdout", drain(pipe, reader))
         });
@@ -378,6 +394,7 @@ impl Cmd {
                 lines: None,
                 active: active.clone(),
                 started,
+                redact: self.redact.clone(),
             };
             crate::task::spawn("stderr", drain(pipe, reader))
         });
@@ -591,6 +608,7 @@ struct Reader {
     lines: Option<mpsc::Sender<Vec<u8>>>,
     active: Arc<AtomicU64>,
     started: Instant,
+    redact: Arc<Vec<Vec<u8>>>,
 }
 
 /// Reads a pipe to its end into the log sink, or into memory when there is none.
@@ -615,10 +633,10 @@ async fn drain(mut pipe: impl AsyncRead + Unpin, mut to: Reader) -> Vec<u8> {
             partial.extend_from_slice(chunk);
             while let Some(end) = partial.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = partial.drain(..=end).collect();
-                send_line(tap, &line[..line.len() - 1]);
+                send_line(tap, &redacted(&to.redact, &line[..line.len() - 1]));
             }
             if partial.len() > TAP_LINE_MAX {
-                send_line(tap, &partial);
+                send_line(tap, &redacted(&to.redact, &partial));
                 partial.clear();
             }
         }
@@ -628,7 +646,8 @@ async fn drain(mut pipe: impl AsyncRead + Unpin, mut to: Reader) -> Vec<u8> {
                 let room = LINE_MAX.saturating_sub(line.len());
                 line.extend_from_slice(&rest[..end.min(room)]);
                 rest = &rest[end + 1..];
-                if reader.send(std::mem::take(&mut line)).await.is_err() {
+                let whole = redacted(&to.redact, &std::mem::take(&mut line));
+                if reader.send(whole).await.is_err() {
                     to.lines = None;
                     break;
                 }
@@ -638,12 +657,32 @@ async fn drain(mut pipe: impl AsyncRead + Unpin, mut to: Reader) -> Vec<u8> {
         }
     }
     if let Some(tap) = to.tap.as_ref().filter(|_| !partial.is_empty()) {
-        send_line(tap, &partial);
+        send_line(tap, &redacted(&to.redact, &partial));
     }
     if let Some(reader) = to.lines.as_ref().filter(|_| !line.is_empty()) {
-        let _ = reader.send(line).await;
+        let _ = reader.send(redacted(&to.redact, &line)).await;
     }
     kept
+}
+
+/// `bytes` with every secret replaced by `***`.
+fn redacted(secrets: &[Vec<u8>], bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    for secret in secrets {
+        let mut i = 0;
+        let mut next = Vec::with_capacity(out.len());
+        while i < out.len() {
+            if out[i..].starts_with(secret) {
+                next.extend_from_slice(b"***");
+                i += secret.len();
+            } else {
+                next.push(out[i]);
+                i += 1;
+            }
+        }
+        out = next;
+    }
+    out
 }
 
 fn send_line(tap: &mpsc::Sender<String>, line: &[u8]) {
@@ -657,10 +696,17 @@ struct LogSink {
     written: u64,
     cap: u64,
     dropped: u64,
+    redact: Arc<Vec<Vec<u8>>>,
+    /// The end of what came so far, held back while it could be the start of a secret.
+    held: Vec<u8>,
 }
 
 impl LogSink {
-    async fn create(path: &Path, cap: u64) -> Result<Self, ExecError> {
+    async fn create(
+        path: &Path,
+        cap: u64,
+        redact: Arc<Vec<Vec<u8>>>,
+    ) -> Result<Self, ExecError> {
         let log_error = |source| ExecError::Log {
             path: path.to_owned(),
             source,
@@ -674,10 +720,24 @@ impl LogSink {
             written: 0,
             cap,
             dropped: 0,
+            redact,
+            held: Vec::new(),
         })
     }
 
     async fn write(&mut self, chunk: &[u8]) {
+        if self.redact.is_empty() {
+            return self.put(chunk).await;
+        }
+        self.held.extend_from_slice(chunk);
+        let data = redacted(&self.redact, &std::mem::take(&mut self.held));
+        let keep = self.redact.iter().map(Vec::len).max().unwrap_or(1) - 1;
+        let cut = data.len().saturating_sub(keep);
+        self.held = data[cut..].to_vec();
+        self.put(&data[..cut]).await;
+    }
+
+    async fn put(&mut self, chunk: &[u8]) {
         let room = self.cap.saturating_sub(self.written) as usize;
         let take = room.min(chunk.len());
         if take > 0 && self.file.write_all(&chunk[..take]).await.is_ok() {
@@ -687,6 +747,8 @@ impl LogSink {
     }
 
     async fn finish(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        self.put(&held).await;
         if self.dropped > 0 {
             let note = format!(
                 "\n[braid: log cut at {} bytes; {} more bytes dropped]\n",
@@ -712,6 +774,26 @@ mod tests {
         assert_eq!(done.ending, Ending::Exited(3));
         assert_eq!(done.stdout, b"out\n");
         assert_eq!(done.stderr, b"err\n");
+    }
+
+    #[tokio::test]
+    async fn secrets_never_reach_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        // The key is printed in two writes, split inside it.
+        let done = sh("printf 'key=sk-abc'; sleep 0.1; printf 'def123 end\\n'; echo sk-abcdef123 >&2")
+            .output(Output::Log {
+                path: log.clone(),
+                cap: 1 << 20,
+            })
+            .redact(vec!["sk-abcdef123".into()])
+            .run()
+            .await
+            .unwrap();
+        assert!(done.ending.success());
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains("sk-abc"), "{text}");
+        assert_eq!(text.matches("***").count(), 2, "{text}");
     }
 
     #[tokio::test]

@@ -448,7 +448,14 @@ tasks:
 fn the_key_appears_in_no_file_braid_wrote() {
     assert_installed("codex");
     let repo = TestRepo::init();
-    let server = server_for(&repo, Script::default());
+    // The model even says the key back, and the CLI prints what the model says.
+    let server = server_for(
+        &repo,
+        Script {
+            final_text: format!("Done. The key was {KEY}."),
+            ..Script::default()
+        },
+    );
     let plan = repo.plan(&format!(
         r#"version: 1
 repo: repo
@@ -719,4 +726,112 @@ fn the_builtin_agents_shell_has_no_network_by_default() {
         probed(|s| builtin("responses", s), "sandbox: {network: full}"),
         "reached"
     );
+}
+
+#[test]
+fn setup_include_and_a_block_of_ports_per_attempt() {
+    let repo = TestRepo::init();
+    repo.commit(&[(".gitignore", ".env\nbuild/\n")], "ignore .env");
+    std::fs::write(repo.path.join(".env"), "TOKEN=local-only\n").unwrap();
+    let agent = repo.script(
+        "agent.sh",
+        "#!/bin/sh\nset -e\n{ echo \"port=$BRAID_PORT_BASE count=$BRAID_PORT_COUNT\"; cat .env; cat build/ready; } > info.txt\n\
+         echo changed > .env\nsleep 1\n",
+    );
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+defaults:
+  agent: {{command: ["{}"]}}
+  include: [.env]
+  setup:
+    - {{run: "mkdir -p build && echo set-up > build/ready"}}
+tasks:
+  - id: ports
+    prompt: Note the ports.
+    attempts: 3
+    checks:
+      - {{name: env, run: "grep -q TOKEN=local-only .env"}}
+  - id: broken
+    prompt: Never runs.
+    setup:
+      - {{run: "echo cannot >&2; exit 7"}}
+"#,
+        agent.display()
+    ));
+    let before = repo.snapshot();
+    let (out, report) = run_with_key(&repo, &plan, &["--workers", "3"]);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let t = task(&report, "ports");
+    let mut ports = Vec::new();
+    for n in 1..=3 {
+        let a = attempt(t, n);
+        assert_eq!(a["status"], "succeeded", "the check saw .env again: {a:#}");
+        let commit = a["commit"].as_str().expect("a commit");
+        let info = repo.show(commit, "info.txt").expect("info.txt");
+        let mut lines = info.lines();
+        let port_line = lines.next().unwrap();
+        assert!(port_line.ends_with("count=20"), "{info}");
+        ports.push(port_line.to_owned());
+        assert_eq!(lines.next(), Some("TOKEN=local-only"), "{info}");
+        assert_eq!(lines.next(), Some("set-up"), "setup ran before the agent: {info}");
+        assert_eq!(repo.show(commit, ".env"), None, "the included file is never committed");
+        assert!(
+            a["contained"].to_string().contains("changed the included file .env"),
+            "{a:#}"
+        );
+    }
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 3, "attempts that ran together had the same ports: {ports:?}");
+    let broken = attempt(task(&report, "broken"), 1);
+    assert_eq!(broken["status"], "failed");
+    assert!(
+        broken["error"].as_str().unwrap().starts_with("setup `echo cannot >&2; exit 7` exited with code 7"),
+        "{broken:#}"
+    );
+    // The user's .env is the user's.
+    assert_eq!(
+        std::fs::read_to_string(repo.path.join(".env")).unwrap(),
+        "TOKEN=local-only\n"
+    );
+    repo.assert_untouched(&before);
+}
+
+#[test]
+fn include_errors_are_located() {
+    let repo = TestRepo::init();
+    repo.commit(&[("tracked.txt", "x\n")], "tracked");
+    let plan = repo.plan(
+        r#"version: 1
+repo: repo
+defaults:
+  agent: {command: [true]}
+tasks:
+  - id: a
+    prompt: a
+    include: [missing.env, tracked.txt, ../outside]
+"#,
+    );
+    let out = braid_tests::braid(Path::new(BIN), repo.outside(), &["validate", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("plan.yaml:8:14: task \"a\": `include` path \"../outside\" must be relative"), "{err}");
+    // Once the paths are well formed, each must be an ignored file of the checkout.
+    let plan = repo.plan(
+        r#"version: 1
+repo: repo
+defaults:
+  agent: {command: [true]}
+tasks:
+  - id: a
+    prompt: a
+    include: [missing.env, tracked.txt]
+"#,
+    );
+    let out = braid_tests::braid(Path::new(BIN), repo.outside(), &["validate", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("plan.yaml:8:14: task \"a\": `include` \"missing.env\" does not exist in"), "{err}");
+    assert!(err.contains("plan.yaml:8:14: task \"a\": `include` \"tracked.txt\" is tracked by git"), "{err}");
 }

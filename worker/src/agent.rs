@@ -361,6 +361,13 @@ fn preset_invocation(
     for (key, secret) in &inv.secrets {
         cmd = cmd.env(key, secret.expose());
     }
+    // Whatever the CLI prints, its key is not written down.
+    cmd = cmd.redact(
+        inv.secrets
+            .iter()
+            .map(|(_, s)| s.expose().to_owned())
+            .collect(),
+    );
     if inv.stdin {
         cmd = cmd.stdin(spec.prompt.clone().into_bytes());
     }
@@ -436,11 +443,118 @@ pub fn over_budget(usage: &Usage, budget: &Budget) -> Option<String> {
 
 /// The `BRAID_*` variables that tell a process which attempt it serves.
 pub fn attempt_env(spec: &AttemptSpec, worktree: &Path) -> Vec<(&'static str, String)> {
-    vec![
+    let mut env = vec![
         ("BRAID_RUN_ID", spec.run_id.clone()),
         ("BRAID_TASK_ID", spec.task_id.clone()),
         ("BRAID_ATTEMPT", spec.attempt.to_string()),
         ("BRAID_WORKTREE", worktree.to_string_lossy().into_owned()),
         ("BRAID_BASE_COMMIT", spec.base_commit.clone()),
-    ]
+    ];
+    if spec.port_count > 0 {
+        env.push(("BRAID_PORT_BASE", spec.port_base.to_string()));
+        env.push(("BRAID_PORT_COUNT", spec.port_count.to_string()));
+    }
+    env
+}
+
+/// Copies the attempt's `include` files into `worktree` and runs its `setup` commands;
+/// why the attempt cannot go on, if it cannot.
+pub async fn prepare(
+    spec: &AttemptSpec,
+    launch: &Launch,
+    worktree: &Path,
+    files: &AttemptFiles,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
+    put_includes(spec, worktree)?;
+    run_setup(spec, launch, worktree, files, cancel).await
+}
+
+/// Writes the attempt's `include` files into `worktree`.
+pub fn put_includes(spec: &AttemptSpec, worktree: &Path) -> Result<(), String> {
+    for file in &spec.include {
+        let target = crate::builtin::tools::inside(worktree, &file.path)
+            .map_err(|why| format!("cannot include {}: {why}", file.path))?;
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot include {}: {e}", file.path))?;
+        }
+        std::fs::write(&target, &file.content)
+            .map_err(|e| format!("cannot include {}: {e}", file.path))?;
+        if file.executable {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the attempt's `setup` commands in order, in the sandbox; the first that fails
+/// ends the attempt.
+async fn run_setup(
+    spec: &AttemptSpec,
+    launch: &Launch,
+    worktree: &Path,
+    files: &AttemptFiles,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
+    if spec.setup.is_empty() {
+        return Ok(());
+    }
+    tokio::fs::create_dir_all(&files.dir)
+        .await
+        .map_err(|e| format!("cannot make the log folder: {e}"))?;
+    let log = files.dir.join(format!("{}.setup.log", files.stem));
+    for step in &spec.setup {
+        let timeout = (step.timeout_ms > 0).then(|| Duration::from_millis(step.timeout_ms));
+        let cmd = Cmd::new("sh", worktree)
+            .args(["-c", step.run.as_str()])
+            .output(Output::Log {
+                path: log.clone(),
+                cap: spec.log_cap_bytes,
+            })
+            .timeout(timeout)
+            .cancel(cancel.clone());
+        let done = launch
+            .prepare(cmd)
+            .run()
+            .await
+            .map_err(|e| format!("setup `{}` could not run: {e}", step.run))?;
+        match done.ending {
+            braid_shared::exec::Ending::Exited(0) => {}
+            braid_shared::exec::Ending::Exited(code) => {
+                return Err(format!(
+                    "setup `{}` exited with code {code} (log: {})",
+                    step.run,
+                    log.display()
+                ));
+            }
+            braid_shared::exec::Ending::Cancelled => return Err("the attempt was cancelled".into()),
+            other => {
+                return Err(format!("setup `{}` did not finish: {other:?}", step.run));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Takes the `include` files out of `worktree` again before braid commits, so they never
+/// reach a branch; a sentence for each one the agent changed.
+pub fn take_includes(spec: &AttemptSpec, worktree: &Path) -> Vec<String> {
+    let mut notes = Vec::new();
+    for file in &spec.include {
+        let Ok(target) = crate::builtin::tools::inside(worktree, &file.path) else {
+            continue;
+        };
+        if let Ok(now) = std::fs::read(&target)
+            && now != file.content
+        {
+            notes.push(format!(
+                "the agent changed the included file {}; braid did not commit it",
+                file.path
+            ));
+        }
+        let _ = std::fs::remove_file(&target);
+    }
+    notes
 }

@@ -72,6 +72,21 @@ pub async fn run_attempt(
     };
     let provisioned = started.elapsed();
     let launch = launch_for(spec, lease, &worktree, pool.root());
+    let files = AttemptFiles::of(spec);
+    if let Err(why) =
+        crate::agent::prepare(spec, &launch, worktree.path(), &files, &cancel).await
+    {
+        result.status = if cancel.is_cancelled() {
+            AttemptStatus::Cancelled
+        } else {
+            AttemptStatus::Failed
+        } as i32;
+        result.checks = skip_all(spec, &why);
+        result.error = why;
+        pool.release(worktree).await;
+        result.duration_ms = started.elapsed().as_millis() as u64;
+        return result;
+    }
     if spec.baseline {
         run_baseline(spec, &worktree, &launch, cancel, &updates, &mut result).await;
     } else {
@@ -214,6 +229,7 @@ async fn run_in(
         result.events_path = files.events.to_string_lossy().into_owned();
     }
 
+    result.contained.extend(crate::agent::take_includes(spec, dir));
     // The agent is gone, and all it started: what it did to its git folder is undone
     // before braid's own code reads it.
     match worktree.restore() {
@@ -347,6 +363,12 @@ async fn run_in(
     }
 
     let _ = updates.send(Update::Phase(Phase::Checks)).await;
+    // The checks get the included files back (the commit does not have them).
+    if let Err(why) = crate::agent::put_includes(spec, dir) {
+        result.error = why;
+        result.infrastructure = true;
+        return;
+    }
     result.checks = run_checks(
         &spec.checks,
         dir,

@@ -142,6 +142,20 @@ pub struct Settings {
     /// No output or event from the agent for this long, such as `5m`: the attempt is
     /// stopped as `stalled`.
     pub stall: Option<Spanned<Scalar>>,
+    /// Commands run in the worktree before the agent.
+    pub setup: Option<Vec<SetupFile>>,
+    /// Git-ignored files copied from the user's checkout into each worktree.
+    pub include: Option<Spanned<Vec<String>>>,
+}
+
+/// A setup command as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetupFile {
+    /// A shell command line.
+    pub run: Spanned<String>,
+    /// Wall-clock limit, such as `10m`. Default: 10 minutes.
+    pub timeout: Option<Spanned<Scalar>>,
 }
 
 /// One task.
@@ -185,6 +199,10 @@ pub struct TaskFile {
     pub budget: Option<Spanned<BudgetFile>>,
     /// As in [`Settings::stall`].
     pub stall: Option<Spanned<Scalar>>,
+    /// As in [`Settings::setup`].
+    pub setup: Option<Vec<SetupFile>>,
+    /// As in [`Settings::include`].
+    pub include: Option<Spanned<Vec<String>>>,
     /// Globs of paths this task's attempts must not change, beside the plan's `protect`.
     pub protect: Option<Spanned<Vec<String>>>,
 }

@@ -213,6 +213,9 @@ impl Validator {
             }
             None => return None,
         };
+        if self.errors.is_empty() {
+            self.includes(&mut tasks, &task_files, &defaults, &repo).await;
+        }
         if !self.errors.is_empty() {
             return None;
         }
@@ -366,6 +369,37 @@ impl Validator {
         }
 
         let agents = self.agents(&id, at, task, defaults);
+        let mut setup = Vec::new();
+        for step in task.setup.as_ref().or(defaults.setup.as_ref()).into_iter().flatten() {
+            if step.run.value.trim().is_empty() {
+                self.error(
+                    place(&step.run.referenced),
+                    format!("task {id:?}: a `setup` command is empty"),
+                );
+            }
+            if let Some(timeout) = self.duration(step.timeout.as_ref(), DEFAULT_CHECK_TIMEOUT) {
+                setup.push((step.run.value.clone(), timeout));
+            }
+        }
+        if let Some(include) = task.include.as_ref().or(defaults.include.as_ref()) {
+            for path in &include.value {
+                let p = Path::new(path);
+                if path.trim().is_empty()
+                    || p.is_absolute()
+                    || p.components().any(|c| {
+                        matches!(c, std::path::Component::ParentDir | std::path::Component::CurDir)
+                    })
+                    || p.components().next() == Some(std::path::Component::Normal(".git".as_ref()))
+                {
+                    self.error(
+                        place(&include.referenced),
+                        format!(
+                            "task {id:?}: `include` path {path:?} must be relative to the repository's root, inside it and outside .git"
+                        ),
+                    );
+                }
+            }
+        }
         let budget = self.budget(
             task.budget.as_ref().or(defaults.budget.as_ref()),
             &format!("task {id:?}"),
@@ -435,6 +469,9 @@ impl Validator {
             agents: agents?,
             budget: budget?,
             stall: stall?,
+            setup,
+            // Read once the repository is known ([`Checker::includes`]).
+            include: Vec::new(),
             attempts: attempts?,
             timeout: timeout?,
             select: select?,
@@ -695,6 +732,66 @@ impl Validator {
                     max_turns: builtin.and_then(|b| b.max_turns).unwrap_or(0),
                     env: map.env.clone(),
                 })
+            }
+        }
+    }
+
+    /// Reads each task's `include` files from the user's checkout: each must exist, be a
+    /// file, and be ignored by git (a tracked file is in every worktree already).
+    async fn includes(
+        &mut self,
+        tasks: &mut [Task],
+        files: &[TaskFile],
+        defaults: &Settings,
+        repo: &Path,
+    ) {
+        /// Most bytes a task may copy into each worktree.
+        const INCLUDE_MAX: u64 = 16 << 20;
+        let git = Git::at(repo);
+        for (task, file) in tasks.iter_mut().zip(files) {
+            let Some(list) = file.include.as_ref().or(defaults.include.as_ref()) else {
+                continue;
+            };
+            let at = place(&list.referenced);
+            let mut total = 0;
+            for path in &list.value {
+                let full = repo.join(path);
+                let meta = match std::fs::symlink_metadata(&full) {
+                    Ok(meta) if meta.is_file() => meta,
+                    Ok(_) => {
+                        self.error(at, format!("task {:?}: `include` {path:?} is not a plain file in {}", task.id, repo.display()));
+                        continue;
+                    }
+                    Err(_) => {
+                        self.error(at, format!("task {:?}: `include` {path:?} does not exist in {}", task.id, repo.display()));
+                        continue;
+                    }
+                };
+                let tracked = git
+                    .run(&["ls-files", "--", path])
+                    .await
+                    .map(|out| !out.trim().is_empty())
+                    .unwrap_or(false);
+                if tracked {
+                    self.error(at, format!("task {:?}: `include` {path:?} is tracked by git, so every worktree has it already", task.id));
+                    continue;
+                }
+                total += meta.len();
+                if total > INCLUDE_MAX {
+                    self.error(at, format!("task {:?}: `include` files come to more than 16 MiB", task.id));
+                    break;
+                }
+                match std::fs::read(&full) {
+                    Ok(content) => {
+                        use std::os::unix::fs::PermissionsExt;
+                        task.include.push(super::Included {
+                            path: path.clone(),
+                            content: std::sync::Arc::new(content),
+                            executable: meta.permissions().mode() & 0o111 != 0,
+                        });
+                    }
+                    Err(e) => self.error(at, format!("task {:?}: cannot read `include` {path:?}: {e}", task.id)),
+                }
             }
         }
     }

@@ -91,6 +91,10 @@ pub struct Task {
     pub budget: Budget,
     /// No output or event from the agent for this long: the attempt is stopped.
     pub stall: Option<Duration>,
+    /// Commands run in the worktree before the agent: each line and its limit.
+    pub setup: Vec<(String, Duration)>,
+    /// Files from the user's checkout copied into each worktree, read when the plan was.
+    pub include: Vec<Included>,
     /// Independent attempts.
     pub attempts: u32,
     /// Wall-clock limit per attempt.
@@ -119,6 +123,17 @@ impl Task {
     pub fn agent_for(&self, n: u32) -> &Agent {
         &self.agents[(n.max(1) as usize - 1) % self.agents.len()]
     }
+}
+
+/// A git-ignored file of the user's checkout, copied into every worktree of a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Included {
+    /// Relative to the repository's root.
+    pub path: String,
+    /// Its bytes, as they were when the plan was read.
+    pub content: std::sync::Arc<Vec<u8>>,
+    /// Whether it is executable.
+    pub executable: bool,
 }
 
 /// What network an attempt's processes get.

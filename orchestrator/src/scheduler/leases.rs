@@ -259,9 +259,20 @@ impl Scheduler {
         self.judging.insert(task);
     }
 
+    /// A block of ports no running attempt has.
+    fn port_block(&mut self) -> u32 {
+        if let Some(block) = self.free_ports.pop_first() {
+            return block;
+        }
+        let block = self.next_ports % super::PORT_BLOCKS;
+        self.next_ports += 1;
+        block
+    }
+
     /// Forgets a lease; returns it.
     pub(super) fn release(&mut self, lease_id: &str) -> Option<Lease> {
         let lease = self.leases.remove(lease_id)?;
+        self.free_ports.insert(lease.ports);
         if let Some(worker) = self.workers.get_mut(&lease.worker) {
             worker.leases.remove(lease_id);
         }
@@ -323,6 +334,7 @@ impl Scheduler {
         leases.sort();
         for lease_id in leases {
             if let Some(lease) = self.leases.remove(&lease_id) {
+                self.free_ports.insert(lease.ports);
                 self.lost(
                     lease.task,
                     lease.attempt,
@@ -452,13 +464,17 @@ impl Scheduler {
             }
             let lease_id = format!("{}-{}", self.ctx.run_id, self.next_lease);
             self.next_lease += 1;
-            let spec = self.attempt_spec(task, attempt);
+            let ports = self.port_block();
+            let mut spec = self.attempt_spec(task, attempt);
+            spec.port_base = super::PORT_START + ports * super::PORT_BLOCK;
+            spec.port_count = super::PORT_BLOCK;
             let message = down(Down::Assign(Assign {
                 lease_id: lease_id.clone(),
                 attempt: Some(spec),
             }));
             let sent = self.workers[&worker].link.tx.try_send(Ok(message)).is_ok();
             if !sent {
+                self.free_ports.insert(ports);
                 self.queue.push_front((task, attempt));
                 self.drop_worker(&worker, "it is not reading its stream");
                 continue;
@@ -480,6 +496,7 @@ impl Scheduler {
                     task,
                     attempt,
                     worker: worker.clone(),
+                    ports,
                 },
             );
             self.note(Note::Assigned {
@@ -555,8 +572,24 @@ impl Scheduler {
                 turns: plan_task.budget.turns,
             }),
             stall_ms: plan_task.stall.map_or(0, |d| d.as_millis() as u64),
-            setup: Vec::new(),
-            include: Vec::new(),
+            // The baseline's checks need what the attempts' checks get.
+            setup: plan_task
+                .setup
+                .iter()
+                .map(|(run, timeout)| pb::SetupSpec {
+                    run: run.clone(),
+                    timeout_ms: timeout.as_millis() as u64,
+                })
+                .collect(),
+            include: plan_task
+                .include
+                .iter()
+                .map(|f| pb::IncludeFile {
+                    path: f.path.clone(),
+                    content: f.content.as_ref().clone(),
+                    executable: f.executable,
+                })
+                .collect(),
             port_base: 0,
             port_count: 0,
         }

@@ -276,7 +276,15 @@ struct Lease {
     task: usize,
     attempt: usize,
     worker: String,
+    /// The block of ports the attempt has while it runs (`BRAID_PORT_BASE`).
+    ports: u32,
 }
+
+/// The first port of the blocks handed to running attempts, and each block's size.
+pub const PORT_START: u32 = 20_000;
+pub const PORT_BLOCK: u32 = 20;
+/// How many blocks there are: up to port 60,000.
+const PORT_BLOCKS: u32 = (60_000 - PORT_START) / PORT_BLOCK;
 
 /// The event loop's state.
 #[derive(Debug)]
@@ -316,6 +324,10 @@ pub struct Scheduler {
     importing: usize,
     /// What the run spent, and what stops attempts from starting.
     spending: spending::Spending,
+    /// Port blocks given back by attempts that ended, reused lowest first.
+    free_ports: BTreeSet<u32>,
+    /// Port blocks handed out so far.
+    next_ports: u32,
 }
 
 impl Scheduler {
@@ -380,6 +392,8 @@ impl Scheduler {
             judging: BTreeSet::new(),
             importing: 0,
             spending: Default::default(),
+            free_ports: BTreeSet::new(),
+            next_ports: 0,
         })
     }
 

@@ -523,6 +523,18 @@ pub fn describe(plan: &Plan) -> String {
             .collect();
         let _ = writeln!(out, "  layer {}: {}", i + 1, tasks.join(", "));
     }
+    let agents: Vec<String> = plan
+        .tasks
+        .iter()
+        .map(|t| {
+            let names: Vec<String> = t.agents.iter().map(plan::Agent::title).collect();
+            format!("{}: {}", t.id, names.join(" / "))
+        })
+        .collect();
+    let _ = writeln!(out, "agents: {}", agents.join(", "));
+    if plan.budget.is_set() {
+        let _ = writeln!(out, "run budget: {}", budget_text(&plan.budget));
+    }
     let overrides: Vec<String> = plan
         .tasks
         .iter()
@@ -544,4 +556,19 @@ pub fn describe(plan: &Plan) -> String {
         let _ = writeln!(out, "verify on the result: {}", names.join(", "));
     }
     out
+}
+
+/// A budget in a few words: `$20, 5000000 tokens`.
+fn budget_text(b: &plan::Budget) -> String {
+    let mut parts = Vec::new();
+    if b.usd > 0.0 {
+        parts.push(format!("${}", b.usd));
+    }
+    if b.tokens > 0 {
+        parts.push(format!("{} tokens", b.tokens));
+    }
+    if b.turns > 0 {
+        parts.push(format!("{} turns", b.turns));
+    }
+    parts.join(", ")
 }

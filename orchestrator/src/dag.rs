@@ -241,6 +241,8 @@ mod tests {
             agents: vec![Agent::command(vec!["true".into()])],
             budget: Default::default(),
             stall: None,
+            setup: vec![],
+            include: vec![],
             attempts: 1,
             timeout: Duration::from_secs(1),
             select: Select::Best,

@@ -40,6 +40,8 @@ fn plan(repo: &TestRepo, attempts: u32) -> Plan {
             agents: vec![Agent::command(vec!["true".into()])],
             budget: Default::default(),
             stall: None,
+            setup: vec![],
+            include: vec![],
             attempts,
             timeout: Duration::from_secs(60),
             select: Select::Best,

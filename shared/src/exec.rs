@@ -702,11 +702,7 @@ struct LogSink {
 }
 
 impl LogSink {
-    async fn create(
-        path: &Path,
-        cap: u64,
-        redact: Arc<Vec<Vec<u8>>>,
-    ) -> Result<Self, ExecError> {
+    async fn create(path: &Path, cap: u64, redact: Arc<Vec<Vec<u8>>>) -> Result<Self, ExecError> {
         let log_error = |source| ExecError::Log {
             path: path.to_owned(),
             source,
@@ -781,15 +777,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
         // The key is printed in two writes, split inside it.
-        let done = sh("printf 'key=sk-abc'; sleep 0.1; printf 'def123 end\\n'; echo sk-abcdef123 >&2")
-            .output(Output::Log {
-                path: log.clone(),
-                cap: 1 << 20,
-            })
-            .redact(vec!["sk-abcdef123".into()])
-            .run()
-            .await
-            .unwrap();
+        let done =
+            sh("printf 'key=sk-abc'; sleep 0.1; printf 'def123 end\\n'; echo sk-abcdef123 >&2")
+                .output(Output::Log {
+                    path: log.clone(),
+                    cap: 1 << 20,
+                })
+                .redact(vec!["sk-abcdef123".into()])
+                .run()
+                .await
+                .unwrap();
         assert!(done.ending.success());
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(!text.contains("sk-abc"), "{text}");

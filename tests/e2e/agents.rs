@@ -442,6 +442,36 @@ tasks:
         assert_eq!(row["attempts"], 2, "{row:#}");
         assert_eq!(row["passed"], 2, "{row:#}");
     }
+    let text = braid_tests::braid(
+        Path::new(BIN),
+        repo.outside(),
+        &[
+            "compare",
+            "latest",
+            "bake",
+            "--repo",
+            repo.path.to_str().unwrap(),
+        ],
+    );
+    assert!(stdout(&text).contains("by agent:"), "{}", stdout(&text));
+    // The HTML report names each attempt's agent and model, and has the per-agent table.
+    let html = braid_tests::braid(
+        Path::new(BIN),
+        repo.outside(),
+        &[
+            "report",
+            "latest",
+            "--format",
+            "html",
+            "--repo",
+            repo.path.to_str().unwrap(),
+        ],
+    );
+    let path = stdout(&html).trim().to_owned();
+    let page = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert!(page.contains("<td>codex test-model</td>"), "{page}");
+    assert!(page.contains("<td>claude test-model</td>"));
+    assert!(page.contains("<table class=\"agents\">"));
 }
 
 #[test]
@@ -774,20 +804,37 @@ tasks:
         assert!(port_line.ends_with("count=20"), "{info}");
         ports.push(port_line.to_owned());
         assert_eq!(lines.next(), Some("TOKEN=local-only"), "{info}");
-        assert_eq!(lines.next(), Some("set-up"), "setup ran before the agent: {info}");
-        assert_eq!(repo.show(commit, ".env"), None, "the included file is never committed");
+        assert_eq!(
+            lines.next(),
+            Some("set-up"),
+            "setup ran before the agent: {info}"
+        );
+        assert_eq!(
+            repo.show(commit, ".env"),
+            None,
+            "the included file is never committed"
+        );
         assert!(
-            a["contained"].to_string().contains("changed the included file .env"),
+            a["contained"]
+                .to_string()
+                .contains("changed the included file .env"),
             "{a:#}"
         );
     }
     ports.sort();
     ports.dedup();
-    assert_eq!(ports.len(), 3, "attempts that ran together had the same ports: {ports:?}");
+    assert_eq!(
+        ports.len(),
+        3,
+        "attempts that ran together had the same ports: {ports:?}"
+    );
     let broken = attempt(task(&report, "broken"), 1);
     assert_eq!(broken["status"], "failed");
     assert!(
-        broken["error"].as_str().unwrap().starts_with("setup `echo cannot >&2; exit 7` exited with code 7"),
+        broken["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("setup `echo cannot >&2; exit 7` exited with code 7"),
         "{broken:#}"
     );
     // The user's .env is the user's.
@@ -813,10 +860,17 @@ tasks:
     include: [missing.env, tracked.txt, ../outside]
 "#,
     );
-    let out = braid_tests::braid(Path::new(BIN), repo.outside(), &["validate", plan.to_str().unwrap()]);
+    let out = braid_tests::braid(
+        Path::new(BIN),
+        repo.outside(),
+        &["validate", plan.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("plan.yaml:8:14: task \"a\": `include` path \"../outside\" must be relative"), "{err}");
+    assert!(
+        err.contains("plan.yaml:8:14: task \"a\": `include` path \"../outside\" must be relative"),
+        "{err}"
+    );
     // Once the paths are well formed, each must be an ignored file of the checkout.
     let plan = repo.plan(
         r#"version: 1
@@ -829,9 +883,19 @@ tasks:
     include: [missing.env, tracked.txt]
 "#,
     );
-    let out = braid_tests::braid(Path::new(BIN), repo.outside(), &["validate", plan.to_str().unwrap()]);
+    let out = braid_tests::braid(
+        Path::new(BIN),
+        repo.outside(),
+        &["validate", plan.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("plan.yaml:8:14: task \"a\": `include` \"missing.env\" does not exist in"), "{err}");
-    assert!(err.contains("plan.yaml:8:14: task \"a\": `include` \"tracked.txt\" is tracked by git"), "{err}");
+    assert!(
+        err.contains("plan.yaml:8:14: task \"a\": `include` \"missing.env\" does not exist in"),
+        "{err}"
+    );
+    assert!(
+        err.contains("plan.yaml:8:14: task \"a\": `include` \"tracked.txt\" is tracked by git"),
+        "{err}"
+    );
 }

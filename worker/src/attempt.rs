@@ -73,9 +73,7 @@ pub async fn run_attempt(
     let provisioned = started.elapsed();
     let launch = launch_for(spec, lease, &worktree, pool.root());
     let files = AttemptFiles::of(spec);
-    if let Err(why) =
-        crate::agent::prepare(spec, &launch, worktree.path(), &files, &cancel).await
-    {
+    if let Err(why) = crate::agent::prepare(spec, &launch, worktree.path(), &files, &cancel).await {
         result.status = if cancel.is_cancelled() {
             AttemptStatus::Cancelled
         } else {
@@ -229,7 +227,9 @@ async fn run_in(
         result.events_path = files.events.to_string_lossy().into_owned();
     }
 
-    result.contained.extend(crate::agent::take_includes(spec, dir));
+    result
+        .contained
+        .extend(crate::agent::take_includes(spec, dir));
     // The agent is gone, and all it started: what it did to its git folder is undone
     // before braid's own code reads it.
     match worktree.restore() {

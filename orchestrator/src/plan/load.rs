@@ -214,7 +214,8 @@ impl Validator {
             None => return None,
         };
         if self.errors.is_empty() {
-            self.includes(&mut tasks, &task_files, &defaults, &repo).await;
+            self.includes(&mut tasks, &task_files, &defaults, &repo)
+                .await;
         }
         if !self.errors.is_empty() {
             return None;
@@ -370,7 +371,13 @@ impl Validator {
 
         let agents = self.agents(&id, at, task, defaults);
         let mut setup = Vec::new();
-        for step in task.setup.as_ref().or(defaults.setup.as_ref()).into_iter().flatten() {
+        for step in task
+            .setup
+            .as_ref()
+            .or(defaults.setup.as_ref())
+            .into_iter()
+            .flatten()
+        {
             if step.run.value.trim().is_empty() {
                 self.error(
                     place(&step.run.referenced),
@@ -387,7 +394,10 @@ impl Validator {
                 if path.trim().is_empty()
                     || p.is_absolute()
                     || p.components().any(|c| {
-                        matches!(c, std::path::Component::ParentDir | std::path::Component::CurDir)
+                        matches!(
+                            c,
+                            std::path::Component::ParentDir | std::path::Component::CurDir
+                        )
                     })
                     || p.components().next() == Some(std::path::Component::Normal(".git".as_ref()))
                 {
@@ -587,7 +597,7 @@ impl Validator {
         let known = |name: &str| presets.contains(&name);
         let unknown = |name: &str| {
             format!(
-                "unknown agent preset {name:?}; braid has {}, or give a command: `agent: {{command: [...]}}`",
+                "unknown agent preset {name:?}; braid has {}, the built-in agent (`{{builtin: {{api: responses, model: NAME}}}}`) and any command (`{{command: [...]}}`)",
                 presets.join(", ")
             )
         };
@@ -759,11 +769,25 @@ impl Validator {
                 let meta = match std::fs::symlink_metadata(&full) {
                     Ok(meta) if meta.is_file() => meta,
                     Ok(_) => {
-                        self.error(at, format!("task {:?}: `include` {path:?} is not a plain file in {}", task.id, repo.display()));
+                        self.error(
+                            at,
+                            format!(
+                                "task {:?}: `include` {path:?} is not a plain file in {}",
+                                task.id,
+                                repo.display()
+                            ),
+                        );
                         continue;
                     }
                     Err(_) => {
-                        self.error(at, format!("task {:?}: `include` {path:?} does not exist in {}", task.id, repo.display()));
+                        self.error(
+                            at,
+                            format!(
+                                "task {:?}: `include` {path:?} does not exist in {}",
+                                task.id,
+                                repo.display()
+                            ),
+                        );
                         continue;
                     }
                 };
@@ -778,7 +802,13 @@ impl Validator {
                 }
                 total += meta.len();
                 if total > INCLUDE_MAX {
-                    self.error(at, format!("task {:?}: `include` files come to more than 16 MiB", task.id));
+                    self.error(
+                        at,
+                        format!(
+                            "task {:?}: `include` files come to more than 16 MiB",
+                            task.id
+                        ),
+                    );
                     break;
                 }
                 match std::fs::read(&full) {
@@ -790,7 +820,10 @@ impl Validator {
                             executable: meta.permissions().mode() & 0o111 != 0,
                         });
                     }
-                    Err(e) => self.error(at, format!("task {:?}: cannot read `include` {path:?}: {e}", task.id)),
+                    Err(e) => self.error(
+                        at,
+                        format!("task {:?}: cannot read `include` {path:?}: {e}", task.id),
+                    ),
                 }
             }
         }

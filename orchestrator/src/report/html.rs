@@ -82,6 +82,20 @@ impl Report {
             esc(&self.result.branch),
             self.result.commit.as_deref().map(short).unwrap_or("none"),
         );
+        if self.usage != super::Usage::default() {
+            let _ = writeln!(
+                h,
+                "<p class=\"meta\">spent: {}</p>",
+                esc(&self.usage.text())
+            );
+        }
+        for why in &self.stopped {
+            let _ = writeln!(
+                h,
+                "<p class=\"stopped\"><strong>Stopped early:</strong> {}</p>",
+                esc(why)
+            );
+        }
         h.push_str("<h2>Tasks</h2>\n");
         h.push_str(&self.dag_svg());
         for (task, comparison) in self.tasks.iter().zip(comparisons) {
@@ -380,7 +394,7 @@ fn task_section(h: &mut String, task: &TaskReport, c: &Comparison) {
         h.push_str("</section>\n");
         return;
     }
-    h.push_str("<table class=\"attempts\"><tr><th>attempt</th><th>status</th>");
+    h.push_str("<table class=\"attempts\"><tr><th>attempt</th><th>status</th><th>agent</th>");
     for name in &c.checks {
         let _ = write!(h, "<th>{}</th>", esc(name));
     }
@@ -388,10 +402,15 @@ fn task_section(h: &mut String, task: &TaskReport, c: &Comparison) {
     for row in &c.attempts {
         let _ = write!(
             h,
-            "<tr class=\"{}\"><td>{}{}</td><td class=\"{st}\">{st}</td>",
+            "<tr class=\"{}\"><td>{}{}</td><td class=\"{st}\">{st}</td><td>{}</td>",
             if row.winner { "winner" } else { "" },
             row.n,
             if row.winner { " ★" } else { "" },
+            esc(&match (&row.agent, &row.model) {
+                (Some(a), Some(m)) => format!("{a} {m}"),
+                (Some(a), None) => a.clone(),
+                _ => "-".into(),
+            }),
             st = esc(&row.status)
         );
         for check in &row.checks {
@@ -413,6 +432,25 @@ fn task_section(h: &mut String, task: &TaskReport, c: &Comparison) {
         );
     }
     h.push_str("</table>\n");
+    if c.agents.len() > 1 {
+        h.push_str("<table class=\"agents\"><tr><th>agent</th><th>attempts</th><th>passed</th><th>median time</th><th>spent</th><th></th></tr>\n");
+        for a in &c.agents {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&match &a.model {
+                    Some(m) => format!("{} {m}", a.agent),
+                    None => a.agent.clone(),
+                }),
+                a.attempts,
+                a.passed,
+                seconds(a.median_ms),
+                esc(&a.usage.text()),
+                if a.won { "winner" } else { "" },
+            );
+        }
+        h.push_str("</table>\n");
+    }
     if c.attempts.len() > 1 {
         h.push_str("<p>Similarity: the share of changed lines two attempts have in common.</p><table class=\"similarity\"><tr><th></th>");
         for r in &c.attempts {

@@ -32,6 +32,9 @@ pub const HERMETIC_ENV: &[(&str, &str)] = &[
 pub fn command(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.current_dir(dir);
+    if let Some(path) = path_with_agents() {
+        cmd.env("PATH", path);
+    }
     for (key, value) in HERMETIC_ENV {
         cmd.env(key, value);
     }
@@ -39,6 +42,28 @@ pub fn command(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {
         cmd.env("BRAID_CACHE", cache);
     }
     cmd
+}
+
+/// The folder `tests/agents/install.sh` puts the agent CLIs in.
+pub fn agent_tools() -> Option<PathBuf> {
+    std::env::var_os("BRAID_AGENT_TOOLS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/braid-agent-tools"))
+        })
+}
+
+/// `PATH` with the installed agent CLIs first, when they are installed.
+pub fn path_with_agents() -> Option<std::ffi::OsString> {
+    let bin = agent_tools()?.join("bin");
+    if !bin.is_dir() {
+        return None;
+    }
+    let mut dirs = vec![bin];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).ok()
 }
 
 /// The cache folder of the test folder that holds `dir`, if one does.

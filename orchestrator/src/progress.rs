@@ -63,8 +63,10 @@ pub enum Note {
         status: String,
         /// What to add.
         detail: String,
+        /// What it spent, in a few words; empty when the agent reported nothing.
+        spent: String,
     },
-    /// An attempt's worker was lost.
+    /// An attempt's worker was lost, or the provider refused it for now.
     AttemptLost {
         /// The task.
         task: String,
@@ -72,6 +74,8 @@ pub enum Note {
         n: u32,
         /// Whether it runs again.
         retried: bool,
+        /// Why, when it was not the worker (a provider's rate limit).
+        why: Option<String>,
     },
     /// A task ended.
     TaskDone {
@@ -129,20 +133,36 @@ fn line(note: &Note, verbose: bool) -> Option<String> {
             n,
             status,
             detail,
-        } if detail.is_empty() => format!("{task}#{n} {status}"),
-        Note::AttemptDone {
+            spent,
+        } => {
+            let mut line = format!("{task}#{n} {status}");
+            if !spent.is_empty() {
+                line.push_str(&format!(" ({spent})"));
+            }
+            if !detail.is_empty() {
+                line.push_str(&format!(": {detail}"));
+            }
+            line
+        }
+        Note::AttemptLost {
             task,
             n,
-            status,
-            detail,
-        } => format!("{task}#{n} {status}: {detail}"),
-        Note::AttemptLost { task, n, retried } => {
+            retried,
+            why,
+        } => {
             let who = if *n == 0 {
                 format!("{task}: the checks on the base")
             } else {
                 format!("{task}#{n}")
             };
-            if *retried {
+            if let Some(why) = why {
+                let then = if *retried {
+                    "running it again, without using up an attempt"
+                } else {
+                    "giving up"
+                };
+                format!("{who}: {why}; {then}")
+            } else if *retried {
                 format!("{who} lost its worker; running it again")
             } else {
                 format!("{who} lost its worker too often; giving up")

@@ -292,6 +292,35 @@ async fn infrastructure_failures_are_retried_without_using_an_attempt() {
     assert_eq!(outcome.tasks[0].attempts[0].lost, 1);
 }
 
+#[tokio::test]
+async fn a_provider_refusing_for_now_costs_no_attempt_but_its_tokens_count() {
+    let h = start(1, quick());
+    let mut w1 = h.join("w1", 1).await;
+    let (lease, n) = assignment(&mut w1).await;
+    let refused = AttemptResult {
+        lease_id: lease,
+        status: PbStatus::Failed as i32,
+        error: "the agent exited with code 1: 429 Too Many Requests".into(),
+        provider_fault: braid_shared::proto::ProviderFault::Transient as i32,
+        usage: Some(braid_shared::proto::Usage {
+            input_tokens: Some(100),
+            output_tokens: Some(5),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    h.say("w1", Up::Result(refused)).await;
+    assert!(matches!(next(&mut w1).await, Down::ResultAck(ack) if ack.accepted));
+    let (again, n2) = assignment(&mut w1).await;
+    assert_eq!(n2, n, "the same attempt, not a new one");
+    h.succeed("w1", &again, n).await;
+    let outcome = h.run.await.unwrap();
+    assert_eq!(outcome.tasks[0].status, TaskStatus::Succeeded);
+    assert_eq!(outcome.tasks[0].attempts.len(), 1);
+    assert_eq!(outcome.tasks[0].attempts[0].usage.input_tokens, Some(100));
+    assert!(outcome.stopped.is_empty());
+}
+
 /// Gives the plan's task one check, `unit`, judged against the base.
 fn with_unit_check(plan: &mut Plan) {
     plan.tasks[0].checks = vec![Check {

@@ -196,6 +196,24 @@ async fn forward(
         .unwrap_or_else(|e| plain(StatusCode::BAD_GATEWAY, e.to_string()))
 }
 
+/// For a binary that hosts workers: when started as `PROGRAM __bridge ...` (inside a
+/// sandbox), runs the bridge's inner end and returns its exit code; otherwise notes this
+/// binary as the bridge's program and returns `None`.
+pub fn main_if_bridge() -> Option<i32> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__bridge") {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        return Some(runtime.block_on(inside(&args[2..])));
+    }
+    if let Ok(me) = std::env::current_exe() {
+        set_program(me);
+    }
+    None
+}
+
 /// The sandbox's end: `braid __bridge ADDR SOCKET -- PROGRAM ARGS...`. Listens on `ADDR`,
 /// pipes each connection to `SOCKET`, runs the program with this process's standard
 /// streams, and ends with its exit code.

@@ -223,6 +223,11 @@ impl Scheduler {
             n: report.n,
             status: word(report.status),
             detail: report.error.clone().unwrap_or_default(),
+            spent: if report.usage == crate::report::Usage::default() {
+                String::new()
+            } else {
+                report.usage.text()
+            },
         };
         self.note(note);
         self.dirty.push(t);

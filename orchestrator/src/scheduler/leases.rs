@@ -110,7 +110,19 @@ impl Scheduler {
         // the attempt runs again after a backoff, like one whose worker was lost.
         let transient = result.provider_fault() == pb::ProviderFault::Transient
             && result.status() != pb::AttemptStatus::Finished;
-        if result.infrastructure || transient {
+        if transient {
+            // What the refused try spent still counts, in the attempt's report too.
+            if let Some(usage) = &result.usage {
+                let report = &mut self.tasks[lease.task].attempts[lease.attempt].report;
+                report.usage = crate::report::Usage::sum([
+                    &report.usage,
+                    &braid_shared::usage::Usage::from(usage).into(),
+                ]);
+            }
+            self.refused_for_now(lease.task, lease.attempt, &result.error);
+            return;
+        }
+        if result.infrastructure {
             self.lost(lease.task, lease.attempt, &result.error);
             return;
         }
@@ -190,11 +202,13 @@ impl Scheduler {
             pb::AttemptStatus::OverBudget => AttemptStatus::OverBudget,
             pb::AttemptStatus::Failed | pb::AttemptStatus::Unspecified => AttemptStatus::Failed,
         };
-        report.usage = result
+        // Added to what earlier tries of the attempt spent (a provider refused them for now).
+        let this: crate::report::Usage = result
             .usage
             .as_ref()
             .map(|u| braid_shared::usage::Usage::from(u).into())
             .unwrap_or_default();
+        report.usage = crate::report::Usage::sum([&report.usage, &this]);
         report.agent = (!result.agent.is_empty()).then(|| result.agent.clone());
         report.model = (!result.model.is_empty()).then(|| result.model.clone());
         report.final_message =
@@ -281,6 +295,33 @@ impl Scheduler {
 
     /// An attempt whose worker was lost: run it again, or give up on it.
     pub(super) fn lost(&mut self, task: usize, attempt: usize, why: &str) {
+        self.run_again(task, attempt, why, self.config.retry_backoff, None);
+    }
+
+    /// An attempt the model's provider refused for now (a rate limit the agent could not
+    /// wait out, a server error): like a lost one, after a longer backoff.
+    fn refused_for_now(&mut self, task: usize, attempt: usize, why: &str) {
+        let said = format!(
+            "the model's provider refused for now ({})",
+            braid_worker::presets::cut(why, 200)
+        );
+        self.run_again(
+            task,
+            attempt,
+            why,
+            self.config.retry_backoff * 20,
+            Some(said),
+        );
+    }
+
+    fn run_again(
+        &mut self,
+        task: usize,
+        attempt: usize,
+        why: &str,
+        backoff: std::time::Duration,
+        told: Option<String>,
+    ) {
         let retry = self.cancelling.is_none();
         let state = &mut self.tasks[task].attempts[attempt];
         state.report.lost += 1;
@@ -289,7 +330,7 @@ impl Scheduler {
             // Not at once: what lost it (a worker's disk, a flaky machine) may still be
             // there, and several attempts lost together would all come back together.
             state.phase = AttemptPhase::Retrying;
-            let delay = retry_delay(self.config.retry_backoff, state.report.lost);
+            let delay = retry_delay(backoff, state.report.lost);
             let events = self.events.clone();
             task::spawn("retry-backoff", async move {
                 tokio::time::sleep(delay).await;
@@ -309,6 +350,7 @@ impl Scheduler {
             task: task_id,
             n,
             retried: retry && self.tasks[task].attempts[attempt].phase == AttemptPhase::Retrying,
+            why: told,
         });
         self.dirty.push(task);
     }

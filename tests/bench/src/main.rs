@@ -9,6 +9,7 @@
 //! end-to-end scenarios run braid as a user does, as a separate process.
 #![allow(clippy::disallowed_methods)] // a benchmark starts git and shells directly, as users do
 
+mod agent;
 mod fanout;
 mod makespan;
 mod memory;
@@ -30,7 +31,7 @@ use serde::Serialize;
 use crate::repo::{BigRepo, SmallRepo};
 use crate::table::{Row, markdown, median};
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "start",
     "sandbox",
     "fanout",
@@ -38,6 +39,7 @@ const SCENARIOS: [&str; 7] = [
     "scheduler",
     "makespan",
     "memory",
+    "agent",
 ];
 
 /// braid against git and hand-written shell pipelines, measured side by side.
@@ -45,7 +47,7 @@ const SCENARIOS: [&str; 7] = [
 #[command(name = "braid-bench")]
 struct Cli {
     /// Scenarios to run: all, or any of start, sandbox, fanout, merge, scheduler, makespan,
-    /// memory.
+    /// memory, agent.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
     /// Rounds per scenario [default: 7 for start, 15 for merge, 1 for fanout (its shell
@@ -61,6 +63,10 @@ struct Cli {
 }
 
 fn main() {
+    // As braid does: the bridge's inner end inside a sandbox, when started as one.
+    if let Some(code) = braid_worker::bridge::main_if_bridge() {
+        std::process::exit(code);
+    }
     let mut args = std::env::args_os();
     let program = args.next().unwrap_or_default();
     let rest: Vec<_> = args.collect();
@@ -186,6 +192,7 @@ fn run(cli: Cli) -> Result<bool> {
             "scheduler" => runtime.block_on(scheduler::run(&small, &scratch, rounds(3)))?,
             "makespan" => makespan::run(&small, &scratch, rounds(3))?,
             "memory" => memory::run(&small, &scratch, rounds(3))?,
+            "agent" => agent::run(&scratch, rounds(3))?,
             _ => unreachable!("checked above"),
         };
         say(format!(

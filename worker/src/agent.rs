@@ -310,9 +310,15 @@ fn preset_invocation(
     if model_only {
         let endpoint = match (agent.base_url.as_str(), preset.endpoint()) {
             ("", Some(default)) if key.is_some() => default.to_owned(),
-            ("", _) => {
+            ("", Some(_)) => {
                 return Err(refuse(format!(
-                    "`network: model` lets {} reach only its model endpoint, and braid does not know it: give the agent a `base_url` (and a key), or write `sandbox: {{network: full}}`",
+                    "`network: model` lets {} reach only its model endpoint, and without an API key in {key_env} braid cannot tell which endpoint your login uses: set {key_env} (or name another variable in `api_key_env`), give a `base_url`, or write `sandbox: {{network: full}}`",
+                    preset.name()
+                )));
+            }
+            ("", None) => {
+                return Err(refuse(format!(
+                    "`network: model` lets {} reach only its model endpoint, and which one depends on the model: give the agent a `base_url`, or write `sandbox: {{network: full}}`",
                     preset.name()
                 )));
             }

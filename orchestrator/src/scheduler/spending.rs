@@ -6,7 +6,7 @@ use braid_shared::proto::{self as pb, ProviderFault};
 
 use super::{AttemptPhase, Scheduler};
 use crate::plan::Agent;
-use crate::report::AttemptStatus;
+use crate::report::{AttemptKind, AttemptStatus};
 
 /// What stops attempts from starting.
 #[derive(Debug, Default)]
@@ -93,30 +93,18 @@ impl Scheduler {
         }
     }
 
-    /// Why attempt `attempt` of `task` must not start, if it must not.
+    /// Why attempt `attempt` of `task` must not start, if it must not. Baseline jobs always
+    /// may: they run no agent, and judging attempts that already ran waits for them.
     pub(super) fn refused(&self, task: usize, attempt: usize) -> Option<(AttemptStatus, String)> {
-        if let Some(why) = &self.spending.over {
-            return Some((AttemptStatus::Cancelled, format!("not started: {why}")));
-        }
-        let n = self.tasks[task].attempts[attempt].report.n;
-        let key = AgentKey::of(self.ctx.plan.tasks[task].agent_for(n));
-        self.spending
-            .walls
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, why)| (AttemptStatus::Failed, format!("not started: {why}")))
+        refusal(&self.tasks, &self.ctx.plan, &self.spending, task, attempt)
     }
 
     /// Ends every queued attempt that must not start.
     fn sweep_queue(&mut self) {
         let mut ended = Vec::new();
-        let tasks = &self.tasks;
-        let plan = &self.ctx.plan;
-        let spending = &self.spending;
+        let (tasks, plan, spending) = (&self.tasks, &self.ctx.plan, &self.spending);
         self.queue.retain(|&(t, a)| {
-            let n = tasks[t].attempts[a].report.n;
-            let key = AgentKey::of(plan.tasks[t].agent_for(n));
-            let stop = spending.over.is_some() || spending.walls.iter().any(|(k, _)| *k == key);
+            let stop = refusal(tasks, plan, spending, t, a).is_some();
             if stop {
                 ended.push((t, a));
             }
@@ -138,4 +126,26 @@ impl Scheduler {
         state.report.error = Some(why);
         self.dirty.push(task);
     }
+}
+
+fn refusal(
+    tasks: &[super::TaskState],
+    plan: &crate::plan::Plan,
+    spending: &Spending,
+    task: usize,
+    attempt: usize,
+) -> Option<(AttemptStatus, String)> {
+    let report = &tasks[task].attempts[attempt].report;
+    if report.kind == AttemptKind::Baseline {
+        return None;
+    }
+    if let Some(why) = &spending.over {
+        return Some((AttemptStatus::Cancelled, format!("not started: {why}")));
+    }
+    let key = AgentKey::of(plan.tasks[task].agent_for(report.n));
+    spending
+        .walls
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, why)| (AttemptStatus::Failed, format!("not started: {why}")))
 }

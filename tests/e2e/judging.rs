@@ -219,7 +219,7 @@ fn compare_prints_a_table_a_similarity_matrix_and_json() {
         header,
         [
             "attempt", "status", "agent", "score", "files", "lines", "time", "tokens", "cost",
-            "note"
+            "turns", "note"
         ]
     );
     let row = |n: &str| {

@@ -317,7 +317,7 @@ impl Comparison {
         let mut head: Vec<String> = vec!["attempt".into(), "status".into(), "agent".into()];
         head.extend(self.checks.iter().cloned());
         head.extend(
-            ["score", "files", "lines", "time", "tokens", "cost", "note"]
+            ["score", "files", "lines", "time", "tokens", "cost", "turns", "note"]
                 .iter()
                 .map(|s| (*s).to_owned()),
         );
@@ -347,6 +347,7 @@ impl Comparison {
             cells.push(seconds(r.duration_ms));
             cells.push(r.tokens_text());
             cells.push(r.cost_text());
+            cells.push(r.turns.map_or("-".into(), |t| t.to_string()));
             cells.push(r.note_text());
             rows.push(cells);
         }

@@ -317,9 +317,11 @@ impl Comparison {
         let mut head: Vec<String> = vec!["attempt".into(), "status".into(), "agent".into()];
         head.extend(self.checks.iter().cloned());
         head.extend(
-            ["score", "files", "lines", "time", "tokens", "cost", "turns", "note"]
-                .iter()
-                .map(|s| (*s).to_owned()),
+            [
+                "score", "files", "lines", "time", "tokens", "cost", "turns", "note",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned()),
         );
         let mut rows: Vec<Vec<String>> = vec![head];
         for r in &self.attempts {

@@ -45,6 +45,8 @@ enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// Print the JSON Schema of the plan file, for editors and planning agents.
+    Schema,
     /// List the agent presets: whether each CLI is installed, its version, and the
     /// variable its API key is read from.
     Agents {
@@ -229,6 +231,10 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             } else {
                 print!("{}", comparison.text());
             }
+            Ok(EXIT_OK)
+        }
+        Command::Schema => {
+            println!("{}", crate::plan::schema());
             Ok(EXIT_OK)
         }
         Command::Agents { json } => {

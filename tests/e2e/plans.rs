@@ -135,3 +135,45 @@ fn validate_prints_the_dag_in_layers() {
         "{text}"
     );
 }
+
+/// A plan file's YAML as JSON, for the schema.
+fn as_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn the_schema_takes_every_valid_plan_and_refuses_wrong_keys() {
+    let out = braid(Path::new(BIN), Path::new("/"), &["schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let schema: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(schema["title"], "braid plan");
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut plans = samples("valid");
+    plans.extend(
+        std::fs::read_dir(examples)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml")),
+    );
+    for plan in &plans {
+        let errors: Vec<String> = validator
+            .iter_errors(&as_json(plan))
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:#?}", plan.display());
+    }
+    let invalid = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plans/invalid");
+    for (name, wrong) in [
+        ("unknown-key.yaml", "/tasks/0"),
+        ("containment.yaml", "/tasks/0/sandbox"),
+    ] {
+        let errors: Vec<String> = validator
+            .iter_errors(&as_json(&invalid.join(name)))
+            .map(|e| e.instance_path.to_string())
+            .collect();
+        assert!(errors.iter().any(|p| p == wrong), "{name}: {errors:?}");
+    }
+}

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -22,7 +23,7 @@ impl Scalar {
 }
 
 /// A YAML scalar of any type, for values that validation reads and judges itself.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Scalar {
     /// A whole number.
@@ -36,31 +37,39 @@ pub enum Scalar {
 }
 
 /// The whole plan file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanFile {
     /// The plan format's version. Required; must be 1.
+    #[schemars(with = "Option<Scalar>")]
     pub version: Option<Spanned<Scalar>>,
     /// A label for the run.
+    #[schemars(with = "Option<String>")]
     pub name: Option<Spanned<String>>,
     /// The repository: a path relative to the plan file. Default: the git repository that
     /// holds the plan file.
+    #[schemars(with = "Option<String>")]
     pub repo: Option<Spanned<String>>,
     /// The revision the run starts from. Default: HEAD of the repository.
+    #[schemars(with = "Option<String>")]
     pub base: Option<Spanned<String>>,
     /// Settings every task inherits unless it sets them itself.
     pub defaults: Option<Settings>,
     /// The tasks. Required, at least one.
+    #[schemars(with = "Option<Vec<TaskFile>>")]
     pub tasks: Option<Spanned<Vec<TaskFile>>>,
     /// How winners are integrated.
     pub merge: Option<MergeFile>,
     /// How every process of the run is contained: `off`, or `{network, writable}`. A
     /// task's or the defaults' `sandbox` overrides it for the task's attempts.
+    #[schemars(with = "Option<SandboxFile>")]
     pub sandbox: Option<Spanned<SandboxFile>>,
     /// Globs of paths no attempt may change (the tests that define the goal, a score
     /// script, CI files); a task's own `protect` adds to these.
+    #[schemars(with = "Option<Vec<String>>")]
     pub protect: Option<Spanned<Vec<String>>>,
     /// Limits for the whole run: once one is spent no new attempt starts.
+    #[schemars(with = "Option<BudgetFile>")]
     pub budget: Option<Spanned<BudgetFile>>,
 }
 
@@ -100,8 +109,26 @@ impl<'de> Deserialize<'de> for SandboxFile {
     }
 }
 
+impl JsonSchema for SandboxFile {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Sandbox".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let settings = generator.subschema_for::<SandboxSettingsFile>();
+        schemars::json_schema!({
+            "description": "`off`, or the sandbox's settings.",
+            "anyOf": [
+                {"const": "off", "description": "No sandbox at all."},
+                {"const": false, "description": "`off`, as YAML 1.1 readers take it."},
+                settings
+            ]
+        })
+    }
+}
+
 /// The settings of a sandbox as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxSettingsFile {
     /// `none` (no network at all) or `full`. Default: `full` for command agents.
@@ -113,48 +140,62 @@ pub struct SandboxSettingsFile {
 }
 
 /// Settings a task may take from `defaults` or set itself.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// The agent: a preset name or `{command: [...], env: {...}}`.
+    #[schemars(with = "Option<AgentFile>")]
     pub agent: Option<Spanned<AgentFile>>,
     /// Independent attempts per task (best-of-N), 1 to 32.
+    #[schemars(with = "Option<Scalar>")]
     pub attempts: Option<Spanned<Scalar>>,
     /// Wall-clock limit per attempt, such as `90s`, `15m`, `2h`.
+    #[schemars(with = "Option<Scalar>")]
     pub timeout: Option<Spanned<Scalar>>,
     /// How a winner is picked among attempts.
+    #[schemars(with = "Option<String>")]
     pub select: Option<Spanned<String>>,
     /// Checks run in each attempt's worktree after the agent finished.
     pub checks: Option<Vec<CheckFile>>,
     /// A command that prints a score on its last line; higher is better.
+    #[schemars(with = "Option<ScoreFile>")]
     pub score: Option<Spanned<ScoreFile>>,
     /// Follow-up attempts that start from a failed attempt, with feedback.
+    #[schemars(with = "Option<Scalar>")]
     pub retries: Option<Spanned<Scalar>>,
     /// How the task's processes are contained; as the top-level `sandbox`.
+    #[schemars(with = "Option<SandboxFile>")]
     pub sandbox: Option<Spanned<SandboxFile>>,
     /// How long a stopped agent or check gets between SIGTERM and SIGKILL, such as `10s`.
     /// Default: 5 seconds.
+    #[schemars(with = "Option<Scalar>")]
     pub grace: Option<Spanned<Scalar>>,
     /// A bake-off: the task's attempts go to these agents in turn.
+    #[schemars(with = "Option<Vec<AgentFile>>")]
     pub agents: Option<Spanned<Vec<AgentFile>>>,
     /// Limits per attempt: past one, the attempt is stopped as `over_budget`.
+    #[schemars(with = "Option<BudgetFile>")]
     pub budget: Option<Spanned<BudgetFile>>,
     /// No output or event from the agent for this long, such as `5m`: the attempt is
     /// stopped as `stalled`.
+    #[schemars(with = "Option<Scalar>")]
     pub stall: Option<Spanned<Scalar>>,
     /// Commands run in the worktree before the agent.
     pub setup: Option<Vec<SetupFile>>,
     /// Git-ignored files copied from the user's checkout into each worktree.
+    #[schemars(with = "Option<Vec<String>>")]
     pub include: Option<Spanned<Vec<String>>>,
 }
 
 /// A setup command as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetupFile {
     /// A shell command line.
+    #[schemars(with = "String")]
     pub run: Spanned<String>,
     /// Wall-clock limit, such as `10m`. Default: 10 minutes.
+    #[schemars(with = "Option<Scalar>")]
     pub timeout: Option<Spanned<Scalar>>,
 }
 
@@ -162,48 +203,66 @@ pub struct SetupFile {
 ///
 /// The settings fields repeat those of [`Settings`] on purpose: serde's `flatten` cannot be
 /// combined with `deny_unknown_fields` and would lose every value's location.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskFile {
     /// The task's id: `[a-z0-9][a-z0-9_-]{0,62}`, unique in the plan.
+    #[schemars(with = "String")]
     pub id: Spanned<String>,
     /// The prompt text. Exactly one of `prompt` and `prompt_file`.
+    #[schemars(with = "Option<String>")]
     pub prompt: Option<Spanned<String>>,
     /// A file holding the prompt, relative to the plan file and inside its folder.
+    #[schemars(with = "Option<String>")]
     pub prompt_file: Option<Spanned<String>>,
     /// Tasks whose merged winners this task starts from.
+    #[schemars(with = "Option<Vec<String>>")]
     pub deps: Option<Vec<Spanned<String>>>,
     /// As in [`Settings::agent`].
+    #[schemars(with = "Option<AgentFile>")]
     pub agent: Option<Spanned<AgentFile>>,
     /// As in [`Settings::attempts`].
+    #[schemars(with = "Option<Scalar>")]
     pub attempts: Option<Spanned<Scalar>>,
     /// As in [`Settings::timeout`].
+    #[schemars(with = "Option<Scalar>")]
     pub timeout: Option<Spanned<Scalar>>,
     /// As in [`Settings::select`].
+    #[schemars(with = "Option<String>")]
     pub select: Option<Spanned<String>>,
     /// As in [`Settings::checks`]; replaces the default checks.
     pub checks: Option<Vec<CheckFile>>,
     /// As in [`Settings::score`].
+    #[schemars(with = "Option<ScoreFile>")]
     pub score: Option<Spanned<ScoreFile>>,
     /// As in [`Settings::retries`].
+    #[schemars(with = "Option<Scalar>")]
     pub retries: Option<Spanned<Scalar>>,
     /// What to do when this task's winner conflicts; overrides `merge.on_conflict`.
+    #[schemars(with = "Option<String>")]
     pub on_conflict: Option<Spanned<String>>,
     /// As in [`Settings::sandbox`].
+    #[schemars(with = "Option<SandboxFile>")]
     pub sandbox: Option<Spanned<SandboxFile>>,
     /// As in [`Settings::grace`].
+    #[schemars(with = "Option<Scalar>")]
     pub grace: Option<Spanned<Scalar>>,
     /// As in [`Settings::agents`].
+    #[schemars(with = "Option<Vec<AgentFile>>")]
     pub agents: Option<Spanned<Vec<AgentFile>>>,
     /// As in [`Settings::budget`].
+    #[schemars(with = "Option<BudgetFile>")]
     pub budget: Option<Spanned<BudgetFile>>,
     /// As in [`Settings::stall`].
+    #[schemars(with = "Option<Scalar>")]
     pub stall: Option<Spanned<Scalar>>,
     /// As in [`Settings::setup`].
     pub setup: Option<Vec<SetupFile>>,
     /// As in [`Settings::include`].
+    #[schemars(with = "Option<Vec<String>>")]
     pub include: Option<Spanned<Vec<String>>>,
     /// Globs of paths this task's attempts must not change, beside the plan's `protect`.
+    #[schemars(with = "Option<Vec<String>>")]
     pub protect: Option<Spanned<Vec<String>>>,
 }
 
@@ -243,8 +302,26 @@ impl<'de> Deserialize<'de> for AgentFile {
     }
 }
 
+impl JsonSchema for AgentFile {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Agent".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let map = generator.subschema_for::<AgentMapFile>();
+        let presets: Vec<&str> = braid_worker::presets::all()
+            .iter()
+            .map(|p| p.name())
+            .collect();
+        schemars::json_schema!({
+            "description": "A preset's name, or a map: `{command: [...]}`, `{preset: NAME, ...}` or `{builtin: {...}}`.",
+            "anyOf": [{"type": "string", "enum": presets}, map]
+        })
+    }
+}
+
 /// An agent written as a map: exactly one of `command` and `preset`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentMapFile {
     /// Program and arguments; a relative program path resolves in the attempt's worktree.
@@ -271,7 +348,7 @@ pub struct AgentMapFile {
 }
 
 /// braid's built-in agent as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuiltinFile {
     /// `responses`, `chat` or `anthropic`.
@@ -289,7 +366,7 @@ pub struct BuiltinFile {
 }
 
 /// Prices in US dollars per million tokens.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceFile {
     /// Input tokens not read from a cache.
@@ -302,50 +379,62 @@ pub struct PriceFile {
 
 /// Limits on spending as written: per attempt in `defaults` or a task, for the whole run at
 /// the top level.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetFile {
     /// US dollars.
+    #[schemars(with = "Option<Scalar>")]
     pub usd: Option<Spanned<Scalar>>,
     /// Input plus output tokens.
+    #[schemars(with = "Option<Scalar>")]
     pub tokens: Option<Spanned<Scalar>>,
     /// Model turns.
+    #[schemars(with = "Option<Scalar>")]
     pub turns: Option<Spanned<Scalar>>,
 }
 
 /// A check as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckFile {
     /// The check's name, unique within a task.
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// A shell command line.
+    #[schemars(with = "String")]
     pub run: Spanned<String>,
     /// Wall-clock limit, such as `10m`. Default: 10 minutes.
+    #[schemars(with = "Option<Scalar>")]
     pub timeout: Option<Spanned<Scalar>>,
     /// Run only when the attempt changed a path matching one of these globs.
+    #[schemars(with = "Option<Vec<String>>")]
     pub paths: Option<Spanned<Vec<String>>>,
     /// Whether a check already failing on the base is `pre_existing` instead of blamed.
+    #[schemars(with = "Option<bool>")]
     pub baseline: Option<Spanned<bool>>,
 }
 
 /// A score command as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreFile {
     /// A shell command line that prints a number on its last line.
+    #[schemars(with = "String")]
     pub run: Spanned<String>,
     /// Wall-clock limit, such as `2m`. Default: 10 minutes.
+    #[schemars(with = "Option<Scalar>")]
     pub timeout: Option<Spanned<Scalar>>,
 }
 
 /// The `merge:` section.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MergeFile {
     /// What to do when a winner conflicts: `report`, `rebase` or `agent`.
+    #[schemars(with = "Option<String>")]
     pub on_conflict: Option<Spanned<String>>,
     /// How often a task may be re-run on top of the integration.
+    #[schemars(with = "Option<Scalar>")]
     pub max_rebases: Option<Spanned<Scalar>>,
     /// Checks run on the integrated result.
     pub verify: Option<Vec<CheckFile>>,

@@ -136,6 +136,18 @@ pub struct Included {
     pub executable: bool,
 }
 
+/// The JSON Schema of the plan file, made from the types the loader reads, so the two
+/// cannot drift apart. What only the loader can check (ids, deps, cycles, durations, files)
+/// is its own, with located errors.
+pub fn schema() -> String {
+    let mut schema = schemars::schema_for!(file::PlanFile);
+    schema.insert(
+        "title".into(),
+        serde_json::Value::String("braid plan".into()),
+    );
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
 /// What network an attempt's processes get.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Network {

@@ -44,6 +44,9 @@ enum Command {
         /// Show the agents' output as it comes.
         #[arg(long, short)]
         verbose: bool,
+        /// Order the tasks whose `touches` overlap: the later waits for the earlier.
+        #[arg(long)]
+        serialize_overlaps: bool,
     },
     /// Print the JSON Schema of the plan file, for editors and planning agents.
     Schema,
@@ -58,6 +61,9 @@ enum Command {
     Validate {
         /// The plan file (YAML).
         plan: PathBuf,
+        /// Show the DAG as `braid run --serialize-overlaps` would run it.
+        #[arg(long)]
+        serialize_overlaps: bool,
     },
     /// Show the report of a finished run.
     Report {
@@ -172,6 +178,7 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             listen,
             json,
             verbose,
+            serialize_overlaps,
         } => {
             let listen = listen.as_deref().map(listen_path).transpose()?;
             let workers = workers.unwrap_or_else(default_workers);
@@ -180,7 +187,10 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
                     "--slots must be at least 1, and --workers too unless --listen is given".into(),
                 ));
             }
-            let plan = plan::load(&plan).await?;
+            let mut plan = plan::load(&plan).await?;
+            for line in plan_notes(&mut plan, serialize_overlaps) {
+                eprintln!("{line}");
+            }
             let options = RunOptions {
                 workers,
                 slots,
@@ -190,9 +200,16 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             };
             run_and_print(plan, options, json).await
         }
-        Command::Validate { plan } => {
-            let plan = plan::load(&plan).await?;
+        Command::Validate {
+            plan,
+            serialize_overlaps,
+        } => {
+            let mut plan = plan::load(&plan).await?;
+            let notes = plan_notes(&mut plan, serialize_overlaps);
             print!("{}", describe(&plan));
+            for line in notes {
+                println!("{line}");
+            }
             Ok(EXIT_OK)
         }
         Command::Report {
@@ -577,4 +594,27 @@ fn budget_text(b: &plan::Budget) -> String {
         parts.push(format!("{} turns", b.turns));
     }
     parts.join(", ")
+}
+
+/// What braid tells about a plan before it runs: its likely conflicts (or the deps that
+/// now order them) and its warnings, a line each.
+fn plan_notes(plan: &mut plan::Plan, serialize: bool) -> Vec<String> {
+    let mut lines = Vec::new();
+    if serialize {
+        for said in plan.serialize_overlaps() {
+            lines.push(format!("serialized: {said}"));
+        }
+    }
+    for overlap in &plan.overlaps {
+        lines.push(format!(
+            "likely conflict: {} and {} both touch {} and nothing orders them (--serialize-overlaps orders them)",
+            overlap.tasks[0],
+            overlap.tasks[1],
+            overlap.paths.join(", ")
+        ));
+    }
+    for warning in &plan.warnings {
+        lines.push(format!("warning: {warning}"));
+    }
+    lines
 }

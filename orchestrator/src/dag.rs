@@ -243,6 +243,7 @@ mod tests {
             stall: None,
             setup: vec![],
             include: vec![],
+            touches: vec![],
             attempts: 1,
             timeout: Duration::from_secs(1),
             select: Select::Best,

@@ -305,6 +305,8 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         timeline: outcome.timeline,
         state_dir: run_dir.to_string_lossy().into_owned(),
         stopped: outcome.stopped,
+        overlaps: plan.overlaps.clone(),
+        warnings: plan.warnings.clone(),
     };
     let written = report.write(&run_dir);
     // Whatever the run left in the cache goes, and its lock with it: the report is written

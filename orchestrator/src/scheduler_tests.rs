@@ -42,6 +42,7 @@ fn plan(repo: &TestRepo, attempts: u32) -> Plan {
             stall: None,
             setup: vec![],
             include: vec![],
+            touches: vec![],
             attempts,
             timeout: Duration::from_secs(60),
             select: Select::Best,
@@ -60,6 +61,8 @@ fn plan(repo: &TestRepo, attempts: u32) -> Plan {
             verify: vec![],
         },
         budget: Default::default(),
+        overlaps: vec![],
+        warnings: vec![],
     }
 }
 

@@ -214,6 +214,8 @@ fn mark_crashed(run_dir: &Path, lock: &Lock) -> std::io::Result<()> {
             workers: Vec::new(),
             usage: Default::default(),
             stopped: Vec::new(),
+            overlaps: Vec::new(),
+            warnings: Vec::new(),
             timeline: Vec::new(),
             state_dir: run_dir.to_string_lossy().into_owned(),
         },

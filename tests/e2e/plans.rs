@@ -177,3 +177,97 @@ fn the_schema_takes_every_valid_plan_and_refuses_wrong_keys() {
         assert!(errors.iter().any(|p| p == wrong), "{name}: {errors:?}");
     }
 }
+
+#[test]
+fn overlapping_touches_are_told_before_anything_runs_and_can_be_ordered() {
+    let repo = TestRepo::init();
+    repo.commit(
+        &[
+            ("src/x.rs", "x\n"),
+            ("src/y.rs", "y\n"),
+            ("docs/a.md", "a\n"),
+        ],
+        "files",
+    );
+    let plan = repo.plan(
+        r#"version: 1
+repo: repo
+defaults:
+  agent: {command: [sh, -c, "echo $BRAID_TASK_ID > $BRAID_TASK_ID.txt"]}
+  checks: [{name: ok, run: "true"}]
+tasks:
+  - id: a
+    prompt: a
+    touches: ["src/**"]
+  - id: b
+    prompt: b
+    touches: [src/x.rs, src/new.rs]
+  - id: c
+    prompt: c
+    deps: [a]
+    touches: [src/new.rs]
+  - id: d
+    prompt: d
+    touches: ["docs/**"]
+    checks: []
+"#,
+    );
+    let out = braid(
+        Path::new(BIN),
+        repo.outside(),
+        &["validate", plan.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            "likely conflict: a and b both touch src/x.rs, src/new.rs and nothing orders them"
+        ),
+        "{text}"
+    );
+    // c comes after a, but nothing orders it against b, and both name the new file.
+    assert!(
+        text.contains("likely conflict: b and c both touch src/new.rs"),
+        "{text}"
+    );
+    assert!(!text.contains("a and c"), "{text}");
+    assert!(!text.contains("and d"), "{text}");
+    assert!(text.contains("warning: task \"d\" has no checks"), "{text}");
+
+    let out = braid(
+        Path::new(BIN),
+        repo.outside(),
+        &["validate", plan.to_str().unwrap(), "--serialize-overlaps"],
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("serialized: b now waits for a: both touch src/x.rs, src/new.rs"),
+        "{text}"
+    );
+    assert!(
+        text.contains("serialized: c now waits for b: both touch src/new.rs"),
+        "{text}"
+    );
+    assert!(!text.contains("likely conflict"), "{text}");
+    assert!(text.contains("layer 3: c"), "{text}");
+
+    // A run reports them before it starts, and keeps them in the report.
+    let (out, report) = crate::run_plan(&repo, &plan, &[]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert!(
+        stderr(&out).contains("likely conflict: a and b"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        report["overlaps"].as_array().map(Vec::len),
+        Some(2),
+        "{report:#}"
+    );
+    let (_, ordered) = crate::run_plan(&repo, &plan, &["--serialize-overlaps"]);
+    assert_eq!(
+        crate::task(&ordered, "c")["deps"],
+        serde_json::json!(["a", "b"])
+    );
+    assert!(ordered.get("overlaps").is_none(), "{ordered:#}");
+}

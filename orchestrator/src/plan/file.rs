@@ -261,6 +261,10 @@ pub struct TaskFile {
     /// As in [`Settings::include`].
     #[schemars(with = "Option<Vec<String>>")]
     pub include: Option<Spanned<Vec<String>>>,
+    /// Globs of the paths the task expects to change: tasks the DAG does not order whose
+    /// `touches` overlap are reported before anything runs.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub touches: Option<Spanned<Vec<String>>>,
     /// Globs of paths this task's attempts must not change, beside the plan's `protect`.
     #[schemars(with = "Option<Vec<String>>")]
     pub protect: Option<Spanned<Vec<String>>>,

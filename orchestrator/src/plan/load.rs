@@ -220,6 +220,17 @@ impl Validator {
         if !self.errors.is_empty() {
             return None;
         }
+        let overlaps = overlaps(&tasks, &repo, &base_commit).await;
+        let warnings = tasks
+            .iter()
+            .filter(|t| t.checks.is_empty() && t.score.is_none())
+            .map(|t| {
+                format!(
+                    "task {:?} has no checks: any attempt that changes something passes, and the smallest diff wins",
+                    t.id
+                )
+            })
+            .collect();
         Some(Plan {
             path: plan_path.to_owned(),
             name: file.name.map(|n| n.value),
@@ -234,6 +245,8 @@ impl Validator {
             },
             merge: merge?,
             budget: run_budget?,
+            overlaps,
+            warnings,
         })
     }
 
@@ -445,6 +458,17 @@ impl Validator {
             task.grace.as_ref().or(defaults.grace.as_ref()),
             DEFAULT_GRACE,
         );
+        let touches = match &task.touches {
+            Some(globs) if globs.value.is_empty() => {
+                self.error(
+                    place(&globs.referenced),
+                    format!("task {id:?}: `touches` lists no glob; leave it out if the task does not know"),
+                );
+                None
+            }
+            Some(globs) => self.globs(globs, &format!("task {id:?}: `touches`")),
+            None => Some(Vec::new()),
+        };
         let mut protect = run_wide.protect.clone();
         if let Some(globs) = &task.protect
             && let Some(own) = self.protect(globs, &format!("task {id:?}: `protect`"))
@@ -482,6 +506,7 @@ impl Validator {
             setup,
             // Read once the repository is known ([`Checker::includes`]).
             include: Vec::new(),
+            touches: touches?,
             attempts: attempts?,
             timeout: timeout?,
             select: select?,
@@ -1164,6 +1189,67 @@ pub fn valid_id(id: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
         && id.len() <= 63
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// Most paths an overlap names.
+const OVERLAP_PATHS: usize = 10;
+
+/// The pairs of tasks the DAG does not order whose `touches` match a common path of the
+/// base (or name the same new path or glob).
+async fn overlaps(tasks: &[Task], repo: &Path, base: &str) -> Vec<super::Overlap> {
+    let with: Vec<usize> = (0..tasks.len())
+        .filter(|&t| !tasks[t].touches.is_empty())
+        .collect();
+    if with.len() < 2 {
+        return Vec::new();
+    }
+    let listed = Git::at(repo)
+        .run(&["ls-tree", "-r", "--name-only", base])
+        .await
+        .unwrap_or_default();
+    let mut candidates: Vec<String> = listed.lines().map(str::to_owned).collect();
+    for &t in &with {
+        for glob in &tasks[t].touches {
+            if !glob.contains(['*', '?', '[', '{']) && !candidates.contains(glob) {
+                candidates.push(glob.clone());
+            }
+        }
+    }
+    let dag = crate::dag::Dag::new(tasks);
+    let mut out = Vec::new();
+    for (i, &a) in with.iter().enumerate() {
+        let related = dag.related(a);
+        let Ok(scope_a) = braid_shared::paths::PathScope::new(&tasks[a].touches) else {
+            continue;
+        };
+        for &b in &with[i + 1..] {
+            if related[b] {
+                continue;
+            }
+            let Ok(scope_b) = braid_shared::paths::PathScope::new(&tasks[b].touches) else {
+                continue;
+            };
+            let mut paths: Vec<String> = scope_a
+                .matches(&candidates)
+                .into_iter()
+                .filter(|p| scope_b.first_match(&[*p]).is_some())
+                .map(str::to_owned)
+                .collect();
+            for glob in &tasks[a].touches {
+                if tasks[b].touches.contains(glob) && !paths.contains(glob) {
+                    paths.push(glob.clone());
+                }
+            }
+            if !paths.is_empty() {
+                paths.truncate(OVERLAP_PATHS);
+                out.push(super::Overlap {
+                    tasks: [tasks[a].id.clone(), tasks[b].id.clone()],
+                    paths,
+                });
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

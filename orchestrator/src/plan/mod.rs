@@ -74,6 +74,48 @@ pub struct Plan {
     pub merge: MergeConfig,
     /// Limits for the whole run.
     pub budget: Budget,
+    /// Tasks the DAG does not order whose `touches` overlap: likely conflicts.
+    pub overlaps: Vec<Overlap>,
+    /// What may make the plan a poor judge of its attempts, each a sentence.
+    pub warnings: Vec<String>,
+}
+
+/// Two tasks the DAG does not order that expect to change the same paths.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Overlap {
+    /// The two tasks, in plan order.
+    pub tasks: [String; 2],
+    /// Paths of the base that both tasks' `touches` match (or a glob both name), the first
+    /// few.
+    pub paths: Vec<String>,
+}
+
+impl Plan {
+    /// Adds the deps that order every overlapping pair: the later task in the DAG's order
+    /// waits for the earlier, so no cycle can come of it. A sentence for each dep added.
+    pub fn serialize_overlaps(&mut self) -> Vec<String> {
+        let order = crate::dag::Dag::new(&self.tasks).order();
+        let ids: Vec<String> = self.tasks.iter().map(|t| t.id.clone()).collect();
+        let rank = |id: &str| {
+            let index = ids.iter().position(|t| t == id).unwrap_or(0);
+            order.iter().position(|&t| t == index).unwrap_or(0)
+        };
+        let mut said = Vec::new();
+        for overlap in std::mem::take(&mut self.overlaps) {
+            let [a, b] = overlap.tasks.clone();
+            let (first, then) = if rank(&a) <= rank(&b) { (a, b) } else { (b, a) };
+            if let Some(task) = self.tasks.iter_mut().find(|t| t.id == then)
+                && !task.deps.contains(&first)
+            {
+                task.deps.push(first.clone());
+                said.push(format!(
+                    "{then} now waits for {first}: both touch {}",
+                    overlap.paths.join(", ")
+                ));
+            }
+        }
+        said
+    }
 }
 
 /// A checked task.
@@ -95,6 +137,8 @@ pub struct Task {
     pub setup: Vec<(String, Duration)>,
     /// Files from the user's checkout copied into each worktree, read when the plan was.
     pub include: Vec<Included>,
+    /// Globs of the paths it expects to change.
+    pub touches: Vec<String>,
     /// Independent attempts.
     pub attempts: u32,
     /// Wall-clock limit per attempt.

@@ -119,6 +119,12 @@ pub struct Report {
     /// refusal of an agent, the run's budget spent. Each a sentence.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stopped: Vec<String>,
+    /// Tasks the DAG did not order whose `touches` overlap, found before anything ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overlaps: Vec<crate::plan::Overlap>,
+    /// What made the plan a poor judge of its attempts, found before anything ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The integration of the winners.

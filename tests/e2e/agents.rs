@@ -899,3 +899,54 @@ tasks:
         "{err}"
     );
 }
+
+#[test]
+fn a_cli_that_is_not_installed_is_named_with_its_package() {
+    let repo = TestRepo::init();
+    // A PATH with braid's own needs and no agent CLI.
+    let bin = repo.outside().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["git", "sh", "bwrap", "setsid"] {
+        if let Some(found) = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+        {
+            std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+        }
+    }
+    let plan = repo.plan(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: missing
+    prompt: Create hello.txt.
+    agent: {preset: gemini, base_url: "http://127.0.0.1:9", api_key_env: BRAID_TEST_KEY}
+"#,
+    );
+    let out = command(BIN, repo.outside())
+        .args(["run", plan.to_str().unwrap(), "--json"])
+        .env("PATH", &bin)
+        .env("BRAID_TEST_KEY", KEY)
+        .output()
+        .expect("braid runs");
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("report");
+    let a = attempt(task(&report, "missing"), 1);
+    assert_eq!(a["status"], "failed", "{a:#}");
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap()
+            .contains("`gemini` is not installed here (install npm @google/gemini-cli"),
+        "{a:#}"
+    );
+    let agents = command(BIN, repo.outside())
+        .args(["agents"])
+        .env("PATH", &bin)
+        .output()
+        .expect("braid agents");
+    let text = stdout(&agents);
+    assert!(
+        text.contains("gemini: `gemini` is not installed (install npm @google/gemini-cli)"),
+        "{text}"
+    );
+}

@@ -288,6 +288,16 @@ fn preset_invocation(
             format!("braid has no agent preset called {:?}", agent.preset),
         )
     })?;
+    if !on_path(preset.program()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "`{}` is not installed here (install {}; `braid agents` lists what is)",
+                preset.program(),
+                preset.package()
+            ),
+        ));
+    }
     let home = scratch.join("home");
     if home.exists() {
         std::fs::remove_dir_all(&home)?;
@@ -389,6 +399,17 @@ fn preset_invocation(
             .filter(|path| std::fs::symlink_metadata(path).is_err())
             .collect(),
         bridge,
+    })
+}
+
+/// Whether `program` is an executable file in a folder of `PATH`.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
     })
 }
 

@@ -95,6 +95,23 @@ fn usage_of(a: &Value) -> (Value, Value, Value, Value) {
     )
 }
 
+/// A plan of one best-of-2 task, `hello`, for `agent`, checked by the file the scripted
+/// server has the agent write.
+fn hello_plan(repo: &TestRepo, agent: &str) -> std::path::PathBuf {
+    repo.plan(&format!(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: hello
+    prompt: Create the file hello.txt that says hello.
+    attempts: 2
+    agent: {agent}
+    checks:
+      - {{name: made, run: "grep -q 'hello from the model' hello.txt"}}
+"#
+    ))
+}
+
 /// A best-of-2 task through `preset`: both attempts write the file with the CLI's own
 /// tools, pass the check, and report what the server reported.
 fn best_of_two(preset: &str) {
@@ -102,19 +119,7 @@ fn best_of_two(preset: &str) {
     let repo = TestRepo::init();
     let script = Script::default();
     let server = server_for(&repo, script.clone());
-    let plan = repo.plan(&format!(
-        r#"version: 1
-repo: repo
-tasks:
-  - id: hello
-    prompt: Create the file hello.txt that says hello.
-    attempts: 2
-    agent: {}
-    checks:
-      - {{name: made, run: "grep -q 'hello from the model' hello.txt"}}
-"#,
-        agent(preset, &server)
-    ));
+    let plan = hello_plan(&repo, &agent(preset, &server));
     let before = repo.snapshot();
     let (out, report) = run_with_key(&repo, &plan, &["--workers", "2"]);
     assert_eq!(out.status.code(), Some(0), "{report:#}\n{}", stderr(&out));
@@ -551,19 +556,7 @@ fn the_builtin_agent_on_each_api() {
         let repo = TestRepo::init();
         let script = Script::default();
         let server = server_for(&repo, script.clone());
-        let plan = repo.plan(&format!(
-            r#"version: 1
-repo: repo
-tasks:
-  - id: hello
-    prompt: Create the file hello.txt that says hello.
-    attempts: 2
-    agent: {}
-    checks:
-      - {{name: made, run: "grep -q 'hello from the model' hello.txt"}}
-"#,
-            builtin(api, &server)
-        ));
+        let plan = hello_plan(&repo, &builtin(api, &server));
         let (out, report) = run_with_key(&repo, &plan, &["--workers", "2"]);
         assert_eq!(out.status.code(), Some(0), "{api}: {report:#}");
         for n in [1, 2] {

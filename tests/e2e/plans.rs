@@ -71,8 +71,8 @@ fn every_invalid_plan_gives_its_messages_and_changes_nothing() {
     }
 }
 
-#[test]
-fn every_valid_plan_and_example_validates() {
+/// The valid sample plans and the examples.
+fn valid_plans() -> Vec<PathBuf> {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut plans = samples("valid");
     plans.extend(
@@ -82,6 +82,12 @@ fn every_valid_plan_and_example_validates() {
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|e| e == "yaml")),
     );
+    plans
+}
+
+#[test]
+fn every_valid_plan_and_example_validates() {
+    let plans = valid_plans();
     for sample in plans {
         let repo = setup(&sample);
         // Examples are written to live inside the repository they work on.
@@ -149,15 +155,7 @@ fn the_schema_takes_every_valid_plan_and_refuses_wrong_keys() {
     let schema: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
     assert_eq!(schema["title"], "braid plan");
     let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut plans = samples("valid");
-    plans.extend(
-        std::fs::read_dir(examples)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "yaml")),
-    );
+    let plans = valid_plans();
     for plan in &plans {
         let errors: Vec<String> = validator
             .iter_errors(&as_json(plan))

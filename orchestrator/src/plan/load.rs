@@ -661,21 +661,13 @@ impl Validator {
                             "the agent's `command` is empty; give the program and its arguments",
                         );
                     }
-                    for (key, set) in [
-                        ("model", map.model.is_some()),
-                        ("args", !map.args.is_empty()),
-                        ("base_url", map.base_url.is_some()),
-                        ("api_key_env", map.api_key_env.is_some()),
-                        ("price", map.price.is_some()),
-                    ] {
-                        if set {
-                            self.error(
-                                at,
-                                format!(
-                                    "`{key}` is for presets; a command agent takes its arguments in `command`"
-                                ),
-                            );
-                        }
+                    for key in preset_keys(map) {
+                        self.error(
+                            at,
+                            format!(
+                                "`{key}` is for presets; a command agent takes its arguments in `command`"
+                            ),
+                        );
                     }
                 }
                 if let Some(name) = &map.preset
@@ -685,7 +677,7 @@ impl Validator {
                 }
                 let builtin = map.builtin.as_ref();
                 if let Some(b) = builtin {
-                    if !matches!(b.api.as_str(), "responses" | "chat" | "anthropic") {
+                    if braid_worker::builtin::wire::Api::named(&b.api).is_none() {
                         self.error(
                             at,
                             format!(
@@ -697,19 +689,11 @@ impl Validator {
                     if b.model.trim().is_empty() {
                         self.error(at, "`builtin.model` is empty; name the model");
                     }
-                    for (key, set) in [
-                        ("model", map.model.is_some()),
-                        ("args", !map.args.is_empty()),
-                        ("base_url", map.base_url.is_some()),
-                        ("api_key_env", map.api_key_env.is_some()),
-                        ("price", map.price.is_some()),
-                    ] {
-                        if set {
-                            self.error(
-                                at,
-                                format!("`{key}` goes inside `builtin:` for the built-in agent"),
-                            );
-                        }
+                    for key in preset_keys(map) {
+                        self.error(
+                            at,
+                            format!("`{key}` goes inside `builtin:` for the built-in agent"),
+                        );
                     }
                 }
                 let base_url = builtin
@@ -1189,6 +1173,20 @@ pub fn valid_id(id: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
         && id.len() <= 63
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// The keys of an agent map that only a preset takes, that `map` sets.
+fn preset_keys(map: &super::file::AgentMapFile) -> Vec<&'static str> {
+    [
+        ("model", map.model.is_some()),
+        ("args", !map.args.is_empty()),
+        ("base_url", map.base_url.is_some()),
+        ("api_key_env", map.api_key_env.is_some()),
+        ("price", map.price.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect()
 }
 
 /// Most paths an overlap names.

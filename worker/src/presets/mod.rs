@@ -261,8 +261,6 @@ pub struct Tally {
     pub failed: Option<String>,
     /// The last error the agent reported.
     pub error: Option<String>,
-    /// Tools called.
-    pub tools: u32,
     /// How the provider refused, when the agent knows for sure (the built-in agent reads
     /// the HTTP status); else it is judged from the error's words.
     pub fault: Option<ProviderFault>,
@@ -275,8 +273,7 @@ impl Tally {
             Event::Message(text) if !text.trim().is_empty() => {
                 self.message = Some(text.clone());
             }
-            Event::Message(_) | Event::ToolResult { .. } => {}
-            Event::Tool { .. } => self.tools += 1,
+            Event::Message(_) | Event::Tool { .. } | Event::ToolResult { .. } => {}
             Event::Usage(u) => self.usage = self.usage.plus(*u),
             Event::Total(u) => self.usage = *u,
             Event::Error(text) => self.error = Some(text.clone()),

@@ -9,7 +9,6 @@ use crate::error::{BraidError, EXIT_OK};
 use crate::plan::{self, Plan};
 use crate::report::compare::compare;
 use crate::run::{RunOptions, run_embedded};
-use crate::scheduler::SchedulerConfig;
 
 /// braid runs coding agents in parallel: a plan becomes a DAG of tasks, each task fans out
 /// into attempts in their own git worktrees, braid checks and ranks the attempts, and
@@ -25,8 +24,23 @@ pub struct Cli {
 enum Command {
     /// Run a plan: a coordinator and local workers in this process.
     Run {
-        /// The plan file (YAML).
-        plan: PathBuf,
+        /// The plan file (YAML); or plan one from `--goal`.
+        #[arg(required_unless_present = "goal", conflicts_with = "goal")]
+        plan: Option<PathBuf>,
+        /// Plan from this goal first, with the planning agent `--agent`; the plan is kept
+        /// as runs/<run>/plan.yaml.
+        #[arg(long, value_name = "GOAL")]
+        goal: Option<String>,
+        /// With `--goal`: the planning agent, a preset's name or an agent in YAML
+        /// (`{command: [./planner.sh]}`); planned tasks that name no agent run on it too.
+        #[arg(long, value_name = "AGENT", requires = "goal")]
+        agent: Option<String>,
+        /// With `--goal`: run the plan without asking first.
+        #[arg(long, short, requires = "goal")]
+        yes: bool,
+        /// With `--goal`: most planning rounds.
+        #[arg(long, default_value_t = crate::planner::DEFAULT_ROUNDS, requires = "goal")]
+        rounds: u32,
         /// Local workers [default: the number of CPUs]; 0 with `--listen` runs only the
         /// workers that connect.
         #[arg(long)]
@@ -47,6 +61,31 @@ enum Command {
         /// Order the tasks whose `touches` overlap: the later waits for the earlier.
         #[arg(long)]
         serialize_overlaps: bool,
+    },
+    /// Plan a goal: a planning agent reads the repository (read-only) and writes a plan,
+    /// which braid checks and gives back for another round until it is valid.
+    Plan {
+        /// The goal, in words.
+        goal: String,
+        /// The planning agent: a preset's name or an agent in YAML
+        /// (`{command: [./planner.sh]}`) [default: the first preset installed with its key set].
+        #[arg(long, value_name = "AGENT")]
+        agent: Option<String>,
+        /// Write the plan to this file [default: standard output].
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Most rounds: a plan with errors goes back to the agent with them.
+        #[arg(long, default_value_t = crate::planner::DEFAULT_ROUNDS)]
+        rounds: u32,
+        /// The revision to plan on [default: HEAD].
+        #[arg(long)]
+        base: Option<String>,
+        /// The repository [default: the one holding the current folder].
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        /// Show the planning agent's output as it comes.
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Print the JSON Schema of the plan file, for editors and planning agents.
     Schema,
@@ -173,6 +212,10 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
     match command {
         Command::Run {
             plan,
+            goal,
+            agent,
+            yes,
+            rounds,
             workers,
             slots,
             listen,
@@ -187,18 +230,86 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
                     "--slots must be at least 1, and --workers too unless --listen is given".into(),
                 ));
             }
-            let mut plan = plan::load(&plan).await?;
-            for line in plan_notes(&mut plan, serialize_overlaps) {
-                eprintln!("{line}");
-            }
-            let options = RunOptions {
+            let mut options = RunOptions {
                 workers,
                 slots,
                 verbose,
                 listen,
-                scheduler: SchedulerConfig::default(),
+                ..RunOptions::local(workers, slots)
             };
+            let mut plan = match (plan, goal) {
+                (Some(plan), _) => plan::load(&plan).await?,
+                (None, Some(goal)) => {
+                    match plan_goal_for_run(
+                        &goal,
+                        agent.as_deref(),
+                        rounds,
+                        yes,
+                        verbose,
+                        &mut options,
+                    )
+                    .await?
+                    {
+                        Some(plan) => plan,
+                        None => return Ok(EXIT_OK),
+                    }
+                }
+                (None, None) => {
+                    return Err(BraidError::Usage("give a plan file or --goal".into()));
+                }
+            };
+            for line in plan_notes(&mut plan, serialize_overlaps) {
+                eprintln!("{line}");
+            }
             run_and_print(plan, options, json).await
+        }
+        Command::Plan {
+            goal,
+            agent,
+            output,
+            rounds,
+            base,
+            repo,
+            verbose,
+        } => {
+            let dir = repo_dir(repo)?;
+            let request = plan_request(
+                &goal,
+                agent.as_deref(),
+                rounds,
+                &dir,
+                base.as_deref(),
+                format!("plan-{}", crate::state::new_run_id()),
+                None,
+                verbose,
+            )
+            .await?;
+            let planned = crate::planner::plan(&request).await?;
+            let shown = planned_plan(&planned.text, output.as_deref()).await?;
+            eprint!("{}", crate::planner::describe(&shown.plan));
+            let mut plan = shown.plan;
+            for line in plan_notes(&mut plan, false) {
+                eprintln!("{line}");
+            }
+            eprintln!(
+                "planned in {} round(s) by {}{}",
+                planned.record.rounds,
+                planned.record.agent,
+                spent_text(&planned.record.usage)
+            );
+            match output {
+                Some(path) => {
+                    crate::report::write_atomically(&path, planned.text.as_bytes())
+                        .map_err(BraidError::io(format!("writing {}", path.display())))?;
+                    eprintln!(
+                        "plan written to {}; run it with: braid run {}",
+                        path.display(),
+                        path.display()
+                    );
+                }
+                None => print!("{}", planned.text),
+            }
+            Ok(EXIT_OK)
         }
         Command::Validate {
             plan,
@@ -353,13 +464,7 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
                     task.sandbox.off = true;
                 }
             }
-            let options = RunOptions {
-                workers: workers.max(1),
-                slots: 1,
-                verbose: false,
-                listen: None,
-                scheduler: SchedulerConfig::default(),
-            };
+            let options = RunOptions::local(workers.max(1), 1);
             let code = run_and_print(plan, options, json).await?;
             let out = if json { "" } else { "\n" };
             let lines = format!(
@@ -373,6 +478,222 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             }
             Ok(code)
         }
+    }
+}
+
+/// What `braid plan` and `braid run --goal` ask the planner for.
+#[allow(clippy::too_many_arguments)]
+async fn plan_request(
+    goal: &str,
+    agent: Option<&str>,
+    rounds: u32,
+    dir: &std::path::Path,
+    base: Option<&str>,
+    id: String,
+    log_dir: Option<PathBuf>,
+    verbose: bool,
+) -> Result<crate::planner::Request, BraidError> {
+    if goal.trim().is_empty() {
+        return Err(BraidError::Usage(
+            "the goal is empty; say what to do".into(),
+        ));
+    }
+    if rounds == 0 {
+        return Err(BraidError::Usage("--rounds must be at least 1".into()));
+    }
+    let git = braid_shared::git::Git::at(dir);
+    let (Ok(repo), Ok(git_dir)) = (git.toplevel().await, git.common_dir().await) else {
+        return Err(BraidError::Usage(format!(
+            "{} is not inside a git repository with a working tree",
+            dir.display()
+        )));
+    };
+    let base_rev = base.unwrap_or("HEAD").to_owned();
+    let Some(base_commit) = braid_shared::git::Git::at(&repo)
+        .resolve_commit(&base_rev)
+        .await?
+    else {
+        return Err(BraidError::Usage(format!(
+            "base {base_rev:?} does not name a commit in {}",
+            repo.display()
+        )));
+    };
+    let text = match agent {
+        Some(text) => text.to_owned(),
+        None => default_planner().await?,
+    };
+    let (agent, agent_written) = plan::load::agent_arg(&text)?;
+    Ok(crate::planner::Request {
+        goal: goal.to_owned(),
+        agent,
+        agent_written,
+        repo,
+        git_dir,
+        base_rev,
+        base_commit,
+        rounds,
+        id,
+        log_dir,
+        verbose,
+    })
+}
+
+/// The planning agent when `--agent` names none: the first preset whose CLI is installed
+/// and whose API key is set.
+async fn default_planner() -> Result<String, BraidError> {
+    for preset in braid_worker::presets::all() {
+        let key_set = std::env::var_os(preset.key_env()).is_some_and(|k| !k.is_empty());
+        if key_set && braid_worker::presets::version(preset).await.is_ok() {
+            eprintln!(
+                "planning agent: {} ({} is set; --agent picks another)",
+                preset.name(),
+                preset.key_env()
+            );
+            return Ok(preset.name().to_owned());
+        }
+    }
+    let names: Vec<&str> = braid_worker::presets::all()
+        .iter()
+        .map(|p| p.name())
+        .collect();
+    Err(BraidError::Usage(format!(
+        "no planning agent: name one with --agent, a preset ({}) or a command such as --agent '{{command: [./planner.sh]}}'; `braid agents` shows which CLIs are installed and which keys are set",
+        names.join(", ")
+    )))
+}
+
+/// The planned plan, written where it will be read and loaded as any plan is.
+struct Shown {
+    plan: Plan,
+}
+
+/// Loads the planned `text` as the plan file it is, from a scratch copy beside `output`
+/// (or in the temp folder), so what is written is what was checked.
+async fn planned_plan(text: &str, output: Option<&std::path::Path>) -> Result<Shown, BraidError> {
+    let dir = output
+        .and_then(|o| o.parent())
+        .filter(|d| !d.as_os_str().is_empty() && d.is_dir())
+        .map(std::path::Path::to_owned)
+        .unwrap_or_else(std::env::temp_dir);
+    let scratch = tempfile::Builder::new()
+        .prefix(".braid-plan-")
+        .suffix(".yaml")
+        .tempfile_in(&dir)
+        .or_else(|_| tempfile::Builder::new().suffix(".yaml").tempfile())
+        .map_err(BraidError::io("writing the planned plan"))?;
+    std::fs::write(scratch.path(), text).map_err(BraidError::io("writing the planned plan"))?;
+    let plan = plan::load(scratch.path()).await.map_err(|errors| {
+        BraidError::Internal(format!(
+            "the plan braid wrote from the planner's does not load:\n{errors}"
+        ))
+    })?;
+    Ok(Shown { plan })
+}
+
+/// `braid run --goal`: plans, shows the DAG, asks (unless `--yes`), and returns the plan
+/// kept in the run's folder; `None` when the person said no.
+async fn plan_goal_for_run(
+    goal: &str,
+    agent: Option<&str>,
+    rounds: u32,
+    yes: bool,
+    verbose: bool,
+    options: &mut RunOptions,
+) -> Result<Option<Plan>, BraidError> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    let dir = repo_dir(None)?;
+    let run_id = crate::state::new_run_id();
+    let git_dir = braid_shared::git::Git::at(&dir)
+        .common_dir()
+        .await
+        .map_err(|_| BraidError::Usage(format!("{} is not in a git repository", dir.display())))?;
+    let run_dir = crate::state::run_dir(&git_dir, &run_id);
+    let log_dir = run_dir.join("logs");
+    let request = plan_request(
+        goal,
+        agent,
+        rounds,
+        &dir,
+        None,
+        format!("{run_id}-plan"),
+        Some(log_dir),
+        verbose,
+    )
+    .await;
+    let planned = match request {
+        Ok(request) => crate::planner::plan(&request).await,
+        Err(err) => Err(err),
+    };
+    let planned = match planned {
+        Ok(planned) => planned,
+        Err(err) => {
+            let _ = std::fs::remove_dir_all(&run_dir);
+            return Err(err);
+        }
+    };
+    let path = run_dir.join("plan.yaml");
+    crate::report::write_atomically(&path, planned.text.as_bytes())
+        .map_err(BraidError::io(format!("writing {}", path.display())))?;
+    let mut plan = plan::load(&path).await.map_err(|errors| {
+        BraidError::Internal(format!(
+            "the plan braid wrote from the planner's does not load:\n{errors}"
+        ))
+    })?;
+    eprint!("{}", crate::planner::describe(&plan));
+    eprintln!(
+        "planned in {} round(s) by {}{}",
+        planned.record.rounds,
+        planned.record.agent,
+        spent_text(&planned.record.usage)
+    );
+    if !yes {
+        let keep = || -> Result<PathBuf, BraidError> {
+            let kept = git_dir.join("braid/plans").join(format!("{run_id}.yaml"));
+            std::fs::create_dir_all(kept.parent().unwrap_or(&git_dir))
+                .and_then(|()| std::fs::rename(&path, &kept))
+                .map_err(BraidError::io(format!(
+                    "keeping the plan as {}",
+                    kept.display()
+                )))?;
+            let _ = std::fs::remove_dir_all(&run_dir);
+            Ok(kept)
+        };
+        if !std::io::stdin().is_terminal() {
+            let kept = keep()?;
+            return Err(BraidError::Usage(format!(
+                "braid asks before running a planned plan, and standard input is not a terminal: pass --yes to run at once. The plan is kept as {}; run it with: braid run {}",
+                kept.display(),
+                kept.display()
+            )));
+        }
+        eprint!("Run this plan? [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+            let kept = keep()?;
+            eprintln!(
+                "not run. The plan is kept as {}; edit it and run it with: braid run {}",
+                kept.display(),
+                kept.display()
+            );
+            return Ok(None);
+        }
+    }
+    plan.path = path.clone();
+    let mut record = planned.record;
+    record.plan = path.to_string_lossy().into_owned();
+    options.run_id = Some(run_id);
+    options.planner = Some(record);
+    Ok(Some(plan))
+}
+
+/// `, spent 1200 tokens, $0.01` for what a planner spent; empty when nothing is known.
+fn spent_text(usage: &crate::report::Usage) -> String {
+    if *usage == crate::report::Usage::default() {
+        String::new()
+    } else {
+        format!(", spent {}", usage.text())
     }
 }
 

@@ -247,6 +247,7 @@ mod tests {
             attempts: 1,
             timeout: Duration::from_secs(1),
             select: Select::Best,
+            judge: None,
             checks: vec![],
             score: None,
             retries: 0,

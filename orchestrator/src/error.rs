@@ -45,6 +45,9 @@ pub enum BraidError {
     /// Something braid did not expect.
     #[error("{0}")]
     Internal(String),
+    /// A signal stopped the command before it was done.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl BraidError {
@@ -57,6 +60,7 @@ impl BraidError {
             | BraidError::Transport(_)
             | BraidError::Environment(_)
             | BraidError::Internal(_) => EXIT_ENVIRONMENT,
+            BraidError::Interrupted(_) => EXIT_INTERRUPTED,
         }
     }
 

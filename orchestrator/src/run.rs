@@ -40,6 +40,25 @@ pub struct RunOptions {
     pub listen: Option<PathBuf>,
     /// The scheduler's timings.
     pub scheduler: SchedulerConfig,
+    /// The run's id, when it was chosen before (a planned run keeps its plan in its folder).
+    pub run_id: Option<String>,
+    /// The planner that made the plan, for `braid run --goal`.
+    pub planner: Option<crate::planner::PlannerReport>,
+}
+
+impl RunOptions {
+    /// `workers` local workers of `slots` slots each, quiet, on a private socket.
+    pub fn local(workers: u32, slots: u32) -> Self {
+        RunOptions {
+            workers,
+            slots,
+            verbose: false,
+            listen: None,
+            scheduler: SchedulerConfig::default(),
+            run_id: None,
+            planner: None,
+        }
+    }
 }
 
 /// A finished run.
@@ -76,7 +95,7 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     }
     let started = Instant::now();
     let started_at = chrono::Utc::now();
-    let run_id = state::new_run_id();
+    let run_id = options.run_id.clone().unwrap_or_else(state::new_run_id);
     let cache = braid_worker::cache::root();
     let cache_dir = braid_worker::cache::run_dir(&cache, &run_id);
     let run_dir = state::run_dir(&plan.git_dir, &run_id);
@@ -299,7 +318,14 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         duration_ms: started.elapsed().as_millis() as u64,
         result,
-        usage: crate::report::Usage::sum(outcome.tasks.iter().map(|t| &t.usage)),
+        usage: crate::report::Usage::sum(
+            outcome
+                .tasks
+                .iter()
+                .map(|t| &t.usage)
+                .chain(options.planner.as_ref().map(|p| &p.usage)),
+        ),
+        planner: options.planner.clone(),
         tasks: outcome.tasks,
         workers: outcome.workers,
         timeline: outcome.timeline,

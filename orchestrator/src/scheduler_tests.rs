@@ -46,6 +46,7 @@ fn plan(repo: &TestRepo, attempts: u32) -> Plan {
             attempts,
             timeout: Duration::from_secs(60),
             select: Select::Best,
+            judge: None,
             checks: vec![],
             score: None,
             retries: 0,

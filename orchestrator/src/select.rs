@@ -40,7 +40,8 @@ pub fn pick(
     changes: &HashMap<u32, u64>,
 ) -> Option<Verdict> {
     match policy {
-        Select::Best => best(attempts),
+        // The judge's tournament is the scheduler's; without one, `best` decides.
+        Select::Best | Select::Judge => best(attempts),
         Select::FirstPass => first_pass(attempts),
         Select::Vote => vote(attempts, changes),
     }
@@ -70,6 +71,13 @@ fn still_failing(a: &AttemptReport) -> Vec<&str> {
 /// Lines, then files changed.
 fn size(a: &AttemptReport) -> (u64, u32) {
     (a.diff.insertions + a.diff.deletions, a.diff.files)
+}
+
+/// The passing attempts' numbers in `best`'s order, best first.
+pub fn best_order(attempts: &[AttemptReport]) -> Vec<u32> {
+    let mut passing: Vec<&AttemptReport> = attempts.iter().filter(|a| passes(a)).collect();
+    passing.sort_by(|a, b| rank(a, b));
+    passing.into_iter().map(|a| a.n).collect()
 }
 
 /// `select: best`.

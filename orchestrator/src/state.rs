@@ -216,6 +216,7 @@ fn mark_crashed(run_dir: &Path, lock: &Lock) -> std::io::Result<()> {
             stopped: Vec::new(),
             overlaps: Vec::new(),
             warnings: Vec::new(),
+            planner: None,
             timeline: Vec::new(),
             state_dir: run_dir.to_string_lossy().into_owned(),
         },

@@ -6,7 +6,9 @@ mod containment;
 mod corpus;
 mod judging;
 mod merging;
+mod planner;
 mod plans;
+mod reviews;
 mod runs;
 
 use std::path::Path;

@@ -100,7 +100,19 @@ pub async fn run_agent(
     let stall = (spec.stall_ms > 0).then(|| Duration::from_millis(spec.stall_ms));
     let stop = cancel.child_token();
     if agent.preset == "builtin" {
-        return Ok(crate::builtin::run(spec, &agent, launch, worktree, files, stop, tap).await);
+        // Its shell commands see the files a command agent is given.
+        let mut launch = launch.clone();
+        launch.env.push((
+            "BRAID_PROMPT_FILE",
+            files.prompt.to_string_lossy().into_owned(),
+        ));
+        if !spec.feedback.is_empty() {
+            launch.env.push((
+                "BRAID_FEEDBACK_FILE",
+                files.feedback.to_string_lossy().into_owned(),
+            ));
+        }
+        return Ok(crate::builtin::run(spec, &agent, &launch, worktree, files, stop, tap).await);
     }
     let invocation = if agent.preset.is_empty() {
         command_invocation(&agent, &spec.prompt, worktree)?

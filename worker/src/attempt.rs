@@ -34,6 +34,28 @@ pub enum Update {
 /// Most lines in one batch of progress.
 const BATCH_LINES: usize = 64;
 
+/// A tap for the agent's output lines, and the task that forwards them as progress in
+/// batches; it ends when the tap is dropped.
+pub(crate) fn forward_lines(
+    updates: &mpsc::Sender<Update>,
+) -> (mpsc::Sender<String>, tokio::task::JoinHandle<()>) {
+    let (tap, mut lines) = mpsc::channel::<String>(1024);
+    let updates = updates.clone();
+    let forward = braid_shared::task::spawn("log-lines", async move {
+        let mut batch = Vec::with_capacity(BATCH_LINES);
+        while lines.recv_many(&mut batch, BATCH_LINES).await > 0 {
+            if updates
+                .send(Update::Lines(std::mem::take(&mut batch)))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    (tap, forward)
+}
+
 /// Runs the attempt `spec` under `lease` and returns its result. Never fails: every failure
 /// is a result with a status and a sentence.
 pub async fn run_attempt(
@@ -85,7 +107,9 @@ pub async fn run_attempt(
         result.duration_ms = started.elapsed().as_millis() as u64;
         return result;
     }
-    if spec.baseline {
+    if let Some(job) = &spec.read_only {
+        crate::read_only::run(spec, job, &worktree, &launch, cancel, &updates, &mut result).await;
+    } else if spec.baseline {
         run_baseline(spec, &worktree, &launch, cancel, &updates, &mut result).await;
     } else {
         run_in(spec, &worktree, &launch, cancel, &updates, &mut result).await;
@@ -109,6 +133,12 @@ fn launch_for(spec: &AttemptSpec, lease: &str, worktree: &Worktree, root: &Path)
     let layout = worktree.layout();
     let sandbox = match &spec.sandbox {
         Some(s) if s.off => Sandbox::off(),
+        s if spec.read_only.is_some() => Sandbox::read_only(
+            s.as_ref(),
+            &[&layout.tree, &layout.git],
+            &layout.tmp,
+            &root.join("work"),
+        ),
         s => Sandbox::new(
             s.as_ref(),
             &[&layout.tree, &layout.git],
@@ -169,22 +199,7 @@ async fn run_in(
     result.log_path = files.log.to_string_lossy().into_owned();
     let _ = updates.send(Update::Phase(Phase::Agent)).await;
 
-    let (tap, mut lines) = mpsc::channel::<String>(1024);
-    let forward = {
-        let updates = updates.clone();
-        braid_shared::task::spawn("log-lines", async move {
-            let mut batch = Vec::with_capacity(BATCH_LINES);
-            while lines.recv_many(&mut batch, BATCH_LINES).await > 0 {
-                if updates
-                    .send(Update::Lines(std::mem::take(&mut batch)))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        })
-    };
+    let (tap, forward) = forward_lines(updates);
     let clock = Instant::now();
     let agent = run_agent(
         spec,

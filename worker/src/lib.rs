@@ -26,6 +26,7 @@ pub mod checkout;
 pub mod checks;
 pub mod commit;
 pub mod presets;
+pub mod read_only;
 pub mod runtime;
 pub mod sandbox;
 pub mod worktree_pool;

@@ -74,6 +74,9 @@ pub struct Sandbox {
     writable: Vec<PathBuf>,
     /// Folders hidden behind an empty one (the other worktrees).
     hidden: Vec<PathBuf>,
+    /// Folders under a hidden one that stay in sight, read-only (a read-only job's
+    /// worktree).
+    visible: Vec<PathBuf>,
     /// The scratch folder, for `TMPDIR`.
     tmp: Option<PathBuf>,
 }
@@ -103,8 +106,22 @@ impl Sandbox {
             network: spec.network,
             writable,
             hidden: vec![hidden.to_owned()],
+            visible: Vec::new(),
             tmp: Some(tmp.to_owned()),
         }
+    }
+
+    /// The sandbox of a read-only job: as [`Sandbox::new`] with nothing of its own
+    /// writable, and `seen` (the worktree and its git folder) in sight but read-only.
+    pub fn read_only(
+        spec: Option<&SandboxSpec>,
+        seen: &[&Path],
+        tmp: &Path,
+        hidden: &Path,
+    ) -> Self {
+        let mut sandbox = Sandbox::new(spec, &[], tmp, hidden);
+        sandbox.visible = seen.iter().map(|p| p.to_path_buf()).collect();
+        sandbox
     }
 
     /// No sandbox at all.
@@ -115,6 +132,7 @@ impl Sandbox {
             network: true,
             writable: Vec::new(),
             hidden: Vec::new(),
+            visible: Vec::new(),
             tmp: None,
         }
     }
@@ -165,6 +183,10 @@ impl Sandbox {
             if dir.is_dir() {
                 args.extend(["--tmpfs".into(), dir.clone().into_os_string()]);
             }
+        }
+        for dir in &self.visible {
+            let dir = dir.clone().into_os_string();
+            args.extend(["--ro-bind".into(), dir.clone(), dir]);
         }
         for dir in &self.writable {
             let dir = dir.clone().into_os_string();

@@ -152,9 +152,13 @@ pub struct Settings {
     /// Wall-clock limit per attempt, such as `90s`, `15m`, `2h`.
     #[schemars(with = "Option<Scalar>")]
     pub timeout: Option<Spanned<Scalar>>,
-    /// How a winner is picked among attempts.
-    #[schemars(with = "Option<String>")]
+    /// How a winner is picked among attempts: `best` (default), `first-pass`, `vote` or
+    /// `judge`.
+    #[schemars(with = "Option<SelectName>")]
     pub select: Option<Spanned<String>>,
+    /// The reviewing agent of `select: judge`.
+    #[schemars(with = "Option<JudgeFile>")]
+    pub judge: Option<Spanned<JudgeFile>>,
     /// Checks run in each attempt's worktree after the agent finished.
     pub checks: Option<Vec<CheckFile>>,
     /// A command that prints a score on its last line; higher is better.
@@ -185,6 +189,35 @@ pub struct Settings {
     /// Git-ignored files copied from the user's checkout into each worktree.
     #[schemars(with = "Option<Vec<String>>")]
     pub include: Option<Spanned<Vec<String>>>,
+}
+
+/// The names of the ways a winner is picked.
+#[derive(JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[allow(dead_code)]
+pub enum SelectName {
+    /// Among passing attempts: the fewest checks still failing as on the base, the highest
+    /// score, the smallest diff, the fastest.
+    Best,
+    /// The first attempt to pass wins; the others are stopped.
+    FirstPass,
+    /// The largest group of passing attempts that made the same change.
+    Vote,
+    /// A reviewing agent compares the passing attempts two at a time (`judge:`).
+    Judge,
+}
+
+/// `judge:` as written: the reviewing agent of `select: judge`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeFile {
+    /// The reviewing agent: a preset's name or a map, as `agent`. Required.
+    pub agent: Option<AgentFile>,
+    /// What makes one change better than another, in words, for the reviewing agent.
+    pub criteria: Option<String>,
+    /// Most pairs of passing attempts judged (each in both orders). Default: 12.
+    #[schemars(with = "Option<Scalar>")]
+    pub max_pairs: Option<Spanned<Scalar>>,
 }
 
 /// A setup command as written.
@@ -228,8 +261,11 @@ pub struct TaskFile {
     #[schemars(with = "Option<Scalar>")]
     pub timeout: Option<Spanned<Scalar>>,
     /// As in [`Settings::select`].
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<SelectName>")]
     pub select: Option<Spanned<String>>,
+    /// As in [`Settings::judge`].
+    #[schemars(with = "Option<JudgeFile>")]
+    pub judge: Option<Spanned<JudgeFile>>,
     /// As in [`Settings::checks`]; replaces the default checks.
     pub checks: Option<Vec<CheckFile>>,
     /// As in [`Settings::score`].

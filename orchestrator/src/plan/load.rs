@@ -17,8 +17,8 @@ use super::file::{
 };
 use super::{
     Agent, Budget, Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_GRACE, DEFAULT_MAX_REBASES,
-    DEFAULT_TIMEOUT, MAX_ATTEMPTS, MAX_REBASES, MAX_RETRIES, MergeConfig, Network, OnConflict,
-    Plan, PlanError, PlanErrors, Sandbox, Score, Select, Task, parse_duration,
+    DEFAULT_TIMEOUT, Judge, MAX_ATTEMPTS, MAX_REBASES, MAX_RETRIES, MergeConfig, Network,
+    OnConflict, Plan, PlanError, PlanErrors, Sandbox, Score, Select, Task, parse_duration,
 };
 use crate::dag;
 
@@ -29,8 +29,61 @@ struct Common {
     protect: Vec<String>,
 }
 
+/// Where a planning agent's plan was planned: braid, not the plan, names the repository
+/// and base, and tasks that name no agent run on the one braid was given.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The repository's working tree.
+    pub repo: PathBuf,
+    /// The base commit.
+    pub base: String,
+    /// The agent for tasks that name none.
+    pub agent: Option<AgentFile>,
+}
+
 /// Reads, checks and resolves the plan at `path`.
 pub async fn load(path: &Path) -> Result<Plan, PlanErrors> {
+    load_with(path, None).await
+}
+
+/// Reads, checks and resolves the plan at `path`, written by a planning agent on `origin`:
+/// its own `repo` and `base` are set aside, and `prompt_file` is refused (the plan must
+/// hold its prompts wherever it is saved).
+pub async fn load_planned(path: &Path, origin: &Origin) -> Result<Plan, PlanErrors> {
+    load_with(path, Some(origin)).await
+}
+
+/// An agent as `--agent` gives it: a preset's name or an agent in YAML
+/// (`{command: [./planner.sh]}`); the agent, and the value as written.
+pub fn agent_arg(text: &str) -> Result<(Agent, AgentFile), PlanErrors> {
+    let file = PathBuf::from("--agent");
+    let one = |at: Option<(u64, u64)>, message: String| {
+        PlanErrors(vec![PlanError {
+            file: file.clone(),
+            at,
+            message,
+        }])
+    };
+    let options = serde_saphyr::options! { with_snippet: false };
+    let written: AgentFile = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .filter(|(l, _)| *l > 0);
+        one(at, serde_message(&e))
+    })?;
+    let mut v = Validator {
+        file: file.clone(),
+        errors: Vec::new(),
+        origin: None,
+    };
+    match v.agent(&written, TOP) {
+        Some(agent) if v.errors.is_empty() => Ok((agent, written)),
+        _ => Err(PlanErrors(v.errors)),
+    }
+}
+
+async fn load_with(path: &Path, origin: Option<&Origin>) -> Result<Plan, PlanErrors> {
     let shown = path.to_owned();
     let one = |message: String| {
         PlanErrors(vec![PlanError {
@@ -63,6 +116,7 @@ pub async fn load(path: &Path) -> Result<Plan, PlanErrors> {
     let mut v = Validator {
         file: shown.clone(),
         errors: Vec::new(),
+        origin: origin.cloned(),
     };
     let plan = v.check(file, &absolute, &dir).await;
     match plan {
@@ -91,6 +145,8 @@ fn serde_message(error: &serde_saphyr::Error) -> String {
 struct Validator {
     file: PathBuf,
     errors: Vec<PlanError>,
+    /// Set for a planning agent's plan.
+    origin: Option<Origin>,
 }
 
 /// The task id that would clash with the result branch `braid/<run>/result`.
@@ -183,14 +239,21 @@ impl Validator {
         }
         self.cycles(&task_files, &seen);
 
-        let repo = self.repo(file.repo.as_ref(), dir).await;
+        let planned = self.origin.clone();
+        let repo = match &planned {
+            Some(origin) => self.repo(None, &origin.repo).await,
+            None => self.repo(file.repo.as_ref(), dir).await,
+        };
         let (repo, git_dir, base_rev, base_commit) = match repo {
             Some((repo, git_dir)) => {
-                let rev = file
-                    .base
-                    .as_ref()
-                    .map(|b| b.value.clone())
-                    .unwrap_or_else(|| "HEAD".to_owned());
+                let rev = match &planned {
+                    Some(origin) => origin.base.clone(),
+                    None => file
+                        .base
+                        .as_ref()
+                        .map(|b| b.value.clone())
+                        .unwrap_or_else(|| "HEAD".to_owned()),
+                };
                 let at = file
                     .base
                     .as_ref()
@@ -358,6 +421,13 @@ impl Validator {
                 }
                 Some(prompt.value.clone())
             }
+            (None, Some(file)) if self.origin.is_some() => {
+                self.error(
+                    place(&file.referenced),
+                    format!("task {id:?}: write the prompt inline with `prompt:`; a planned plan holds its prompts, and `prompt_file` would not be found where the plan is saved"),
+                );
+                None
+            }
             (None, Some(file)) => self.prompt_file(&id, file, dir),
         };
 
@@ -436,7 +506,26 @@ impl Validator {
             task.timeout.as_ref().or(defaults.timeout.as_ref()),
             DEFAULT_TIMEOUT,
         );
-        let select = self.select(task.select.as_ref().or(defaults.select.as_ref()));
+        let select_written = task.select.as_ref().or(defaults.select.as_ref());
+        let select = self.select(select_written);
+        let judge = match (select, task.judge.as_ref().or(defaults.judge.as_ref())) {
+            (Some(Select::Judge), None) => {
+                self.error(
+                    select_written.map_or(at, |s| place(&s.referenced)),
+                    format!("task {id:?}: `select: judge` needs a reviewing agent; add `judge: {{agent: codex, criteria: \"...\"}}`"),
+                );
+                None
+            }
+            (Some(Select::Judge), Some(judge)) => self.judge(&id, judge).map(Some),
+            (_, Some(judge)) if task.judge.is_some() => {
+                self.error(
+                    place(&judge.referenced),
+                    format!("task {id:?} has a `judge` but picks its winner by `{}`; write `select: judge` to use it", select.map_or("best", Select::name)),
+                );
+                None
+            }
+            _ => Some(None),
+        };
         let checks = self.checks(
             task.checks.as_ref().or(defaults.checks.as_ref()),
             &format!("task {id:?}"),
@@ -510,6 +599,7 @@ impl Validator {
             attempts: attempts?,
             timeout: timeout?,
             select: select?,
+            judge: judge?,
             checks: checks?,
             score: score?,
             retries: retries?,
@@ -604,13 +694,18 @@ impl Validator {
                     .collect();
                 (self.errors.len() == before).then_some(agents)
             }
-            (None, None) => {
-                self.error(
-                    task_at,
-                    format!("task {id:?} has no agent; set `agent` on the task or in `defaults`"),
-                );
-                None
-            }
+            (None, None) => match self.origin.as_ref().and_then(|o| o.agent.clone()) {
+                Some(agent) => self.agent(&agent, TOP).map(|a| vec![a]),
+                None => {
+                    self.error(
+                        task_at,
+                        format!(
+                            "task {id:?} has no agent; set `agent` on the task or in `defaults`"
+                        ),
+                    );
+                    None
+                }
+            },
         }
     }
 
@@ -926,6 +1021,50 @@ impl Validator {
         }
     }
 
+    /// `judge:` of task `id`, checked.
+    fn judge(&mut self, id: &str, judge: &Spanned<super::file::JudgeFile>) -> Option<Judge> {
+        let at = place(&judge.referenced);
+        let before = self.errors.len();
+        let agent = match &judge.value.agent {
+            Some(agent) => self.agent(agent, at),
+            None => {
+                self.error(
+                    at,
+                    format!("task {id:?}: `judge` names no `agent`; give the reviewing agent, such as `agent: claude`"),
+                );
+                None
+            }
+        };
+        let max_pairs = match &judge.value.max_pairs {
+            None => super::DEFAULT_MAX_PAIRS,
+            Some(v) => match v.value {
+                Scalar::Int(n) if (1..=i64::from(super::MAX_PAIRS)).contains(&n) => n as u32,
+                _ => {
+                    self.error(
+                        place(&v.referenced),
+                        format!(
+                            "`judge.max_pairs` must be a whole number from 1 to {}, not {}",
+                            super::MAX_PAIRS,
+                            shown(&v.value)
+                        ),
+                    );
+                    0
+                }
+            },
+        };
+        (self.errors.len() == before).then(|| Judge {
+            agent: agent.expect("no error, so an agent"),
+            criteria: judge
+                .value
+                .criteria
+                .clone()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            max_pairs,
+        })
+    }
+
     fn select(&mut self, value: Option<&Spanned<String>>) -> Option<Select> {
         let Some(value) = value else {
             return Some(Select::Best);
@@ -934,10 +1073,13 @@ impl Validator {
             "best" => Some(Select::Best),
             "first-pass" => Some(Select::FirstPass),
             "vote" => Some(Select::Vote),
+            "judge" => Some(Select::Judge),
             other => {
                 self.error(
                     place(&value.referenced),
-                    format!("unknown `select` {other:?}; use `best`, `first-pass` or `vote`"),
+                    format!(
+                        "unknown `select` {other:?}; use `best`, `first-pass`, `vote` or `judge`"
+                    ),
                 );
                 None
             }

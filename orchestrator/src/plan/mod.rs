@@ -145,6 +145,8 @@ pub struct Task {
     pub timeout: Duration,
     /// How the winner is picked.
     pub select: Select,
+    /// The reviewing agent of `select: judge`.
+    pub judge: Option<Judge>,
     /// Checks run in each attempt's worktree.
     pub checks: Vec<Check>,
     /// A command that rates each attempt; higher is better.
@@ -321,6 +323,25 @@ pub enum Select {
     /// Passing attempts with the same change (whitespace aside) form groups; the largest
     /// group wins.
     Vote,
+    /// A reviewing agent compares passing attempts two at a time, in both orders; the most
+    /// pairwise wins wins, ties go to `best`'s order.
+    Judge,
+}
+
+/// Most pairs a judge compares unless the plan says otherwise.
+pub const DEFAULT_MAX_PAIRS: u32 = 12;
+/// Most pairs a plan may ask a judge to compare: every pair of the most attempts.
+pub const MAX_PAIRS: u32 = MAX_ATTEMPTS * (MAX_ATTEMPTS - 1) / 2;
+
+/// The reviewing agent of `select: judge`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judge {
+    /// The agent.
+    pub agent: Agent,
+    /// What makes one change better than another, in words; may be empty.
+    pub criteria: String,
+    /// Most pairs compared (each in both orders).
+    pub max_pairs: u32,
 }
 
 impl Select {
@@ -330,6 +351,7 @@ impl Select {
             Select::Best => "best",
             Select::FirstPass => "first-pass",
             Select::Vote => "vote",
+            Select::Judge => "judge",
         }
     }
 }

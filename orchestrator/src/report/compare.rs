@@ -38,6 +38,9 @@ pub struct Comparison {
     pub similarity: Vec<Vec<Option<f64>>>,
     /// One row per agent (and model), in the order they first appear: a bake-off's score.
     pub agents: Vec<AgentRow>,
+    /// `select: judge`: the tournament, every verdict with its reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge: Option<crate::judge::JudgeReport>,
 }
 
 /// What one agent's attempts of the task came to.
@@ -205,6 +208,7 @@ pub async fn compare(
         agents: agent_rows(task.winner, &attempts),
         attempts: rows,
         similarity,
+        judge: task.judge.clone(),
     })
 }
 
@@ -398,6 +402,9 @@ impl Comparison {
             }
             out.push_str(&table(&rows));
         }
+        if let Some(judge) = &self.judge {
+            out.push_str(&judge_text(judge));
+        }
         let _ = writeln!(out, "\nsimilarity (share of changed lines in common):");
         let mut matrix: Vec<Vec<String>> = vec![
             std::iter::once(String::new())
@@ -427,6 +434,67 @@ impl Comparison {
         }
         out
     }
+}
+
+/// The judge's tournament as `braid compare` prints it: each verdict, then the standings.
+fn judge_text(judge: &crate::judge::JudgeReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\njudge: {}, {} of {} pair{} judged (at most {}), each in both orders{}",
+        judge.agent,
+        judge.pairs_judged,
+        judge.pairs_possible,
+        if judge.pairs_possible == 1 { "" } else { "s" },
+        judge.max_pairs,
+        if judge.usage == super::Usage::default() {
+            String::new()
+        } else {
+            format!("; spent {}", judge.usage.text())
+        }
+    );
+    if !judge.criteria.is_empty() {
+        let _ = writeln!(out, "criteria: {}", judge.criteria);
+    }
+    for v in &judge.verdicts {
+        let said = match (&v.winner, &v.error) {
+            (Some(w), _) => format!("{w}: {}", v.reason),
+            (None, Some(e)) => format!("no verdict: {e}"),
+            (None, None) => "no verdict".into(),
+        };
+        let _ = writeln!(out, "  #{} (A) vs #{} (B): {said}", v.a, v.b);
+    }
+    let mut rows = vec![
+        ["attempt", "wins", "ties", "losses"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for s in &judge.standings {
+        rows.push(vec![
+            format!("#{}", s.n),
+            s.wins.to_string(),
+            s.ties.to_string(),
+            s.losses.to_string(),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    let flipped: Vec<String> = judge
+        .pairs
+        .iter()
+        .filter(|p| p.flipped)
+        .map(|p| format!("#{} and #{}", p.attempts[0], p.attempts[1]))
+        .collect();
+    if !flipped.is_empty() {
+        let _ = writeln!(
+            out,
+            "the pick flipped with the order for {}: a tie",
+            flipped.join(", ")
+        );
+    }
+    if judge.tie_broken_by_best {
+        let _ = writeln!(out, "level on wins: settled by best's order");
+    }
+    out
 }
 
 /// Rows as columns padded to their widest cell; the first row is the header.

@@ -34,6 +34,7 @@ body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;paddin
 h1{font-size:1.5em}h2{margin-top:2em;border-bottom:1px solid #ccd;padding-bottom:.2em}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccd;padding:.25em .55em;text-align:left;vertical-align:top}
 th{background:#eef0f5}.num{text-align:right}
+.beside{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}.judge td{max-width:32em}
 .succeeded,.passed{color:#17733a}.failed,.timed_out,.lost{color:#b3261e}.cancelled,.skipped,.blocked{color:#6b6f7a}.pre_existing{color:#9a6700}
 tr.winner{background:#eefaf0}
 pre{background:#f6f7f9;padding:.6em;overflow:auto;font-size:12px}
@@ -451,8 +452,9 @@ fn task_section(h: &mut String, task: &TaskReport, c: &Comparison) {
         }
         h.push_str("</table>\n");
     }
+    h.push_str("<div class=\"beside\">");
     if c.attempts.len() > 1 {
-        h.push_str("<p>Similarity: the share of changed lines two attempts have in common.</p><table class=\"similarity\"><tr><th></th>");
+        h.push_str("<div><p>Similarity: the share of changed lines two attempts have in common.</p><table class=\"similarity\"><tr><th></th>");
         for r in &c.attempts {
             let _ = write!(h, "<th>{}</th>", r.n);
         }
@@ -473,8 +475,12 @@ fn task_section(h: &mut String, task: &TaskReport, c: &Comparison) {
             }
             h.push_str("</tr>\n");
         }
-        h.push_str("</table>\n");
+        h.push_str("</table></div>\n");
     }
+    if let Some(judge) = &c.judge {
+        judge_html(h, judge);
+    }
+    h.push_str("</div>\n");
     for r in &c.attempts {
         let Some(diff) = &r.diff else { continue };
         let _ = write!(
@@ -506,4 +512,48 @@ fn task_section(h: &mut String, task: &TaskReport, c: &Comparison) {
         h.push_str("</pre></details>\n");
     }
     h.push_str("</section>\n");
+}
+
+/// The judge's tournament: every verdict with its reason, and the standings.
+fn judge_html(h: &mut String, judge: &crate::judge::JudgeReport) {
+    let _ = write!(
+        h,
+        "<div class=\"judge\"><p>Judge: {}, {} of {} pair(s) judged, each in both orders{}.</p><table><tr><th>A</th><th>B</th><th>pick</th><th>reason</th></tr>\n",
+        esc(&judge.agent),
+        judge.pairs_judged,
+        judge.pairs_possible,
+        if judge.tie_broken_by_best {
+            "; level on wins, settled by best"
+        } else {
+            ""
+        }
+    );
+    for v in &judge.verdicts {
+        let pick = match v.winner.as_deref() {
+            Some("A") => format!("#{}", v.a),
+            Some("B") => format!("#{}", v.b),
+            Some(_) => "tie".to_owned(),
+            None => "none".to_owned(),
+        };
+        let reason = v.error.as_deref().unwrap_or(&v.reason);
+        let _ = writeln!(
+            h,
+            "<tr><td>#{}</td><td>#{}</td><td>{}</td><td>{}</td></tr>",
+            v.a,
+            v.b,
+            esc(&pick),
+            esc(reason)
+        );
+    }
+    h.push_str(
+        "</table><table><tr><th>attempt</th><th>wins</th><th>ties</th><th>losses</th></tr>\n",
+    );
+    for s in &judge.standings {
+        let _ = writeln!(
+            h,
+            "<tr><td>#{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            s.n, s.wins, s.ties, s.losses
+        );
+    }
+    h.push_str("</table></div>\n");
 }

@@ -125,6 +125,10 @@ pub struct Report {
     /// What made the plan a poor judge of its attempts, found before anything ran.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The planning agent that made the plan from a goal (`braid run --goal`); its usage
+    /// is in the run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planner: Option<crate::planner::PlannerReport>,
 }
 
 /// The integration of the winners.
@@ -258,9 +262,12 @@ pub struct TaskReport {
     pub baseline: Vec<CheckReport>,
     /// The attempts, by number.
     pub attempts: Vec<AttemptReport>,
-    /// What the task's attempts spent together.
+    /// What the task's attempts spent together, and its judge.
     #[serde(default)]
     pub usage: Usage,
+    /// The judge's tournament, for `select: judge` with two passing attempts or more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<crate::judge::JudgeReport>,
 }
 
 /// One attempt.
@@ -347,6 +354,8 @@ pub enum AttemptKind {
     Resolution,
     /// The task's checks on its base commit; never in a report's attempts.
     Baseline,
+    /// A judge's verdict on two passing attempts; in the task's `judge`, not its attempts.
+    Review,
 }
 
 impl AttemptKind {

@@ -64,8 +64,14 @@ impl Scheduler {
                     return;
                 };
                 if let Some(progress::Kind::Logs(batch)) = p.kind {
-                    let task = self.ctx.plan.tasks[lease.task].id.clone();
-                    let n = self.tasks[lease.task].attempts[lease.attempt].report.n;
+                    let job = &self.tasks[lease.task].attempts[lease.attempt].report;
+                    let id = &self.ctx.plan.tasks[lease.task].id;
+                    let task = if job.kind == AttemptKind::Review {
+                        format!("{id}.judge")
+                    } else {
+                        id.clone()
+                    };
+                    let n = job.n;
                     for line in batch.lines {
                         self.note(Note::Output {
                             task: task.clone(),
@@ -127,9 +133,16 @@ impl Scheduler {
             return;
         }
         let (task, attempt) = (lease.task, lease.attempt);
-        if self.tasks[task].attempts[attempt].report.kind == AttemptKind::Baseline {
-            self.baseline_done(task, attempt, &result.checks);
-            return;
+        match self.tasks[task].attempts[attempt].report.kind {
+            AttemptKind::Baseline => {
+                self.baseline_done(task, attempt, &result.checks);
+                return;
+            }
+            AttemptKind::Review => {
+                self.review_done(task, attempt, result);
+                return;
+            }
+            AttemptKind::Task | AttemptKind::Resolution => {}
         }
         if result.commit.is_empty() {
             self.record_result(task, attempt, result, Ok(Vec::new()));
@@ -541,11 +554,13 @@ impl Scheduler {
                     ports,
                 },
             );
-            self.note(Note::Assigned {
-                task: self.ctx.plan.tasks[task].id.clone(),
-                n,
-                worker,
-            });
+            if self.tasks[task].attempts[attempt].report.kind != AttemptKind::Review {
+                self.note(Note::Assigned {
+                    task: self.ctx.plan.tasks[task].id.clone(),
+                    n,
+                    worker,
+                });
+            }
         }
     }
 
@@ -554,6 +569,9 @@ impl Scheduler {
         let state = &self.tasks[task];
         let this = &state.attempts[attempt];
         let kind = this.report.kind;
+        if kind == AttemptKind::Review {
+            return self.review_spec(task, attempt);
+        }
         let checks: Vec<CheckSpec> = if kind == AttemptKind::Baseline {
             this.checks_only.iter().map(check_spec).collect()
         } else {
@@ -634,6 +652,7 @@ impl Scheduler {
                 .collect(),
             port_base: 0,
             port_count: 0,
+            read_only: None,
         }
     }
 
@@ -650,7 +669,7 @@ impl Scheduler {
 
 /// What a worker needs to know of an agent. The API key stays behind: only the name of
 /// the variable that holds it goes over the wire.
-fn agent_spec(agent: &crate::plan::Agent) -> AgentSpec {
+pub fn agent_spec(agent: &crate::plan::Agent) -> AgentSpec {
     AgentSpec {
         command: agent.command.clone(),
         env: agent.env.clone().into_iter().collect(),

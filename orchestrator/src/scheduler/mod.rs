@@ -30,6 +30,7 @@ mod judging;
 mod leases;
 mod queue;
 mod refs;
+mod reviews;
 mod spending;
 
 use crate::dag::Dag;
@@ -41,7 +42,7 @@ use crate::report::{
     Prediction, Resolution, StepReport, TaskReport, TaskStatus, TimelineEntry, WorkerReport, word,
 };
 use crate::select;
-pub use leases::{retry_delay, sandbox_spec};
+pub use leases::{agent_spec, retry_delay, sandbox_spec};
 use queue::Queue;
 use refs::RefWriter;
 
@@ -225,6 +226,10 @@ struct TaskState {
     rebase_failed: bool,
     /// What the winner touched, for trial merges; `None` until asked for.
     footprint: Option<Arc<merge::footprint::Footprint>>,
+    /// `select: judge`: the tournament of the current round, once two attempts passed.
+    tournament: Option<crate::judge::Tournament>,
+    /// The report of the latest tournament that ended.
+    judge_report: Option<crate::judge::JudgeReport>,
 }
 
 #[derive(Debug)]
@@ -246,6 +251,10 @@ struct AttemptState {
     tails: Vec<(String, String)>,
     /// Why braid cancelled it, when it did.
     cancel_reason: Option<String>,
+    /// A verdict job: the attempts shown as candidates A and B.
+    review: Option<(u32, u32)>,
+    /// A verdict job's answer: `A`, `B` or `tie`, and its reason; or why there is none.
+    verdict: Option<Result<(String, String), String>>,
 }
 
 impl AttemptState {
@@ -260,6 +269,8 @@ impl AttemptState {
             feedback: None,
             tails: Vec::new(),
             cancel_reason: None,
+            review: None,
+            verdict: None,
         }
     }
 }
@@ -359,6 +370,8 @@ impl Scheduler {
                 round: 0,
                 rebase_failed: false,
                 footprint: None,
+                tournament: None,
+                judge_report: None,
             })
             .collect();
         let dag = Dag::new(&plan.tasks);
@@ -650,7 +663,22 @@ impl Scheduler {
         } else {
             HashMap::new()
         };
-        let verdict = select::pick(policy, &reports, &changes);
+        let verdict = if policy == Select::Judge {
+            match self.judged(task, &reports).await {
+                reviews::Judging::Going => return,
+                reviews::Judging::Interrupted => {
+                    self.end_task(
+                        task,
+                        TaskStatus::Cancelled,
+                        "the run was interrupted while the judge compared its attempts".into(),
+                    );
+                    return;
+                }
+                reviews::Judging::Done(verdict) => verdict,
+            }
+        } else {
+            select::pick(policy, &reports, &changes)
+        };
         if let (Some(verdict), Select::FirstPass) = (&verdict, policy) {
             self.cancel_rest(task, verdict.winner);
         }
@@ -785,16 +813,17 @@ impl Scheduler {
                         .collect(),
                     None => Vec::new(),
                 };
-                let attempts = if state.base.is_some() {
+                let attempts: Vec<AttemptReport> = if state.base.is_some() {
                     state
                         .attempts
                         .into_iter()
                         .map(|a| a.report)
-                        .filter(|r| r.kind != AttemptKind::Baseline)
+                        .filter(|r| !matches!(r.kind, AttemptKind::Baseline | AttemptKind::Review))
                         .collect()
                 } else {
                     Vec::new()
                 };
+                let judge = state.judge_report;
                 TaskReport {
                     id: task.id.clone(),
                     status,
@@ -808,9 +837,13 @@ impl Scheduler {
                     select: task.select.name().to_owned(),
                     baseline,
                     usage: crate::report::Usage::sum(
-                        attempts.iter().map(|a: &AttemptReport| &a.usage),
+                        attempts
+                            .iter()
+                            .map(|a: &AttemptReport| &a.usage)
+                            .chain(judge.as_ref().map(|j| &j.usage)),
                     ),
                     attempts,
+                    judge,
                 }
             })
             .collect();
@@ -827,6 +860,17 @@ impl Scheduler {
             error: self.error,
             stopped: self.spending.stopped,
         }
+    }
+}
+
+/// The agent a job of `task` runs: the judge's for a verdict job, else attempt n's.
+pub(super) fn agent_of<'a>(
+    task: &'a crate::plan::Task,
+    report: &AttemptReport,
+) -> &'a crate::plan::Agent {
+    match (&task.judge, report.kind) {
+        (Some(judge), AttemptKind::Review) => &judge.agent,
+        _ => task.agent_for(report.n),
     }
 }
 

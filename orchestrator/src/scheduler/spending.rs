@@ -45,8 +45,11 @@ impl Scheduler {
         if let Some(usage) = &result.usage {
             self.spending.spent = self.spending.spent.plus(usage.into());
         }
-        let n = self.tasks[task].attempts[attempt].report.n;
-        let agent = self.ctx.plan.tasks[task].agent_for(n).clone();
+        let agent = super::agent_of(
+            &self.ctx.plan.tasks[task],
+            &self.tasks[task].attempts[attempt].report,
+        )
+        .clone();
         if result.provider_fault() == ProviderFault::Terminal {
             let key = AgentKey::of(&agent);
             if !self.spending.walls.iter().any(|(k, _)| *k == key) {
@@ -142,7 +145,7 @@ fn refusal(
     if let Some(why) = &spending.over {
         return Some((AttemptStatus::Cancelled, format!("not started: {why}")));
     }
-    let key = AgentKey::of(plan.tasks[task].agent_for(report.n));
+    let key = AgentKey::of(super::agent_of(&plan.tasks[task], report));
     spending
         .walls
         .iter()

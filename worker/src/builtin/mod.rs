@@ -43,6 +43,11 @@ Make the change the user asks for with your tools, keep it small and focused, an
 checks with `shell` where they exist. Do not commit: your changes are committed for you. \
 When the work is done, call `finish` with a short summary.";
 
+/// The system prompt of a read-only job (a planner, a judge).
+const SYSTEM_READ_ONLY: &str = "You are a reviewing agent in a git repository: the current folder is its root, \
+and it is read-only. Read what you need with your tools; change nothing. Do what the user asks, write your \
+answer where the user says, and call `finish` with it.";
+
 /// Why a request to the model failed.
 #[derive(Debug)]
 struct Refusal {
@@ -204,16 +209,19 @@ async fn converse(
             return Ending::Exited(2);
         }
     };
-    let tools = tools::all();
+    let read_only = s.spec.read_only.is_some();
+    let tools = tools::all(read_only);
     let mut prompt = s.spec.prompt.clone();
-    if !s.spec.feedback.is_empty() {
+    // A read-only job's prompt already holds what its feedback says.
+    if !s.spec.feedback.is_empty() && !read_only {
         prompt.push_str("\n\nAn earlier attempt at this failed. What its checks said:\n");
         prompt.push_str(&s.spec.feedback);
     }
     let mut items = vec![Item::User(prompt)];
     s.say(&format!("built-in agent: {api:?} at {url}, model {model}"));
     for turn in 1..=max_turns {
-        let body = wire::request(api, &model, SYSTEM, &items, &tools);
+        let system = if read_only { SYSTEM_READ_ONLY } else { SYSTEM };
+        let body = wire::request(api, &model, system, &items, &tools);
         let reply = match ask(s, &client, api, &url, &key, &body, stall).await {
             Ok(reply) => reply,
             Err(Stop::Stalled) => return Ending::Stalled,
@@ -247,7 +255,8 @@ async fn converse(
                 name: call.name.clone(),
                 detail: cut(&call.args.to_string(), 200),
             });
-            let outcome = tools::call(&call.name, &call.args, worktree, launch, cancel).await;
+            let outcome =
+                tools::call(&call.name, &call.args, worktree, launch, cancel, read_only).await;
             s.say(&cut(&outcome.output, 2000));
             s.event(Event::ToolResult { ok: outcome.ok });
             if let Some(summary) = outcome.finished {

@@ -24,9 +24,9 @@ pub struct Tool {
     pub parameters: Value,
 }
 
-/// Every tool.
-pub fn all() -> Vec<Tool> {
-    vec![
+/// Every tool; without `apply_patch` for a read-only job (a planner, a judge).
+pub fn all(read_only: bool) -> Vec<Tool> {
+    let mut tools = vec![
         Tool {
             name: "shell",
             description: "Run a shell command line with `sh -c` in the repository's root folder. Returns its exit code and output (cut to 16 KiB).",
@@ -52,7 +52,11 @@ pub fn all() -> Vec<Tool> {
             description: "Say the work is done, with a short summary of what changed.",
             parameters: json!({"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"], "additionalProperties": false}),
         },
-    ]
+    ];
+    if read_only {
+        tools.retain(|t| t.name != "apply_patch");
+    }
+    tools
 }
 
 /// `path` (relative) under `root`, or why it may not be used.
@@ -124,13 +128,14 @@ fn ok(text: impl Into<String>) -> Outcome {
     }
 }
 
-/// Runs tool `name` with `args` in `worktree`.
+/// Runs tool `name` with `args` in `worktree` (which a read-only job may not change).
 pub async fn call(
     name: &str,
     args: &Value,
     worktree: &Path,
     launch: &Launch,
     cancel: &CancellationToken,
+    read_only: bool,
 ) -> Outcome {
     let text = |key: &str| args[key].as_str().map(str::to_owned);
     match name {
@@ -161,6 +166,9 @@ pub async fn call(
                 Err(err) => fail(format!("the command could not run: {err}")),
             }
         }
+        "apply_patch" if read_only => fail(
+            "this job is read-only: the repository cannot be changed; write your answer to the file the prompt names, or give it in `finish`",
+        ),
         "apply_patch" => {
             let Some(input) = text("input").or_else(|| text("patch")) else {
                 return fail("`input` is missing");

@@ -516,9 +516,9 @@ fn task_section(h: &mut String, task: &TaskReport, c: &Comparison) {
 
 /// The judge's tournament: every verdict with its reason, and the standings.
 fn judge_html(h: &mut String, judge: &crate::judge::JudgeReport) {
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "<div class=\"judge\"><p>Judge: {}, {} of {} pair(s) judged, each in both orders{}.</p><table><tr><th>A</th><th>B</th><th>pick</th><th>reason</th></tr>\n",
+        "<div class=\"judge\"><p>Judge: {}, {} of {} pair(s) judged, each in both orders{}.</p><table><tr><th>A</th><th>B</th><th>pick</th><th>reason</th></tr>",
         esc(&judge.agent),
         judge.pairs_judged,
         judge.pairs_possible,

@@ -114,7 +114,7 @@ impl Scheduler {
                     reason,
                     error,
                     duration_ms: job.report.duration_ms,
-                    usage: job.report.usage.clone(),
+                    usage: job.report.usage,
                     log: job.report.log.clone(),
                 }
             })

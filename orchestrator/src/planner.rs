@@ -316,21 +316,23 @@ fn answer(result: &pb::AttemptResult) -> Result<String, String> {
 /// The last fenced block (```yaml, ```yml or bare ```) of `text`.
 fn last_block(text: &str) -> Option<String> {
     let mut blocks = Vec::new();
-    let mut current: Option<Vec<&str>> = None;
+    // The open block: whether its language can be a plan, and its lines.
+    let mut current: Option<(bool, Vec<&str>)> = None;
     for line in text.lines() {
         let fence = line.trim_start().starts_with("```");
         match (&mut current, fence) {
             (None, true) => {
                 let lang = line.trim_start().trim_start_matches('`').trim();
-                if matches!(lang, "" | "yaml" | "yml" | "json") {
-                    current = Some(Vec::new());
-                }
+                let plan = matches!(lang, "" | "yaml" | "yml" | "json");
+                current = Some((plan, Vec::new()));
             }
-            (Some(lines), true) => {
-                blocks.push(lines.join("\n"));
+            (Some((plan, lines)), true) => {
+                if *plan {
+                    blocks.push(lines.join("\n"));
+                }
                 current = None;
             }
-            (Some(lines), false) => lines.push(line),
+            (Some((_, lines)), false) => lines.push(line),
             (None, false) => {}
         }
     }

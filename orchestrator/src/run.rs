@@ -332,7 +332,12 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         state_dir: run_dir.to_string_lossy().into_owned(),
         stopped: outcome.stopped,
         overlaps: plan.overlaps.clone(),
-        warnings: plan.warnings.clone(),
+        warnings: plan
+            .warnings
+            .iter()
+            .chain(&outcome.warnings)
+            .cloned()
+            .collect(),
     };
     let written = report.write(&run_dir);
     // Whatever the run left in the cache goes, and its lock with it: the report is written

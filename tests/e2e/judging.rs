@@ -618,3 +618,50 @@ fn the_html_report_is_self_contained_and_renders_in_chromium() {
     let png = std::fs::read(&shot).expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
 }
+
+#[test]
+fn a_check_that_passes_on_the_base_with_baseline_off_is_a_warning() {
+    let repo = TestRepo::init();
+    let plan = repo.plan(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: t
+    prompt: Write out.txt.
+    attempts: 2
+    agent: {command: [sh, -c, "echo x > out.txt"]}
+    checks:
+      - {name: decides, run: test -f out.txt, baseline: false}
+      - {name: always, run: test -f README.md, baseline: false}
+"#,
+    );
+    let (out, report) = run_plan(&repo, &plan, &[]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let warnings: Vec<&str> = report["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("check \"always\" of task \"t\" passes on the base")
+            && warnings[0].contains("cannot tell attempts apart"),
+        "{warnings:?}"
+    );
+    assert!(
+        stderr(&out).contains("warning: check \"always\""),
+        "{}",
+        stderr(&out)
+    );
+    // The check that decides the task fails on the base, as it should: no warning for it,
+    // and the attempts that pass it win.
+    assert_eq!(task(&report, "t")["status"], "succeeded");
+    assert!(
+        task(&report, "t")["baseline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "decides" && c["status"] == "failed")
+    );
+}

@@ -540,6 +540,18 @@ impl Report {
         for why in &self.stopped {
             let _ = writeln!(md, "- **Stopped early**: {why}");
         }
+        if let Some(p) = &self.planner {
+            let _ = writeln!(
+                md,
+                "- Planned by {} in {} round(s) from the goal: {}",
+                p.agent,
+                p.rounds,
+                p.goal.lines().next().unwrap_or_default()
+            );
+        }
+        for warning in &self.warnings {
+            let _ = writeln!(md, "- Warning: {warning}");
+        }
         md.push('\n');
         for task in &self.tasks {
             let _ = writeln!(md, "## Task `{}`: {}\n", task.id, word(task.status));
@@ -638,6 +650,9 @@ impl Report {
         // What stopped the run early comes first: it explains every row below.
         for why in &self.stopped {
             let _ = writeln!(out, "stopped: {why}");
+        }
+        for warning in &self.warnings {
+            let _ = writeln!(out, "warning: {warning}");
         }
         let width = self
             .tasks

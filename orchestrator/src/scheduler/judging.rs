@@ -67,12 +67,13 @@ impl Scheduler {
     }
 
     /// Queues a baseline job for the checks of task `t` on `base` that nobody has run or
-    /// is running there yet.
+    /// is running there yet. Checks with `baseline: false` run there too, though no
+    /// attempt waits for them: one that passes on the base cannot tell attempts apart, and
+    /// the run says so.
     pub(super) fn ensure_baseline(&mut self, t: usize, base: &str) {
         let checks: Vec<Check> = self.ctx.plan.tasks[t]
             .checks
             .iter()
-            .filter(|c| c.baseline)
             .filter(|c| match self.baselines.get(&key(base, c)) {
                 None => true,
                 Some(BaselineEntry::Pending(task, attempt)) => {
@@ -114,6 +115,18 @@ impl Scheduler {
             }
             if let Some(check) = job.checks_only.iter().find(|c| c.name == result.name) {
                 found.push(format!("{} {}", check.name, word(report.status)));
+                if !check.baseline && report.status == CheckStatus::Passed {
+                    let warning = format!(
+                        "check {:?} of task {:?} passes on the base {} and has `baseline: false`: it cannot tell attempts apart (every attempt that keeps it passing passes it)",
+                        check.name,
+                        self.ctx.plan.tasks[t].id,
+                        crate::report::short(&base)
+                    );
+                    if !self.warnings.contains(&warning) {
+                        self.note(Note::Info(format!("warning: {warning}")));
+                        self.warnings.push(warning);
+                    }
+                }
                 self.baselines
                     .insert(key(&base, check), BaselineEntry::Known(report));
             }

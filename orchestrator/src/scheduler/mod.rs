@@ -184,6 +184,9 @@ pub struct Outcome {
     /// Why braid stopped starting attempts early (a provider's terminal refusal, the run's
     /// budget), each a sentence.
     pub stopped: Vec<String>,
+    /// What the run found that makes the plan a poor judge of its attempts (a check with
+    /// `baseline: false` that passes on the base), each a sentence.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,6 +342,8 @@ pub struct Scheduler {
     free_ports: BTreeSet<u32>,
     /// Port blocks handed out so far.
     next_ports: u32,
+    /// What the run found that makes the plan a poor judge of its attempts.
+    warnings: Vec<String>,
 }
 
 impl Scheduler {
@@ -407,6 +412,7 @@ impl Scheduler {
             spending: Default::default(),
             free_ports: BTreeSet::new(),
             next_ports: 0,
+            warnings: Vec::new(),
         })
     }
 
@@ -859,6 +865,7 @@ impl Scheduler {
             cancelled,
             error: self.error,
             stopped: self.spending.stopped,
+            warnings: self.warnings,
         }
     }
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::{BIN, attempt, task};
 
 /// The key every test's agents get, in `BRAID_TEST_KEY`.
-const KEY: &str = "sk-test-4f9b2c7e1d0a6835";
+pub(crate) const KEY: &str = "sk-test-4f9b2c7e1d0a6835";
 
 /// Runs `braid run plan --json` with the test key set and a home of the test's own, so no
 /// login of the machine's user is seeded into the CLIs' config folders.
@@ -41,7 +41,7 @@ fn run_with_key(repo: &TestRepo, plan: &Path, extra: &[&str]) -> (Output, Value)
 }
 
 /// A server whose tools write into the worktrees of `repo`'s runs.
-fn server_for(repo: &TestRepo, script: Script) -> ModelServer {
+pub(crate) fn server_for(repo: &TestRepo, script: Script) -> ModelServer {
     ModelServer::start(Script {
         root: Some(repo.cache().join("work").to_string_lossy().into_owned()),
         ..script
@@ -57,7 +57,7 @@ fn base_url(preset: &str, server: &ModelServer) -> String {
 }
 
 /// The agent map of a plan for `preset` against `server`.
-fn agent(preset: &str, server: &ModelServer) -> String {
+pub(crate) fn agent(preset: &str, server: &ModelServer) -> String {
     format!(
         r#"{{preset: {preset}, model: test-model, base_url: "{}", api_key_env: BRAID_TEST_KEY}}"#,
         base_url(preset, server)
@@ -66,7 +66,7 @@ fn agent(preset: &str, server: &ModelServer) -> String {
 
 /// That `braid agents` says the preset's CLI is installed: a test of a CLI that is not
 /// fails here, saying so, instead of in a puzzling report.
-fn assert_installed(preset: &str) {
+pub(crate) fn assert_installed(preset: &str) {
     let out = command(BIN, Path::new("/"))
         .args(["agents", "--json"])
         .output()

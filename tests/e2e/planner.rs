@@ -372,3 +372,48 @@ fn the_builtin_agent_plans_through_its_shell() {
         "{prompts:?}"
     );
 }
+
+#[test]
+fn codex_plans_in_its_reply() {
+    crate::agents::assert_installed("codex");
+    let repo = TestRepo::init();
+    let server = crate::agents::server_for(
+        &repo,
+        Script {
+            command: Some("true".into()),
+            final_text: format!("I read the repository. The plan:\n```yaml\n{FIXED}```\n"),
+            ..Script::default()
+        },
+    );
+    let home = repo.outside().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let before = repo.snapshot();
+    let out = command(BIN, &repo.path)
+        .args([
+            "plan",
+            "Write one.txt, then two.txt",
+            "--agent",
+            &crate::agents::agent("codex", &server),
+        ])
+        .env("BRAID_LOG", "warn")
+        .env("BRAID_TEST_KEY", crate::agents::KEY)
+        .env("HOME", &home)
+        .output()
+        .expect("braid runs");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(stdout(&out).contains("name: two-files"), "{}", stdout(&out));
+    assert!(
+        err.contains("planned in 1 round(s) by codex test-model, spent"),
+        "{err}"
+    );
+    // The prompt reached the CLI, with the goal and the plan format.
+    let asked = server.conversation();
+    let first = asked
+        .first()
+        .expect("codex asked the model")
+        .body
+        .to_string();
+    assert!(first.contains("Write one.txt, then two.txt") && first.contains("JSON Schema"));
+    repo.assert_untouched(&before);
+}

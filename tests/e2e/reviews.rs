@@ -208,3 +208,63 @@ fn select_judge_without_a_judge_is_a_located_error() {
         "{err}"
     );
 }
+
+#[test]
+fn claude_judges_in_its_reply() {
+    crate::agents::assert_installed("claude");
+    let repo = TestRepo::init();
+    let server = crate::agents::server_for(
+        &repo,
+        braid_tests::model::Script {
+            command: Some("true".into()),
+            final_text:
+                "Both work; B is tidier.\n{\"winner\": \"B\", \"reason\": \"B is smaller\"}".into(),
+            ..Default::default()
+        },
+    );
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: pick
+    prompt: Write out.txt.
+    attempts: 2
+    agent: {{command: [sh, -c, 'echo "attempt $BRAID_ATTEMPT" > out.txt']}}
+    checks: [{{name: has, run: test -f out.txt, baseline: false}}]
+    select: judge
+    judge: {{agent: {}}}
+"#,
+        crate::agents::agent("claude", &server)
+    ));
+    let home = repo.outside().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let out = braid_tests::command(BIN, repo.outside())
+        .args(["run", plan.to_str().unwrap(), "--json"])
+        .env("BRAID_LOG", "warn")
+        .env("BRAID_TEST_KEY", crate::agents::KEY)
+        .env("HOME", &home)
+        .output()
+        .expect("braid runs");
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("{e}: {}", braid_tests::stderr(&out)));
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let judge = &task(&report, "pick")["judge"];
+    let verdicts = judge["verdicts"].as_array().expect("verdicts");
+    assert_eq!(verdicts.len(), 2, "{judge:#}");
+    for v in verdicts {
+        assert_eq!(v["winner"], "B", "{v:#}");
+        assert_eq!(v["reason"], "B is smaller");
+        assert!(
+            v["usage"]["input_tokens"].as_u64().unwrap_or(0) > 0,
+            "{v:#}"
+        );
+    }
+    // Always B: the pick flips with the order, a tie settled by best.
+    assert_eq!(judge["pairs"][0]["flipped"], true);
+    assert_eq!(judge["tie_broken_by_best"], true);
+    assert_eq!(
+        task(&report, "pick")["usage"]["input_tokens"],
+        judge["usage"]["input_tokens"],
+        "the command attempts report nothing; the task's spending is the judge's"
+    );
+}

@@ -285,9 +285,8 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             )
             .await?;
             let planned = crate::planner::plan(&request).await?;
-            let shown = planned_plan(&planned.text, output.as_deref()).await?;
-            eprint!("{}", crate::planner::describe(&shown.plan));
-            let mut plan = shown.plan;
+            let mut plan = planned_plan(&planned.text, output.as_deref()).await?;
+            eprint!("{}", crate::planner::describe(&plan));
             for line in plan_notes(&mut plan, false) {
                 eprintln!("{line}");
             }
@@ -562,14 +561,9 @@ async fn default_planner() -> Result<String, BraidError> {
     )))
 }
 
-/// The planned plan, written where it will be read and loaded as any plan is.
-struct Shown {
-    plan: Plan,
-}
-
 /// Loads the planned `text` as the plan file it is, from a scratch copy beside `output`
 /// (or in the temp folder), so what is written is what was checked.
-async fn planned_plan(text: &str, output: Option<&std::path::Path>) -> Result<Shown, BraidError> {
+async fn planned_plan(text: &str, output: Option<&std::path::Path>) -> Result<Plan, BraidError> {
     let dir = output
         .and_then(|o| o.parent())
         .filter(|d| !d.as_os_str().is_empty() && d.is_dir())
@@ -582,12 +576,16 @@ async fn planned_plan(text: &str, output: Option<&std::path::Path>) -> Result<Sh
         .or_else(|_| tempfile::Builder::new().suffix(".yaml").tempfile())
         .map_err(BraidError::io("writing the planned plan"))?;
     std::fs::write(scratch.path(), text).map_err(BraidError::io("writing the planned plan"))?;
-    let plan = plan::load(scratch.path()).await.map_err(|errors| {
+    load_written(scratch.path()).await
+}
+
+/// The plan braid wrote out from the planner's, loaded as any plan is: it must load.
+async fn load_written(path: &std::path::Path) -> Result<Plan, BraidError> {
+    plan::load(path).await.map_err(|errors| {
         BraidError::Internal(format!(
             "the plan braid wrote from the planner's does not load:\n{errors}"
         ))
-    })?;
-    Ok(Shown { plan })
+    })
 }
 
 /// `braid run --goal`: plans, shows the DAG, asks (unless `--yes`), and returns the plan
@@ -634,11 +632,7 @@ async fn plan_goal_for_run(
     let path = run_dir.join("plan.yaml");
     crate::report::write_atomically(&path, planned.text.as_bytes())
         .map_err(BraidError::io(format!("writing {}", path.display())))?;
-    let mut plan = plan::load(&path).await.map_err(|errors| {
-        BraidError::Internal(format!(
-            "the plan braid wrote from the planner's does not load:\n{errors}"
-        ))
-    })?;
+    let mut plan = load_written(&path).await?;
     eprint!("{}", crate::planner::describe(&plan));
     eprintln!(
         "planned in {} round(s) by {}{}",

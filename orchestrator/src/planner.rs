@@ -211,8 +211,7 @@ async fn rounds(
                     .and_then(|()| std::fs::write(&path, &text))
                     .map_err(BraidError::io(format!("writing {}", path.display())))?;
                 match plan::load::load_planned(&path, &origin).await {
-                    Ok(checked) => {
-                        let _ = checked;
+                    Ok(_) => {
                         let out = written(&text, request)?;
                         signals.abort();
                         return Ok(Planned {
@@ -593,7 +592,6 @@ impl Keys {
         match (self, key) {
             (Keys::Top, "tasks" | "defaults") => Keys::Task,
             (Keys::Task, "checks") | (Keys::Other, "verify") => Keys::Check,
-            (Keys::Top, "merge") => Keys::Other,
             _ => Keys::Other,
         }
     }

@@ -337,35 +337,7 @@ async fn run_in(
             Some(why) => (AttemptStatus::Failed, why),
             None => (AttemptStatus::Finished, String::new()),
         },
-        Ending::Exited(code) => (
-            AttemptStatus::Failed,
-            match tally.failed.as_ref().or(tally.error.as_ref()) {
-                Some(why) => format!(
-                    "the agent exited with code {code}: {}",
-                    crate::presets::cut(why, 300)
-                ),
-                None => format!("the agent exited with code {code}"),
-            },
-        ),
-        Ending::Signalled(signal) => (
-            AttemptStatus::Failed,
-            format!("the agent was killed by signal {signal}"),
-        ),
-        Ending::TimedOut => (
-            AttemptStatus::TimedOut,
-            "the agent ran past its timeout and was stopped".to_owned(),
-        ),
-        Ending::Stalled => (
-            AttemptStatus::Stalled,
-            format!(
-                "the agent printed nothing for {} and was stopped",
-                human(spec.stall_ms)
-            ),
-        ),
-        Ending::Cancelled => (
-            AttemptStatus::Cancelled,
-            "the attempt was cancelled".to_owned(),
-        ),
+        ending => not_finished(&ending, &tally, spec.stall_ms),
     };
     if status == AttemptStatus::Failed {
         result.provider_fault = tally.fault() as i32;
@@ -432,6 +404,45 @@ async fn pack(worktree: &Worktree, base: &str, head: &str) -> Result<Vec<u8>, St
         None => cache::pack_since(worktree.layout(), head, base)
             .await
             .map_err(|e| e.to_string()),
+    }
+}
+
+/// How an agent that did not exit with 0 ended, as the attempt's status and a sentence.
+pub(crate) fn not_finished(
+    ending: &Ending,
+    tally: &crate::presets::Tally,
+    stall_ms: u64,
+) -> (AttemptStatus, String) {
+    match ending {
+        Ending::Exited(code) => (
+            AttemptStatus::Failed,
+            match tally.failed.as_ref().or(tally.error.as_ref()) {
+                Some(why) => format!(
+                    "the agent exited with code {code}: {}",
+                    crate::presets::cut(why, 300)
+                ),
+                None => format!("the agent exited with code {code}"),
+            },
+        ),
+        Ending::Signalled(signal) => (
+            AttemptStatus::Failed,
+            format!("the agent was killed by signal {signal}"),
+        ),
+        Ending::TimedOut => (
+            AttemptStatus::TimedOut,
+            "the agent ran past its timeout and was stopped".to_owned(),
+        ),
+        Ending::Stalled => (
+            AttemptStatus::Stalled,
+            format!(
+                "the agent printed nothing for {} and was stopped",
+                human(stall_ms)
+            ),
+        ),
+        Ending::Cancelled => (
+            AttemptStatus::Cancelled,
+            "the attempt was cancelled".to_owned(),
+        ),
     }
 }
 

@@ -185,29 +185,7 @@ pub async fn run(
             Some(why) => (AttemptStatus::Failed, why.clone()),
             None => (AttemptStatus::Finished, String::new()),
         },
-        Ending::Exited(code) => (
-            AttemptStatus::Failed,
-            match tally.failed.as_ref().or(tally.error.as_ref()) {
-                Some(why) => format!(
-                    "the agent exited with code {code}: {}",
-                    crate::presets::cut(why, 300)
-                ),
-                None => format!("the agent exited with code {code}"),
-            },
-        ),
-        Ending::Signalled(signal) => (
-            AttemptStatus::Failed,
-            format!("the agent was killed by signal {signal}"),
-        ),
-        Ending::TimedOut => (
-            AttemptStatus::TimedOut,
-            "the agent ran past its timeout and was stopped".to_owned(),
-        ),
-        Ending::Stalled => (
-            AttemptStatus::Stalled,
-            "the agent printed nothing for too long and was stopped".to_owned(),
-        ),
-        Ending::Cancelled => (AttemptStatus::Cancelled, "the job was cancelled".to_owned()),
+        ref ending => crate::attempt::not_finished(ending, &tally, spec.stall_ms),
     };
     if status == AttemptStatus::Failed {
         result.provider_fault = tally.fault() as i32;

@@ -143,6 +143,26 @@ enum Command {
         #[arg(long)]
         repo: Option<PathBuf>,
     },
+    /// Serve a coordinator's attempts: a worker with its own repository cache, which
+    /// fetches the objects it lacks over the connection.
+    Worker {
+        /// The coordinator: `unix:/path/to.sock`, or `http://host:port`.
+        #[arg(long)]
+        connect: String,
+        /// Attempts run at once.
+        #[arg(long, default_value_t = 1)]
+        slots: u32,
+        /// The worker's cache folder (worktrees, repository copies) [default: $BRAID_CACHE,
+        /// else braid's cache folder].
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// A name for reports [default: the host's name].
+        #[arg(long)]
+        name: Option<String>,
+        /// A label for placement, `key=value`; may be repeated.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
     /// Make a throwaway sample repository and run a small best-of-3 plan on it.
     Demo {
         /// Where to make the sample [default: a new folder in the system's temp folder].
@@ -447,6 +467,13 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             );
             Ok(EXIT_OK)
         }
+        Command::Worker {
+            connect,
+            slots,
+            cache,
+            name,
+            labels,
+        } => worker(connect, slots, cache, name, labels).await,
         Command::Demo { dir, workers, json } => {
             let demo = crate::demo::prepare(dir.as_deref()).await?;
             eprintln!("demo repository: {}", demo.repo.display());
@@ -932,4 +959,70 @@ fn plan_notes(plan: &mut plan::Plan, serialize: bool) -> Vec<String> {
         lines.push(format!("warning: {warning}"));
     }
     lines
+}
+
+/// `braid worker`: serves the coordinator at `connect` until it says the work is over, or a
+/// signal stops the worker (its running attempts are stopped and reported first).
+async fn worker(
+    connect: String,
+    slots: u32,
+    cache: Option<PathBuf>,
+    name: Option<String>,
+    labels: Vec<String>,
+) -> Result<i32, BraidError> {
+    if slots == 0 {
+        return Err(BraidError::Usage("--slots must be at least 1".into()));
+    }
+    let mut label_map = std::collections::HashMap::new();
+    for label in &labels {
+        match label.split_once('=') {
+            Some((key, value)) if !key.is_empty() => {
+                label_map.insert(key.to_owned(), value.to_owned());
+            }
+            _ => {
+                return Err(BraidError::Usage(format!(
+                    "--label {label:?}: write a label as key=value"
+                )));
+            }
+        }
+    }
+    let name = name.unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "worker".into())
+    });
+    let options = braid_worker::runtime::WorkerOptions {
+        name,
+        slots,
+        labels: label_map,
+        cache: cache.unwrap_or_else(braid_worker::cache::root),
+        borrow: Default::default(),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let stop = stop.clone();
+        let mut term =
+            signal(SignalKind::terminate()).map_err(BraidError::io("listening for signals"))?;
+        let mut int =
+            signal(SignalKind::interrupt()).map_err(BraidError::io("listening for signals"))?;
+        braid_shared::task::spawn("signals", async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            stop.cancel();
+        })
+    };
+    let served = braid_worker::runtime::serve(&connect, options, stop.clone()).await;
+    signals.abort();
+    match served {
+        Ok(()) if stop.is_cancelled() => Ok(crate::error::EXIT_INTERRUPTED),
+        Ok(()) => Ok(EXIT_OK),
+        Err(err @ braid_worker::runtime::WorkerError::Address { .. }) => {
+            Err(BraidError::Usage(err.to_string()))
+        }
+        Err(err) => Err(BraidError::Environment(err.to_string())),
+    }
 }

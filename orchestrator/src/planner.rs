@@ -133,6 +133,16 @@ async fn rounds(
         agent: Some(request.agent_written.clone()),
     };
     let cancel = CancellationToken::new();
+    // The planner runs in this process, beside the repository: its worktrees borrow the
+    // repository's objects where they are.
+    let common = braid_shared::git::Git::at(&request.repo)
+        .common_dir()
+        .await
+        .map_err(|e| BraidError::Environment(e.to_string()))?;
+    let place = braid_worker::attempt::Place {
+        source: braid_worker::cache::Source { common },
+        logs: log_dir.to_owned(),
+    };
     let stop = cancel.clone();
     let signals = braid_shared::task::spawn("planner-signals", async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -159,7 +169,7 @@ async fn rounds(
             "planning with {title}: round {round} of {} …",
             request.rounds
         );
-        let spec = spec(request, round, &feedback, log_dir);
+        let spec = spec(request, round, &feedback);
         let (updates, mut incoming) = mpsc::channel(64);
         let verbose = request.verbose;
         let shown = braid_shared::task::spawn("planner-output", async move {
@@ -175,6 +185,7 @@ async fn rounds(
             &spec,
             &format!("{}-{round}", request.id),
             pool,
+            &place,
             cancel.clone(),
             updates,
         )
@@ -199,7 +210,7 @@ async fn rounds(
         let problems = match answer(&result) {
             Err(why) => {
                 let mut text = why;
-                if let Some(tail) = tail(&result.log_path, 12) {
+                if let Some(tail) = tail(&log_dir.join(&result.log_path), 12) {
                     let _ = write!(text, "\nIts last lines:\n{tail}");
                 }
                 text
@@ -275,7 +286,7 @@ fn located(errors: &PlanErrors, path: &Path) -> String {
 }
 
 /// The last `n` lines of the file at `path`, if it has any.
-fn tail(path: &str, n: usize) -> Option<String> {
+fn tail(path: &Path, n: usize) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.is_empty() {
@@ -343,18 +354,16 @@ fn last_block(text: &str) -> Option<String> {
 }
 
 /// What a worker needs to run round `round` of the planning agent.
-fn spec(request: &Request, round: u32, feedback: &str, log_dir: &Path) -> AttemptSpec {
+fn spec(request: &Request, round: u32, feedback: &str) -> AttemptSpec {
     let sandbox = crate::scheduler::sandbox_spec(&plan::Sandbox::default(), Some(&request.agent));
     AttemptSpec {
         run_id: request.id.clone(),
         task_id: "plan".into(),
         attempt: round,
-        repo: request.repo.to_string_lossy().into_owned(),
         base_commit: request.base_commit.clone(),
         prompt: prompt(request, feedback),
         agent: Some(crate::scheduler::agent_spec(&request.agent)),
         timeout_ms: plan::DEFAULT_TIMEOUT.as_millis() as u64,
-        log_dir: log_dir.to_string_lossy().into_owned(),
         log_cap_bytes: 8 << 20,
         feedback: feedback.to_owned(),
         sandbox: Some(sandbox),

@@ -144,6 +144,18 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     )))?;
     // From here on, however this function returns, the run's cache folder and lock go.
     let held = state::Held::new(run_dir.clone(), lock);
+    // Workers fetch the repository's objects by its id; local workers borrow them where
+    // they are.
+    let repo_id = state::repo_id(&plan.git_dir).map_err(BraidError::io(format!(
+        "writing the repository's id in {}",
+        plan.git_dir.display()
+    )))?;
+    let common = Git::at(&plan.repo)
+        .common_dir()
+        .await
+        .map_err(|e| BraidError::Environment(e.to_string()))?;
+    let repositories = crate::service::Repositories::default();
+    repositories.insert(repo_id.clone(), plan.repo.clone());
     let plan = Arc::new(plan);
     let config = options.scheduler.clone();
 
@@ -153,6 +165,7 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         run_id: run_id.clone(),
         plan: Arc::clone(&plan),
         log_dir: log_dir.clone(),
+        repo_id: repo_id.clone(),
         started,
     };
     let scheduler = Scheduler::new(ctx, config.clone(), events_tx.clone(), notes_tx.clone())
@@ -166,7 +179,7 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     )));
 
     let server_stop = CancellationToken::new();
-    let api = WorkerApi::new(events_tx.clone(), config.heartbeat_interval);
+    let api = WorkerApi::new(events_tx.clone(), config.heartbeat_interval, repositories);
     let server = task::spawn(
         "grpc-server",
         tonic::transport::Server::builder()
@@ -189,6 +202,7 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
                 slots: options.slots.max(1),
                 labels: Default::default(),
                 cache: cache.clone(),
+                borrow: [(repo_id.clone(), common.clone())].into(),
             };
             task::spawn("worker", async move {
                 if let Err(err) = serve(&url, worker_options, stop).await {

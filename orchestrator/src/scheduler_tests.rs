@@ -79,6 +79,7 @@ fn start_with(attempts: u32, config: SchedulerConfig, edit: impl FnOnce(&mut Pla
         run_id: "test-run".into(),
         plan: Arc::new(plan),
         log_dir: repo.outside().join("logs"),
+        repo_id: "0123456789abcdef0123456789abcdef".into(),
         started: Instant::now(),
     };
     let (events, rx) = mpsc::channel(256);

@@ -24,6 +24,41 @@ pub fn new_run_id() -> String {
     )
 }
 
+/// The id by which workers fetch the objects of the repository whose git folder is
+/// `git_dir`: 32 random hexadecimal digits, made once and kept in `<git-dir>/braid/repo-id`,
+/// so a worker's cache keeps one copy per repository and never mixes two that share a path
+/// on different machines.
+pub fn repo_id(git_dir: &Path) -> std::io::Result<String> {
+    let path = git_dir.join("braid/repo-id");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let id = text.trim();
+        if braid_worker::mirror::is_repository_id(id) {
+            return Ok(id.to_owned());
+        }
+    }
+    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    std::fs::create_dir_all(git_dir.join("braid"))?;
+    let fresh = path.with_extension(format!("{}.tmp", std::process::id()));
+    std::fs::write(&fresh, format!("{id}\n"))?;
+    // Two runs that start at once agree on whichever id landed first.
+    match std::fs::hard_link(&fresh, &path) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&fresh);
+            Ok(id)
+        }
+        Err(_) => {
+            let _ = std::fs::remove_file(&fresh);
+            match std::fs::read_to_string(&path) {
+                Ok(text) if braid_worker::mirror::is_repository_id(text.trim()) => {
+                    Ok(text.trim().to_owned())
+                }
+                // Not an id: made anew.
+                _ => std::fs::write(&path, format!("{id}\n")).map(|()| id),
+            }
+        }
+    }
+}
+
 /// The run's folder for reports and logs.
 pub fn run_dir(git_dir: &Path, run: &str) -> PathBuf {
     git_dir.join("braid/runs").join(run)

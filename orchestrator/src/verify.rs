@@ -65,5 +65,12 @@ pub async fn verify(
     .await;
     pool.release(worktree).await;
     pool.close().await;
-    Ok(results.iter().map(check_report).collect())
+    Ok(results
+        .into_iter()
+        .map(|mut check| {
+            check.log_path = crate::scheduler::logs::path_of(log_dir, &check.log_path, "verify")
+                .unwrap_or_default();
+            check_report(&check)
+        })
+        .collect())
 }

@@ -228,6 +228,59 @@ impl Git {
         Ok(done.stdout)
     }
 
+    /// The objects of the commits `want` (with all their history) that the commits `have`
+    /// do not hold, as a pack thin against `have`. Every `have` must be in the repository
+    /// (see [`Git::known`]).
+    pub async fn pack_wanted(&self, want: &[String], have: &[String]) -> Result<Vec<u8>, GitError> {
+        let args = ["pack-objects", "--revs", "--thin", "--stdout", "-q"];
+        let mut input = String::new();
+        for commit in want {
+            input.push_str(commit);
+            input.push('\n');
+        }
+        for commit in have {
+            input.push('^');
+            input.push_str(commit);
+            input.push('\n');
+        }
+        let done = self.command(&args).stdin(input.into_bytes()).run().await?;
+        if !done.ending.success() {
+            let stderr = String::from_utf8_lossy(&done.stderr).trim().to_owned();
+            return Err(self.failed(&args, stderr));
+        }
+        Ok(done.stdout)
+    }
+
+    /// Which of `ids` name commits in the repository.
+    pub async fn known_commits(&self, ids: &[String]) -> Result<Vec<String>, GitError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let args = ["cat-file", "--batch-check=%(objectname) %(objecttype)"];
+        let input: String = ids.iter().map(|id| format!("{id}\n")).collect();
+        let done = self.command(&args).stdin(input.into_bytes()).run().await?;
+        if !done.ending.success() {
+            let stderr = String::from_utf8_lossy(&done.stderr).trim().to_owned();
+            return Err(self.failed(&args, stderr));
+        }
+        Ok(String::from_utf8_lossy(&done.stdout)
+            .lines()
+            .filter_map(|line| line.strip_suffix(" commit"))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// The commits where the repository's history is cut, when it is a shallow clone.
+    pub async fn shallow_commits(&self) -> Result<Vec<String>, GitError> {
+        let path = self.run(&["rev-parse", "--git-path", "shallow"]).await?;
+        let path = self.dir.join(path.trim());
+        Ok(std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// Takes the objects of `pack` into the repository, completing a thin pack from the
     /// repository's objects, after git's strictest checks of every object (`--strict`:
     /// duplicate or unsorted tree entries, `..` or `.git` paths, bad modes, broken links).

@@ -4,6 +4,7 @@
 mod agents;
 mod containment;
 mod corpus;
+mod fleet;
 mod judging;
 mod merging;
 mod planner;

@@ -533,6 +533,7 @@ tasks:
         slots: 2,
         labels: Default::default(),
         cache: repo.cache(),
+        borrow: Default::default(),
     };
     runtime
         .block_on(braid_worker::runtime::serve(

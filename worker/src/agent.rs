@@ -40,9 +40,10 @@ pub struct AttemptFiles {
 }
 
 impl AttemptFiles {
-    /// The files of `spec`'s attempt in its log folder.
-    pub fn of(spec: &AttemptSpec) -> Self {
-        let dir = PathBuf::from(&spec.log_dir);
+    /// The files of `spec`'s attempt in the log folder `dir`, which the worker ships to
+    /// the coordinator (file names only: see [`AttemptFiles::name`]).
+    pub fn of(spec: &AttemptSpec, dir: &Path) -> Self {
+        let dir = dir.to_owned();
         let stem = format!("{}.{}", spec.task_id, spec.attempt);
         AttemptFiles {
             log: dir.join(format!("{stem}.agent.log")),
@@ -52,6 +53,13 @@ impl AttemptFiles {
             dir,
             stem,
         }
+    }
+
+    /// The name of one of these files in the log folder, as results give it.
+    pub fn name(path: &Path) -> String {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     /// The log file of the check called `name`.

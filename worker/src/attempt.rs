@@ -22,6 +22,15 @@ use crate::commit;
 use crate::sandbox::{Launch, Sandbox};
 use crate::worktree_pool::{Worktree, WorktreePool};
 
+/// Where an attempt's objects come from and its log files go, on this worker.
+#[derive(Debug, Clone)]
+pub struct Place {
+    /// The repository the worktree borrows objects from (the worker's mirror).
+    pub source: cache::Source,
+    /// The folder for the attempt's log files.
+    pub logs: std::path::PathBuf,
+}
+
 /// Something the attempt reports while it runs.
 #[derive(Debug)]
 pub enum Update {
@@ -62,6 +71,7 @@ pub async fn run_attempt(
     spec: &AttemptSpec,
     lease: &str,
     pool: &WorktreePool,
+    place: &Place,
     cancel: CancellationToken,
     updates: mpsc::Sender<Update>,
 ) -> AttemptResult {
@@ -81,7 +91,7 @@ pub async fn run_attempt(
     }
     let _ = updates.send(Update::Phase(Phase::Provisioning)).await;
     let worktree = match pool
-        .acquire(Path::new(&spec.repo), &spec.run_id, &spec.base_commit)
+        .acquire_from(&place.source, &spec.run_id, &spec.base_commit)
         .await
     {
         Ok(worktree) => worktree,
@@ -94,7 +104,7 @@ pub async fn run_attempt(
     };
     let provisioned = started.elapsed();
     let launch = launch_for(spec, lease, &worktree, pool.root());
-    let files = AttemptFiles::of(spec);
+    let files = AttemptFiles::of(spec, &place.logs);
     if let Err(why) = crate::agent::prepare(spec, &launch, worktree.path(), &files, &cancel).await {
         result.status = if cancel.is_cancelled() {
             AttemptStatus::Cancelled
@@ -108,11 +118,34 @@ pub async fn run_attempt(
         return result;
     }
     if let Some(job) = &spec.read_only {
-        crate::read_only::run(spec, job, &worktree, &launch, cancel, &updates, &mut result).await;
+        let job = crate::read_only::Job {
+            spec,
+            job,
+            files: &files,
+        };
+        crate::read_only::run(&job, &worktree, &launch, cancel, &updates, &mut result).await;
     } else if spec.baseline {
-        run_baseline(spec, &worktree, &launch, cancel, &updates, &mut result).await;
+        run_baseline(
+            spec,
+            &files,
+            &worktree,
+            &launch,
+            cancel,
+            &updates,
+            &mut result,
+        )
+        .await;
     } else {
-        run_in(spec, &worktree, &launch, cancel, &updates, &mut result).await;
+        run_in(
+            spec,
+            &files,
+            &worktree,
+            &launch,
+            cancel,
+            &updates,
+            &mut result,
+        )
+        .await;
     }
     pool.release(worktree).await;
     result.duration_ms = started.elapsed().as_millis() as u64;
@@ -161,6 +194,7 @@ fn launch_for(spec: &AttemptSpec, lease: &str, worktree: &Worktree, root: &Path)
 /// Runs every check on the base commit itself.
 async fn run_baseline(
     spec: &AttemptSpec,
+    files: &AttemptFiles,
     worktree: &Worktree,
     launch: &Launch,
     cancel: CancellationToken,
@@ -168,7 +202,6 @@ async fn run_baseline(
     result: &mut AttemptResult,
 ) {
     let _ = updates.send(Update::Phase(Phase::Checks)).await;
-    let files = AttemptFiles::of(spec);
     result.checks = run_checks(
         &spec.checks,
         worktree.path(),
@@ -188,6 +221,7 @@ async fn run_baseline(
 
 async fn run_in(
     spec: &AttemptSpec,
+    files: &AttemptFiles,
     worktree: &Worktree,
     launch: &Launch,
     cancel: CancellationToken,
@@ -195,8 +229,7 @@ async fn run_in(
     result: &mut AttemptResult,
 ) {
     let dir = worktree.path();
-    let files = AttemptFiles::of(spec);
-    result.log_path = files.log.to_string_lossy().into_owned();
+    result.log_path = AttemptFiles::name(&files.log);
     let _ = updates.send(Update::Phase(Phase::Agent)).await;
 
     let (tap, forward) = forward_lines(updates);
@@ -206,7 +239,7 @@ async fn run_in(
         launch,
         dir,
         &worktree.layout().tmp,
-        &files,
+        files,
         cancel.clone(),
         tap,
     )
@@ -239,7 +272,7 @@ async fn run_in(
         .map(|m| crate::presets::cut(m, 4096))
         .unwrap_or_default();
     if spec.agent.as_ref().is_some_and(|a| !a.preset.is_empty()) {
-        result.events_path = files.events.to_string_lossy().into_owned();
+        result.events_path = AttemptFiles::name(&files.events);
     }
 
     result

@@ -89,7 +89,7 @@ pub async fn run_checks(
                     status: status as i32,
                     exit_code: done.ending.code(),
                     duration_ms: done.duration.as_millis() as u64,
-                    log_path: log.to_string_lossy().into_owned(),
+                    log_path: crate::agent::AttemptFiles::name(&log),
                     output_tail,
                     note: String::new(),
                 }
@@ -101,7 +101,7 @@ pub async fn run_checks(
                     status: CheckStatus::Failed as i32,
                     exit_code: None,
                     duration_ms: 0,
-                    log_path: log.to_string_lossy().into_owned(),
+                    log_path: crate::agent::AttemptFiles::name(&log),
                     output_tail: err.to_string(),
                     note: String::new(),
                 }

@@ -25,6 +25,7 @@ pub mod cache;
 pub mod checkout;
 pub mod checks;
 pub mod commit;
+pub mod mirror;
 pub mod presets;
 pub mod read_only;
 pub mod runtime;

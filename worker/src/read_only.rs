@@ -88,17 +88,28 @@ fn file_name_ok(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
+/// A read-only job as [`run`] takes it.
+#[derive(Debug)]
+pub struct Job<'a> {
+    /// The attempt it came in.
+    pub spec: &'a AttemptSpec,
+    /// The job's part of it.
+    pub job: &'a ReadOnlyJob,
+    /// Where its log files go.
+    pub files: &'a AttemptFiles,
+}
+
 /// Runs the read-only job of `spec` in `worktree`: its files written, the agent run, its
 /// answer read. `launch` is the job's own, read-only sandbox.
 pub async fn run(
-    spec: &AttemptSpec,
-    job: &ReadOnlyJob,
+    this: &Job<'_>,
     worktree: &Worktree,
     launch: &Launch,
     cancel: CancellationToken,
     updates: &mpsc::Sender<Update>,
     result: &mut AttemptResult,
 ) {
+    let (spec, job, logs) = (this.spec, this.job, this.files);
     let tree = worktree.path();
     let scratch = &worktree.layout().tmp;
     let job_files = match files(job, scratch).and_then(|f| {
@@ -113,11 +124,10 @@ pub async fn run(
     };
     let mut launch = launch.clone();
     launch.env.extend(job_files.env.iter().cloned());
-    let files = AttemptFiles::of(spec);
-    result.log_path = files.log.to_string_lossy().into_owned();
+    result.log_path = AttemptFiles::name(&logs.log);
     let _ = updates.send(Update::Phase(Phase::Agent)).await;
     let (tap, forward) = forward_lines(updates);
-    let agent = run_agent(spec, &launch, tree, scratch, &files, cancel.clone(), tap).await;
+    let agent = run_agent(spec, &launch, tree, scratch, logs, cancel.clone(), tap).await;
     let _ = forward.await;
     let run = match agent {
         Ok(run) => run,
@@ -143,7 +153,7 @@ pub async fn run(
         .map(|m| crate::presets::cut(m, MESSAGE_MAX))
         .unwrap_or_default();
     if spec.agent.as_ref().is_some_and(|a| !a.preset.is_empty()) {
-        result.events_path = files.events.to_string_lossy().into_owned();
+        result.events_path = AttemptFiles::name(&logs.events);
     }
     if launch.sandbox.is_off() {
         // Nothing kept the agent from writing: what it changed is said, and the pool

@@ -121,7 +121,8 @@ impl WorktreePool {
         }
     }
 
-    /// Lends a worktree of `repo` checked out at `commit`, clean of any earlier attempt.
+    /// Lends a worktree of the repository (or worktree) at `repo` checked out at
+    /// `commit`, clean of any earlier attempt.
     pub async fn acquire(
         &self,
         repo: &Path,
@@ -141,8 +142,19 @@ impl WorktreePool {
                 }
             }
         };
+        self.acquire_from(&Source { common }, run, commit).await
+    }
+
+    /// Lends a worktree borrowing the objects of `source`, checked out at `commit`, clean
+    /// of any earlier attempt.
+    pub async fn acquire_from(
+        &self,
+        source: &Source,
+        run: &str,
+        commit: &str,
+    ) -> Result<Worktree, GitError> {
         let key = PoolKey {
-            repo: common.clone(),
+            repo: source.common.clone(),
             run: run.to_owned(),
         };
         // The free worktree nearest the commit: moving it writes the fewest files.
@@ -222,9 +234,7 @@ impl WorktreePool {
         // task first): making one is all disk, so several at once would only share the
         // machine and all be late, the first attempt's included.
         let _making = self.making.lock().await;
-        let source = Source {
-            common: common.clone(),
-        };
+        let source = source.clone();
         let (made, at) = (layout.clone(), commit.to_owned());
         let populated = tokio::task::spawn_blocking(move || {
             cache::init(&made, &source, &at)

@@ -11,7 +11,9 @@ use braid_shared::proto::{
     ScoreSpec, progress,
 };
 
-use super::{AttemptPhase, Event, Lease, Scheduler, TaskPhase, check_report, check_spec, down};
+use super::{
+    AttemptPhase, Event, Lease, Scheduler, TaskPhase, check_report, check_spec, down, logs,
+};
 use crate::merge::BranchMove;
 use crate::progress::Note;
 use crate::report::{AttemptKind, AttemptStatus, DiffReport, TaskStatus};
@@ -58,7 +60,23 @@ impl Scheduler {
         };
         state.last_seen = state.last_seen.max(at);
         match kind {
-            Up::Register(_) | Up::Heartbeat(_) | Up::AssignAck(_) => {}
+            // The service puts a lease's pack into its result.
+            Up::Register(_) | Up::Heartbeat(_) | Up::AssignAck(_) | Up::Pack(_) => {}
+            Up::Log(chunk) => {
+                let Some(lease) = self
+                    .leases
+                    .get(&chunk.lease_id)
+                    .filter(|l| l.worker == worker)
+                else {
+                    return;
+                };
+                if logs::name_ok(&chunk.name, &lease.stem) {
+                    self.logs
+                        .send(&self.ctx.log_dir, &chunk.name, chunk.offset, chunk.data);
+                } else {
+                    tracing::warn!(%worker, name = %chunk.name, "refused a log file name");
+                }
+            }
             Up::Progress(p) => {
                 let Some(lease) = self.leases.get(&p.lease_id) else {
                     return;
@@ -109,6 +127,14 @@ impl Scheduler {
             tracing::warn!(lease = %result.lease_id, %worker, "refused a result under a stale lease");
             return;
         };
+        // The worker named its log files; the report names them in the run's log folder.
+        let dir = &self.ctx.log_dir;
+        let local = |name: &str| logs::path_of(dir, name, &lease.stem).unwrap_or_default();
+        result.log_path = local(&result.log_path);
+        result.events_path = local(&result.events_path);
+        for check in &mut result.checks {
+            check.log_path = local(&check.log_path);
+        }
         if self.tasks[lease.task].attempts[lease.attempt].report.kind != AttemptKind::Baseline {
             self.spent(lease.task, lease.attempt, &result);
         }
@@ -521,6 +547,7 @@ impl Scheduler {
             self.next_lease += 1;
             let ports = self.port_block();
             let mut spec = self.attempt_spec(task, attempt);
+            let stem = format!("{}.{}", spec.task_id, spec.attempt);
             spec.port_base = super::PORT_START + ports * super::PORT_BLOCK;
             spec.port_count = super::PORT_BLOCK;
             let message = down(Down::Assign(Assign {
@@ -552,6 +579,7 @@ impl Scheduler {
                     attempt,
                     worker: worker.clone(),
                     ports,
+                    stem,
                 },
             );
             if self.tasks[task].attempts[attempt].report.kind != AttemptKind::Review {
@@ -594,7 +622,7 @@ impl Scheduler {
             run_id: self.ctx.run_id.clone(),
             task_id: plan_task.id.clone(),
             attempt: this.report.n,
-            repo: self.ctx.plan.repo.to_string_lossy().into_owned(),
+            repository: self.ctx.repo_id.clone(),
             base_commit: this
                 .report
                 .base
@@ -610,7 +638,6 @@ impl Scheduler {
                 .then(|| agent_spec(plan_task.agent_for(this.report.n))),
             timeout_ms: plan_task.timeout.as_millis() as u64,
             checks,
-            log_dir: self.ctx.log_dir.to_string_lossy().into_owned(),
             log_cap_bytes: self.config.log_cap,
             baseline: kind == AttemptKind::Baseline,
             diff_base: this.diff_base.clone().unwrap_or_default(),

@@ -28,6 +28,7 @@ use tonic::Status;
 mod integration;
 mod judging;
 mod leases;
+pub(crate) mod logs;
 mod queue;
 mod refs;
 mod reviews;
@@ -43,6 +44,7 @@ use crate::report::{
 };
 use crate::select;
 pub use leases::{agent_spec, retry_delay, sandbox_spec};
+use logs::LogWriter;
 use queue::Queue;
 use refs::RefWriter;
 
@@ -154,6 +156,8 @@ pub struct RunContext {
     pub plan: Arc<Plan>,
     /// Folder for log files.
     pub log_dir: PathBuf,
+    /// The id workers fetch the repository's objects by (see [`crate::state::repo_id`]).
+    pub repo_id: String,
     /// When the run started.
     pub started: Instant,
 }
@@ -292,6 +296,8 @@ struct Lease {
     worker: String,
     /// The block of ports the attempt has while it runs (`BRAID_PORT_BASE`).
     ports: u32,
+    /// What the names of the attempt's log files start with (`parser.2`).
+    stem: String,
 }
 
 /// The first port of the blocks handed to running attempts, and each block's size.
@@ -311,6 +317,8 @@ pub struct Scheduler {
     merger: Merger,
     /// Writes the branches of attempts and winners off the loop.
     refs: RefWriter,
+    /// Writes the log files workers send off the loop.
+    logs: LogWriter,
     tasks: Vec<TaskState>,
     queue: Queue,
     workers: BTreeMap<String, WorkerState>,
@@ -384,6 +392,7 @@ impl Scheduler {
         let refs = RefWriter::start(Merger::open(&plan.repo)?);
         Ok(Scheduler {
             refs,
+            logs: LogWriter::start(config.log_cap),
             positions: dag.positions(),
             dag,
             merger,
@@ -449,6 +458,7 @@ impl Scheduler {
             }))));
         }
         let failures = self.refs.finish().await;
+        self.logs.finish().await;
         if !failures.is_empty() && self.error.is_none() {
             self.error = Some(failures.join("; "));
         }

@@ -249,7 +249,7 @@ impl Scheduler {
             run_id: self.ctx.run_id.clone(),
             task_id: format!("{}.judge", plan_task.id),
             attempt: job.report.n,
-            repo: self.ctx.plan.repo.to_string_lossy().into_owned(),
+            repository: self.ctx.repo_id.clone(),
             base_commit: job
                 .report
                 .base
@@ -264,7 +264,6 @@ impl Scheduler {
             ),
             agent: Some(agent_spec(agent)),
             timeout_ms: plan_task.timeout.as_millis() as u64,
-            log_dir: self.ctx.log_dir.to_string_lossy().into_owned(),
             log_cap_bytes: self.config.log_cap,
             sandbox: Some(sandbox_spec(&plan_task.sandbox, Some(agent))),
             grace_ms: plan_task.grace.as_millis() as u64,

@@ -6,7 +6,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = root.join("braid/v1/worker.proto");
     println!("cargo:rerun-if-changed={}", file.display());
     let fds = protox::compile([&file], [&root])?;
+    // Maps as BTreeMaps: a message encodes to the same bytes every time, so a coordinator
+    // can know an attempt it ran before by its spec (see the journal).
     tonic_prost_build::configure()
+        .btree_map(".")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

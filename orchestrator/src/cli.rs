@@ -143,6 +143,27 @@ enum Command {
         #[arg(long)]
         repo: Option<PathBuf>,
     },
+    /// Continue an embedded run that was killed (SIGKILL, a crash, a lost machine) or
+    /// interrupted, from its journal: attempts that finished are not run again.
+    Resume {
+        /// The run id.
+        run: String,
+        /// The repository the run belongs to [default: the one holding the current folder].
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        /// Local workers [default: as the run had].
+        #[arg(long)]
+        workers: Option<u32>,
+        /// Attempts each worker runs at once [default: as the run had].
+        #[arg(long)]
+        slots: Option<u32>,
+        /// Print report.json on standard output at the end.
+        #[arg(long)]
+        json: bool,
+        /// Show the agents' output as it comes.
+        #[arg(long, short)]
+        verbose: bool,
+    },
     /// Serve a coordinator's attempts: a worker with its own repository cache, which
     /// fetches the objects it lacks over the connection.
     Worker {
@@ -467,6 +488,14 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             );
             Ok(EXIT_OK)
         }
+        Command::Resume {
+            run,
+            repo,
+            workers,
+            slots,
+            json,
+            verbose,
+        } => resume(&run, repo, workers, slots, json, verbose).await,
         Command::Worker {
             connect,
             slots,
@@ -973,7 +1002,7 @@ async fn worker(
     if slots == 0 {
         return Err(BraidError::Usage("--slots must be at least 1".into()));
     }
-    let mut label_map = std::collections::HashMap::new();
+    let mut label_map = std::collections::BTreeMap::new();
     for label in &labels {
         match label.split_once('=') {
             Some((key, value)) if !key.is_empty() => {
@@ -1025,4 +1054,66 @@ async fn worker(
         }
         Err(err) => Err(BraidError::Environment(err.to_string())),
     }
+}
+
+/// `braid resume RUN`: the run's plan and what it had done, from its journal, run on.
+async fn resume(
+    run: &str,
+    repo: Option<PathBuf>,
+    workers: Option<u32>,
+    slots: Option<u32>,
+    json: bool,
+    verbose: bool,
+) -> Result<i32, BraidError> {
+    if run.is_empty() || !run.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(BraidError::Usage(format!("{run:?} is not a run id")));
+    }
+    let dir = repo_dir(repo)?;
+    let git_dir = braid_shared::git::Git::at(&dir)
+        .common_dir()
+        .await
+        .map_err(|_| BraidError::Usage(format!("{} is not in a git repository", dir.display())))?;
+    let run_dir = crate::state::run_dir(&git_dir, run);
+    if !run_dir.is_dir() {
+        return Err(BraidError::Usage(format!(
+            "no run {run} in {}",
+            git_dir.join("braid/runs").display()
+        )));
+    }
+    if let Some(lock) = crate::state::Lock::read(&run_dir).filter(crate::state::Lock::alive) {
+        return Err(BraidError::Usage(format!(
+            "run {run} is still running (process {})",
+            lock.pid
+        )));
+    }
+    let path = run_dir.join(crate::journal::FILE);
+    let (record, resume) = crate::journal::Journal::read(&path).map_err(|why| {
+        BraidError::Usage(format!("run {run} cannot be resumed: its journal: {why}"))
+    })?;
+    if let Some(status) = &record.status {
+        return Err(BraidError::Usage(format!(
+            "run {run} already ended ({status}); see `braid report {run}`"
+        )));
+    }
+    let workers = workers.unwrap_or(record.started.workers);
+    let slots = slots.unwrap_or(record.started.slots).max(1);
+    if workers == 0 {
+        return Err(BraidError::Usage("--workers must be at least 1".into()));
+    }
+    eprintln!(
+        "braid: resuming run {run} from its journal: {} result(s) already in",
+        resume.results.len()
+    );
+    let options = RunOptions {
+        verbose,
+        run_id: Some(run.to_owned()),
+        planner: record.started.planner.clone(),
+        resume: Some(crate::run::ResumeFrom {
+            started_at: record.started_at.clone(),
+            started_unix_ms: record.started_unix_ms,
+            resume,
+        }),
+        ..RunOptions::local(workers, slots)
+    };
+    run_and_print(record.plan, options, json).await
 }

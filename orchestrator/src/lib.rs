@@ -18,6 +18,7 @@ pub mod cli;
 pub mod dag;
 pub mod demo;
 pub mod error;
+pub mod journal;
 pub mod judge;
 pub mod merge;
 pub mod plan;

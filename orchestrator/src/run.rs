@@ -44,6 +44,18 @@ pub struct RunOptions {
     pub run_id: Option<String>,
     /// The planner that made the plan, for `braid run --goal`.
     pub planner: Option<crate::planner::PlannerReport>,
+    /// The journal of the run this one resumes (`braid resume`), as read.
+    pub resume: Option<ResumeFrom>,
+}
+
+/// What `braid resume` read from a run's journal.
+#[derive(Debug, Clone)]
+pub struct ResumeFrom {
+    /// When the run first started (RFC 3339, Unix milliseconds).
+    pub started_at: String,
+    pub started_unix_ms: i64,
+    /// What it had done.
+    pub resume: crate::journal::Resume,
 }
 
 impl RunOptions {
@@ -57,6 +69,7 @@ impl RunOptions {
             scheduler: SchedulerConfig::default(),
             run_id: None,
             planner: None,
+            resume: None,
         }
     }
 }
@@ -74,7 +87,9 @@ pub struct Finished {
 
 /// Runs `plan` to the end with local workers and writes its report.
 pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, BraidError> {
-    let recovered = state::recover(&plan.git_dir);
+    let mut recovered = state::recover(&plan.git_dir);
+    // The run being resumed is not news.
+    recovered.retain(|r| options.resume.is_none() || options.run_id.as_deref() != Some(&r.run));
     state::tell_recovered(&recovered);
     let contained = !plan.sandbox.off || plan.tasks.iter().any(|t| !t.sandbox.off);
     if contained {
@@ -93,8 +108,19 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
             }
         }
     }
-    let started = Instant::now();
-    let started_at = chrono::Utc::now();
+    // A resumed run goes on from when it first started.
+    let (started, started_at) = match &options.resume {
+        Some(from) => {
+            let ago = chrono::Utc::now().timestamp_millis() - from.started_unix_ms;
+            let ago = Duration::from_millis(ago.max(0) as u64);
+            let started = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
+            let at = chrono::DateTime::parse_from_rfc3339(&from.started_at)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .unwrap_or_else(|_| chrono::Utc::now());
+            (started, at)
+        }
+        None => (Instant::now(), chrono::Utc::now()),
+    };
     let run_id = options.run_id.clone().unwrap_or_else(state::new_run_id);
     let cache = braid_worker::cache::root();
     let cache_dir = braid_worker::cache::run_dir(&cache, &run_id);
@@ -170,6 +196,47 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     };
     let scheduler = Scheduler::new(ctx, config.clone(), events_tx.clone(), notes_tx.clone())
         .map_err(|e| BraidError::Internal(format!("cannot start the coordinator: {e}")))?;
+    let journal_path = run_dir.join(crate::journal::FILE);
+    let journal = match &options.resume {
+        Some(from) => crate::journal::Journal::reopen(&journal_path, &run_id, from.resume.epoch),
+        None => crate::journal::Journal::create(
+            &journal_path,
+            &crate::journal::RunRecord {
+                run: run_id.clone(),
+                plan: (*plan).clone(),
+                started: crate::journal::Started {
+                    workers: options.workers,
+                    slots: options.slots,
+                    planner: options.planner.clone(),
+                },
+                started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                started_unix_ms: started_at.timestamp_millis(),
+                epoch: 1,
+                status: None,
+            },
+        ),
+    };
+    let mut first_worker = 1;
+    let scheduler = match journal {
+        Ok(journal) => {
+            let resume = options.resume.as_ref().map(|from| from.resume.clone());
+            if let Some(resume) = &resume {
+                first_worker += resume
+                    .workers
+                    .iter()
+                    .filter_map(|w| w.id.strip_prefix('w')?.parse::<u64>().ok())
+                    .max()
+                    .unwrap_or(0);
+            }
+            scheduler.with_journal(journal, resume)
+        }
+        Err(why) => {
+            let _ = notes_tx.send(Note::Info(format!(
+                "warning: the run keeps no journal ({why}); it cannot be resumed if it stops"
+            )));
+            scheduler
+        }
+    };
     let renderer = task::spawn("progress", progress::render(notes_rx, options.verbose));
     let _ = notes_tx.send(Note::Info(format!(
         "run {run_id}: {} task(s) on {} local worker(s); state in {}",
@@ -179,7 +246,8 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     )));
 
     let server_stop = CancellationToken::new();
-    let api = WorkerApi::new(events_tx.clone(), config.heartbeat_interval, repositories);
+    let api = WorkerApi::new(events_tx.clone(), config.heartbeat_interval, repositories)
+        .first_id(first_worker);
     let server = task::spawn(
         "grpc-server",
         tonic::transport::Server::builder()
@@ -354,6 +422,16 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
             .collect(),
     };
     let written = report.write(&run_dir);
+    // A run that ended is not resumed; one that was interrupted may be.
+    if status != RunStatus::Cancelled {
+        let word = match status {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Crashed => "crashed",
+        };
+        crate::journal::end(&journal_path, &report.run, word);
+    }
     // Whatever the run left in the cache goes, and its lock with it: the report is written
     // (or could not be), so no later command needs to clean up after this run.
     drop(held);

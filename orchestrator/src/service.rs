@@ -55,6 +55,15 @@ pub struct WorkerApi {
 }
 
 impl WorkerApi {
+    /// Names the next worker `w<n>`: a resumed run's new workers do not take the ids of
+    /// those that served it before.
+    pub fn first_id(self, n: u64) -> Self {
+        self.next_id.store(n.max(1), Ordering::Relaxed);
+        self
+    }
+}
+
+impl WorkerApi {
     /// A service that sends its events to a scheduler, asks workers for heartbeats this
     /// often, and serves the objects of `repositories`.
     pub fn new(

@@ -127,6 +127,12 @@ impl Lock {
     pub fn alive(&self) -> bool {
         start_ticks(self.pid).is_some_and(|t| t == self.started)
     }
+
+    /// The lock a run left in its folder `run_dir`, if it left one.
+    pub fn read(run_dir: &Path) -> Option<Lock> {
+        let text = std::fs::read_to_string(run_dir.join("lock.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
 }
 
 /// A live run's lock: when it is dropped (the run ended, or returned with an error), what

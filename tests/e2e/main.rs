@@ -9,6 +9,7 @@ mod judging;
 mod merging;
 mod planner;
 mod plans;
+mod resume;
 mod reviews;
 mod runs;
 

@@ -66,7 +66,7 @@ pub struct WorkerOptions {
     /// Attempts run at once.
     pub slots: u32,
     /// Labels for placement.
-    pub labels: HashMap<String, String>,
+    pub labels: std::collections::BTreeMap<String, String>,
     /// braid's cache folder, where the worker's worktrees go (see [`crate::cache::root`]).
     pub cache: PathBuf,
     /// Repositories whose objects are on this machine already: repository id to git

@@ -343,10 +343,20 @@ pub fn write_commit(
     parents: &[ObjectId],
     message: &str,
 ) -> Result<ObjectId, ObjectError> {
+    // Dated as its newest parent: the same merge of the same commits is the same commit,
+    // so a run resumed from its journal makes again exactly the commits it made before.
+    let mut time = None::<gix::date::Time>;
+    for parent in parents {
+        let commit = repo.find_commit(*parent).map_err(err)?;
+        let committed = commit.time().map_err(err)?;
+        if time.is_none_or(|t| committed.seconds > t.seconds) {
+            time = Some(committed);
+        }
+    }
     let signature = gix::actor::Signature {
         name: braid_shared::git::IDENTITY_NAME.into(),
         email: braid_shared::git::IDENTITY_EMAIL.into(),
-        time: gix::date::Time::now_utc(),
+        time: time.unwrap_or_else(gix::date::Time::now_utc),
     };
     let commit = gix::objs::Commit {
         tree,

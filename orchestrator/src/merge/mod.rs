@@ -440,6 +440,27 @@ impl Merger {
         }])
     }
 
+    /// The branches whose full names start with `prefix`, and their commits.
+    pub fn refs_under(&self, prefix: &str) -> Result<Vec<(String, String)>, MergeError> {
+        let failed = |detail: String| MergeError::Objects {
+            repo: self.dir.clone(),
+            detail,
+        };
+        let repo = self.repo();
+        let platform = repo.references().map_err(|e| failed(e.to_string()))?;
+        let mut found = Vec::new();
+        for reference in platform
+            .prefixed(prefix)
+            .map_err(|e| failed(e.to_string()))?
+            .flatten()
+        {
+            if let Some(id) = reference.target().try_id() {
+                found.push((reference.name().as_bstr().to_string(), id.to_string()));
+            }
+        }
+        Ok(found)
+    }
+
     /// Makes every move of `moves` in one transaction: all of them or none.
     pub fn set_refs(&self, moves: &[BranchMove]) -> Result<(), MergeError> {
         use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};

@@ -30,7 +30,7 @@ pub const MAX_RETRIES: u32 = 8;
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
 /// How a task's processes are contained.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sandbox {
     /// Not at all: the plan said `sandbox: off`.
     pub off: bool,
@@ -51,7 +51,7 @@ impl Default for Sandbox {
 }
 
 /// A checked plan.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     /// The plan file, absolute.
     pub path: PathBuf,
@@ -119,7 +119,7 @@ impl Plan {
 }
 
 /// A checked task.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Task {
     /// The task's id.
     pub id: String,
@@ -172,7 +172,7 @@ impl Task {
 }
 
 /// A git-ignored file of the user's checkout, copied into every worktree of a task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Included {
     /// Relative to the repository's root.
     pub path: String,
@@ -195,7 +195,7 @@ pub fn schema() -> String {
 }
 
 /// What network an attempt's processes get.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Network {
     /// The plan said nothing: `model` for presets and the built-in agent, `full` for
     /// command agents.
@@ -210,7 +210,7 @@ pub enum Network {
 }
 
 /// An agent: a command or a preset.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Agent {
     /// Program and arguments of a command agent; empty for a preset.
     pub command: Vec<String>,
@@ -271,7 +271,7 @@ impl Agent {
 }
 
 /// Limits on spending: per attempt, or for the whole run. Zero means none.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Budget {
     /// US dollars.
     pub usd: f64,
@@ -289,7 +289,7 @@ impl Budget {
 }
 
 /// A check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Check {
     /// Its name.
     pub name: String,
@@ -304,7 +304,7 @@ pub struct Check {
 }
 
 /// A score command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Score {
     /// The shell command line; it prints a number on its last line.
     pub run: String,
@@ -313,7 +313,7 @@ pub struct Score {
 }
 
 /// How a winner is picked among a task's attempts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Select {
     /// Among attempts whose checks pass: the highest score, then the smallest diff, then
     /// the fastest, then the lowest number.
@@ -334,7 +334,7 @@ pub const DEFAULT_MAX_PAIRS: u32 = 12;
 pub const MAX_PAIRS: u32 = MAX_ATTEMPTS * (MAX_ATTEMPTS - 1) / 2;
 
 /// The reviewing agent of `select: judge`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Judge {
     /// The agent.
     pub agent: Agent,
@@ -357,7 +357,7 @@ impl Select {
 }
 
 /// What happens when a winner conflicts with the integration so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OnConflict {
     /// Leave the later winner out and report the conflict.
     Report,
@@ -379,7 +379,7 @@ impl OnConflict {
 }
 
 /// The `merge:` settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MergeConfig {
     /// What happens on a conflict, unless a task says otherwise.
     pub on_conflict: OnConflict,

@@ -104,6 +104,7 @@ impl Scheduler {
     }
 
     pub(super) fn mark(&mut self, event: &str, task: Option<usize>, detail: String) {
+        self.journal_event(event, task, &detail);
         self.timeline.push(crate::report::TimelineEntry {
             at_ms: self.now_ms(),
             event: event.to_owned(),

@@ -14,7 +14,6 @@ use braid_shared::proto::{
 use super::{
     AttemptPhase, Event, Lease, Scheduler, TaskPhase, check_report, check_spec, down, logs,
 };
-use crate::merge::BranchMove;
 use crate::progress::Note;
 use crate::report::{AttemptKind, AttemptStatus, DiffReport, TaskStatus};
 use braid_shared::task;
@@ -159,7 +158,11 @@ impl Scheduler {
             return;
         }
         let (task, attempt) = (lease.task, lease.attempt);
-        match self.tasks[task].attempts[attempt].report.kind {
+        let kind = self.tasks[task].attempts[attempt].report.kind;
+        if matches!(kind, AttemptKind::Baseline | AttemptKind::Review) || result.commit.is_empty() {
+            self.journal_result(task, attempt, &result, &Ok(Vec::new()));
+        }
+        match kind {
             AttemptKind::Baseline => {
                 self.baseline_done(task, attempt, &result.checks);
                 return;
@@ -223,7 +226,7 @@ impl Scheduler {
         result: pb::AttemptResult,
         imported: Result<Vec<String>, String>,
     ) {
-        let finished_ms = self.ctx.started.elapsed().as_millis() as u64;
+        let finished_ms = self.now_ms();
         let state = &mut self.tasks[task].attempts[attempt];
         state.tails = result
             .checks
@@ -291,25 +294,26 @@ impl Scheduler {
                 report.commit = None;
             }
         }
-        if let Some(commit) = &report.commit {
-            let branch_move = BranchMove {
-                refname: format!("refs/heads/{}", report.branch),
-                commit: commit.clone(),
-                old: None,
-            };
-            let recorded = if self.merger.has_commit(commit) {
+        let recording = report
+            .commit
+            .clone()
+            .map(|commit| (format!("refs/heads/{}", report.branch), commit));
+        state.phase = AttemptPhase::Judging;
+        self.judging.insert(task);
+        if let Some((refname, commit)) = recording {
+            let branch_move = self.branch_move(refname, commit.clone(), None);
+            let recorded = if self.merger.has_commit(&commit) {
                 self.refs.send(&self.merger, branch_move)
             } else {
                 Err(format!("its commit {commit} is not in the repository"))
             };
             if let Err(err) = recorded {
+                let report = &mut self.tasks[task].attempts[attempt].report;
                 report.status = AttemptStatus::Failed;
                 report.error = Some(err);
                 report.commit = None;
             }
         }
-        state.phase = AttemptPhase::Judging;
-        self.judging.insert(task);
     }
 
     /// A block of ports no running attempt has.
@@ -519,6 +523,9 @@ impl Scheduler {
 
     /// Fills free slots from the queue, most free worker first.
     pub(super) fn dispatch(&mut self) {
+        if !self.memo.is_empty() {
+            self.give_back_journaled();
+        }
         while self.cancelling.is_none() && !self.queue.is_empty() {
             let free: usize = self
                 .workers
@@ -543,17 +550,26 @@ impl Scheduler {
                 self.end_unstarted(task, attempt);
                 continue;
             }
-            let lease_id = format!("{}-{}", self.ctx.run_id, self.next_lease);
+            let lease_id = format!("{}-{}-{}", self.ctx.run_id, self.epoch, self.next_lease);
             self.next_lease += 1;
             let ports = self.port_block();
             let mut spec = self.attempt_spec(task, attempt);
             let stem = format!("{}.{}", spec.task_id, spec.attempt);
+            let key = self
+                .journal
+                .is_some()
+                .then(|| crate::journal::spec_key(&spec));
             spec.port_base = super::PORT_START + ports * super::PORT_BLOCK;
             spec.port_count = super::PORT_BLOCK;
             let message = down(Down::Assign(Assign {
                 lease_id: lease_id.clone(),
                 attempt: Some(spec),
             }));
+            if self.journal.is_some() {
+                let n = self.tasks[task].attempts[attempt].report.n;
+                let detail = format!("attempt {n} to worker {worker} under lease {lease_id}");
+                self.journal_event("assigned", Some(task), &detail);
+            }
             let sent = self.workers[&worker].link.tx.try_send(Ok(message)).is_ok();
             if !sent {
                 self.free_ports.insert(ports);
@@ -561,8 +577,9 @@ impl Scheduler {
                 self.drop_worker(&worker, "it is not reading its stream");
                 continue;
             }
-            let started_ms = self.ctx.started.elapsed().as_millis() as u64;
+            let started_ms = self.now_ms();
             let state = &mut self.tasks[task].attempts[attempt];
+            state.key = key;
             state.phase = AttemptPhase::Leased;
             state.report.worker = Some(worker.clone());
             state.report.started_ms = Some(started_ms);

@@ -35,6 +35,7 @@ mod reviews;
 mod spending;
 
 use crate::dag::Dag;
+use crate::journal::{Journal, Journaled, Resume};
 use crate::merge::{self, BranchMove, DepWinner, MergeError, Merged, Merger};
 use crate::plan::{Check, Plan, Select};
 use crate::progress::Note;
@@ -262,6 +263,9 @@ struct AttemptState {
     review: Option<(u32, u32)>,
     /// A verdict job's answer: `A`, `B` or `tie`, and its reason; or why there is none.
     verdict: Option<Result<(String, String), String>>,
+    /// The key of the spec it was last assigned with (see [`crate::journal::spec_key`]),
+    /// when the run keeps a journal.
+    key: Option<String>,
 }
 
 impl AttemptState {
@@ -278,6 +282,7 @@ impl AttemptState {
             cancel_reason: None,
             review: None,
             verdict: None,
+            key: None,
         }
     }
 }
@@ -319,6 +324,16 @@ pub struct Scheduler {
     refs: RefWriter,
     /// Writes the log files workers send off the loop.
     logs: LogWriter,
+    /// The run's journal, when it keeps one.
+    journal: Option<Journal>,
+    /// A resumed run's results from its journal, by spec key, not given back yet.
+    memo: HashMap<String, Journaled>,
+    /// While a journaled result is given back: the time it first came, as the loop's clock.
+    clock: Option<u64>,
+    /// The run's epoch (1, and one more each time it is resumed): lease ids carry it.
+    epoch: u32,
+    /// Branches of this run a resumed run found: the first move of each goes from there.
+    adopted: HashMap<String, String>,
     tasks: Vec<TaskState>,
     queue: Queue,
     workers: BTreeMap<String, WorkerState>,
@@ -393,6 +408,11 @@ impl Scheduler {
         Ok(Scheduler {
             refs,
             logs: LogWriter::start(config.log_cap),
+            journal: None,
+            memo: HashMap::new(),
+            clock: None,
+            epoch: 1,
+            adopted: HashMap::new(),
             positions: dag.positions(),
             dag,
             merger,
@@ -426,7 +446,138 @@ impl Scheduler {
     }
 
     fn now_ms(&self) -> u64 {
-        self.ctx.started.elapsed().as_millis() as u64
+        self.clock
+            .unwrap_or_else(|| self.ctx.started.elapsed().as_millis() as u64)
+    }
+
+    /// Keeps a journal of the run's decisions in `journal`; a resumed run gives back the
+    /// results `resume` holds rather than running their attempts again.
+    pub fn with_journal(mut self, journal: Journal, resume: Option<Resume>) -> Self {
+        self.epoch = journal.epoch();
+        if let Some(resume) = resume {
+            self.joined = resume.workers;
+            self.memo = resume
+                .results
+                .into_iter()
+                .map(|j| (j.key.clone(), j))
+                .collect();
+            let prefix = format!("refs/heads/braid/{}/", self.ctx.run_id);
+            match self.merger.refs_under(&prefix) {
+                Ok(found) => self.adopted = found.into_iter().collect(),
+                Err(err) => tracing::warn!(%err, "could not list the run's branches"),
+            }
+        }
+        self.journal = Some(journal);
+        if self.epoch > 1 {
+            let detail = format!(
+                "resumed from the journal (epoch {}): {} result(s) to give back",
+                self.epoch,
+                self.memo.len()
+            );
+            self.mark("resumed", None, detail);
+        }
+        self
+    }
+
+    /// Writes a decision into the journal (not while a journaled result is given back: it
+    /// is in there already).
+    fn journal_event(&mut self, kind: &str, task: Option<usize>, detail: &str) {
+        if self.clock.is_some() {
+            return;
+        }
+        let at = self.now_ms();
+        let id = task.map(|t| self.ctx.plan.tasks[t].id.clone());
+        if let Some(journal) = self.journal.as_mut() {
+            journal.event(at, kind, id.as_deref(), detail);
+        }
+    }
+
+    /// Writes a result the run accepts into the journal, before the loop acts on it. Not
+    /// the attempts an interrupt cancelled: a resumed run runs them.
+    fn journal_result(
+        &mut self,
+        task: usize,
+        attempt: usize,
+        result: &pb::AttemptResult,
+        outcome: &Result<Vec<String>, String>,
+    ) {
+        let interrupted =
+            self.cancelling.is_some() && result.status() == pb::AttemptStatus::Cancelled;
+        if self.clock.is_some() || interrupted || self.journal.is_none() {
+            return;
+        }
+        let finished_ms = self.now_ms();
+        let state = &self.tasks[task].attempts[attempt];
+        let Some(key) = state.key.clone() else {
+            return;
+        };
+        let entry = Journaled {
+            seq: 0,
+            key,
+            task: self.ctx.plan.tasks[task].id.clone(),
+            n: state.report.n,
+            worker: state.report.worker.clone().unwrap_or_default(),
+            started_ms: state.report.started_ms.unwrap_or(0),
+            finished_ms,
+            outcome: outcome.clone(),
+            result: result.clone(),
+        };
+        if let Some(journal) = self.journal.as_mut() {
+            journal.result(entry);
+        }
+    }
+
+    /// A branch move of this run; in a resumed run, the first move of a branch it found
+    /// goes from where that branch is.
+    fn branch_move(&mut self, refname: String, commit: String, old: Option<String>) -> BranchMove {
+        let old = old.or_else(|| self.adopted.remove(&refname));
+        BranchMove {
+            refname,
+            commit,
+            old,
+        }
+    }
+
+    /// Gives back the journaled results of queued attempts whose specs they answer, in
+    /// the order they first came: the attempts do not run again.
+    fn give_back_journaled(&mut self) {
+        let mut found: Vec<(i64, usize, usize, String)> = Vec::new();
+        for (t, a) in self.queue.items() {
+            let key = crate::journal::spec_key(&self.attempt_spec(t, a));
+            if let Some(entry) = self.memo.get(&key) {
+                found.push((entry.seq, t, a, key));
+            }
+        }
+        if found.is_empty() {
+            return;
+        }
+        found.sort();
+        self.queue
+            .retain(|item| !found.iter().any(|(_, t, a, _)| (*t, *a) == *item));
+        for (_, t, a, key) in found {
+            let Some(entry) = self.memo.remove(&key) else {
+                continue;
+            };
+            let state = &mut self.tasks[t].attempts[a];
+            state.phase = AttemptPhase::Leased;
+            state.key = Some(key);
+            state.report.worker = Some(entry.worker.clone());
+            state.report.started_ms = Some(entry.started_ms);
+            let kind = state.report.kind;
+            self.clock = Some(entry.finished_ms);
+            let result = entry.result;
+            if kind != AttemptKind::Baseline {
+                self.spent(t, a, &result);
+            }
+            match kind {
+                AttemptKind::Baseline => self.baseline_done(t, a, &result.checks),
+                AttemptKind::Review => self.review_done(t, a, result),
+                AttemptKind::Task | AttemptKind::Resolution => {
+                    self.record_result(t, a, result, entry.outcome)
+                }
+            }
+            self.clock = None;
+        }
     }
 
     /// Runs the loop until every task has ended (or the run is cancelled), then tells every
@@ -496,11 +647,15 @@ impl Scheduler {
                     name: link.name.clone(),
                     slots: link.slots,
                 });
-                self.joined.push(WorkerReport {
+                let joined = WorkerReport {
                     id: link.id.clone(),
                     name: link.name.clone(),
                     slots: link.slots,
-                });
+                };
+                if let Some(journal) = self.journal.as_mut() {
+                    journal.worker(&joined);
+                }
+                self.joined.push(joined);
                 self.no_worker_since = None;
                 self.workers.insert(
                     link.id.clone(),
@@ -526,6 +681,7 @@ impl Scheduler {
                 if !self.dag.dependents(task).is_empty() {
                     self.queue.unhold(task);
                 }
+                self.journal_result(task, attempt, &result, &outcome);
                 self.record_result(task, attempt, *result, outcome);
             }
             Event::Requeue { task, attempt } => self.requeue(task, attempt),
@@ -733,11 +889,8 @@ impl Scheduler {
             .find(|a| a.n == verdict.winner)
             .and_then(|a| a.commit.clone())
             .unwrap_or_default();
-        let branch_move = BranchMove {
-            refname: format!("refs/heads/{branch}"),
-            commit,
-            old: self.winner_commit(task),
-        };
+        let old = self.winner_commit(task);
+        let branch_move = self.branch_move(format!("refs/heads/{branch}"), commit, old);
         if let Err(err) = self.refs.send(&self.merger, branch_move) {
             self.end_task(task, TaskStatus::Failed, err);
             return;
@@ -800,8 +953,15 @@ impl Scheduler {
         let _ = self.notes.send(note);
     }
 
-    fn outcome(self) -> Outcome {
+    fn outcome(mut self) -> Outcome {
         let cancelled = self.cancelling.is_some();
+        // A resumed run's replayed decisions carry the times they were first made.
+        self.timeline.sort_by_key(|entry| entry.at_ms);
+        if let Some(why) = self.journal.as_ref().and_then(Journal::broken) {
+            self.warnings.push(format!(
+                "{why}; this run could not be resumed had it stopped"
+            ));
+        }
         let result = self.integration.commit();
         let integrated = self
             .integration

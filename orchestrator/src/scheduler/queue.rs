@@ -78,6 +78,11 @@ impl Queue {
         self.len = self.by_height.values().map(VecDeque::len).sum();
     }
 
+    /// Every attempt waiting, in no particular order.
+    pub fn items(&self) -> Vec<(usize, usize)> {
+        self.by_height.values().flatten().copied().collect()
+    }
+
     /// Whether no attempt waits.
     pub fn is_empty(&self) -> bool {
         self.len == 0

@@ -281,6 +281,7 @@ impl Scheduler {
 
     /// Takes in the result of verdict job `i` of task `t`.
     pub(super) fn review_done(&mut self, t: usize, i: usize, result: pb::AttemptResult) {
+        let finished_ms = self.now_ms();
         let state = &mut self.tasks[t].attempts[i];
         let report = &mut state.report;
         report.duration_ms = result.duration_ms;
@@ -295,7 +296,7 @@ impl Scheduler {
         report.agent = (!result.agent.is_empty()).then(|| result.agent.clone());
         report.model = (!result.model.is_empty()).then(|| result.model.clone());
         report.log = (!result.log_path.is_empty()).then(|| result.log_path.clone());
-        report.finished_ms = Some(self.ctx.started.elapsed().as_millis() as u64);
+        report.finished_ms = Some(finished_ms);
         let verdict = if result.status() == pb::AttemptStatus::Finished {
             judge::parse_verdict(&result.answer, &result.final_message)
         } else {

@@ -3,9 +3,14 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
-    let file = root.join("braid/v1/worker.proto");
-    println!("cargo:rerun-if-changed={}", file.display());
-    let fds = protox::compile([&file], [&root])?;
+    let files = [
+        root.join("braid/v1/worker.proto"),
+        root.join("braid/v1/client.proto"),
+    ];
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    let fds = protox::compile(&files, [&root])?;
     // Maps as BTreeMaps: a message encodes to the same bytes every time, so a coordinator
     // can know an attempt it ran before by its spec (see the journal).
     tonic_prost_build::configure()

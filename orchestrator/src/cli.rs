@@ -183,6 +183,76 @@ enum Command {
         /// A label for placement, `key=value`; may be repeated.
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// The file holding the worker token the server takes [default: $BRAID_TOKEN].
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Serve runs to workers and clients on other machines: a coordinator for many runs
+    /// at once, durable across restarts.
+    Serve {
+        /// Where to listen: `host:port` (port 0: any free port) or `unix:/path/to.sock`.
+        #[arg(long)]
+        listen: String,
+        /// The state folder: runs, reports, journals, the copies of clients' repositories
+        /// [default: $XDG_STATE_HOME/braid/server].
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// The tokens, a line `worker TOKEN` and a line `client TOKEN` [default: the state
+        /// folder's `tokens`, made on first use].
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Submit a plan to a server; prints the run's id.
+    Submit {
+        /// The plan file (YAML).
+        plan: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Follow the run to its end, then fetch its branches into this repository.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// A run on a server, or every run.
+    Status {
+        /// The run id [default: every run].
+        run: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The runs on a server.
+    Runs {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a run on a server, line by line, to its end.
+    Watch {
+        /// The run id.
+        run: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Stop a run on a server.
+    Cancel {
+        /// The run id.
+        run: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Bring a run's branches (and its report) from a server into this repository.
+    Fetch {
+        /// The run id.
+        run: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The repository [default: the one holding the current folder].
+        #[arg(long)]
+        repo: Option<PathBuf>,
     },
     /// Make a throwaway sample repository and run a small best-of-3 plan on it.
     Demo {
@@ -502,7 +572,55 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             cache,
             name,
             labels,
-        } => worker(connect, slots, cache, name, labels).await,
+            token_file,
+        } => worker(connect, slots, cache, name, labels, token_file).await,
+        Command::Serve {
+            listen,
+            state,
+            token_file,
+        } => {
+            crate::serve::serve_main(crate::serve::ServeOptions {
+                listen,
+                state: state.unwrap_or_else(crate::serve::default_state),
+                token_file,
+                scheduler: Default::default(),
+            })
+            .await
+        }
+        Command::Submit { plan, target, wait } => {
+            let target = target.into();
+            let (run, plan) = crate::client::submit(&target, &plan).await?;
+            println!("{run}");
+            if !wait {
+                return Ok(EXIT_OK);
+            }
+            let ended = crate::client::watch(&target, &run).await?;
+            let branches = crate::client::fetch(&target, &run, &plan.repo).await?;
+            eprintln!(
+                "braid: run {run} {ended}; fetched {} branch(es) into {}",
+                branches.len(),
+                plan.repo.display()
+            );
+            Ok(crate::client::exit_code(&ended))
+        }
+        Command::Status { run, target, json } => {
+            crate::client::status(&target.into(), run.as_deref(), json).await
+        }
+        Command::Runs { target, json } => crate::client::status(&target.into(), None, json).await,
+        Command::Watch { run, target } => {
+            let ended = crate::client::watch(&target.into(), &run).await?;
+            Ok(crate::client::exit_code(&ended))
+        }
+        Command::Cancel { run, target } => crate::client::cancel(&target.into(), &run).await,
+        Command::Fetch { run, target, repo } => {
+            let dir = repo_dir(repo)?;
+            let branches = crate::client::fetch(&target.into(), &run, &dir).await?;
+            for branch in &branches {
+                println!("{branch}");
+            }
+            eprintln!("braid: fetched {} branch(es) of run {run}", branches.len());
+            Ok(EXIT_OK)
+        }
         Command::Demo { dir, workers, json } => {
             let demo = crate::demo::prepare(dir.as_deref()).await?;
             eprintln!("demo repository: {}", demo.repo.display());
@@ -990,6 +1108,26 @@ fn plan_notes(plan: &mut plan::Plan, serialize: bool) -> Vec<String> {
     lines
 }
 
+/// Which server a client command talks to.
+#[derive(Debug, clap::Args)]
+struct TargetArgs {
+    /// The server: `http://host:port` or `unix:/path/to.sock` [default: $BRAID_SERVER].
+    #[arg(long)]
+    server: Option<String>,
+    /// The file holding the client token [default: $BRAID_TOKEN].
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl From<TargetArgs> for crate::client::Target {
+    fn from(args: TargetArgs) -> Self {
+        crate::client::Target {
+            server: args.server,
+            token_file: args.token_file,
+        }
+    }
+}
+
 /// `braid worker`: serves the coordinator at `connect` until it says the work is over, or a
 /// signal stops the worker (its running attempts are stopped and reported first).
 async fn worker(
@@ -998,6 +1136,7 @@ async fn worker(
     cache: Option<PathBuf>,
     name: Option<String>,
     labels: Vec<String>,
+    token_file: Option<PathBuf>,
 ) -> Result<i32, BraidError> {
     if slots == 0 {
         return Err(BraidError::Usage("--slots must be at least 1".into()));
@@ -1027,6 +1166,10 @@ async fn worker(
         labels: label_map,
         cache: cache.unwrap_or_else(braid_worker::cache::root),
         borrow: Default::default(),
+        auth: braid_shared::auth::Bearer::new(
+            crate::client::token(token_file.as_deref())?.as_deref(),
+        )
+        .map_err(BraidError::Usage)?,
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let signals = {
@@ -1044,14 +1187,38 @@ async fn worker(
             stop.cancel();
         })
     };
-    let served = braid_worker::runtime::serve(&connect, options, stop.clone()).await;
+    // A coordinator that restarts or cannot be reached for now is tried again, after a
+    // jittered backoff that grows to 15 s; one that says the work is over ends the worker.
+    let mut backoff = std::time::Duration::from_millis(500);
+    let served = loop {
+        let served = braid_worker::runtime::serve(&connect, options.clone(), stop.clone()).await;
+        let why = match &served {
+            Ok(braid_worker::runtime::Ended::Closed) => "the coordinator closed the stream".to_owned(),
+            Err(
+                err @ (braid_worker::runtime::WorkerError::Connect { .. }
+                | braid_worker::runtime::WorkerError::Rpc(_)),
+            ) => err.to_string(),
+            _ => break served,
+        };
+        if served.is_ok() {
+            backoff = std::time::Duration::from_millis(500);
+        }
+        let wait = backoff.mul_f64(0.5 + fastrand::f64());
+        eprintln!("braid worker: {why}; trying again in {:.1}s", wait.as_secs_f64());
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.cancelled() => break Ok(braid_worker::runtime::Ended::Stopped),
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(15));
+    };
     signals.abort();
     match served {
-        Ok(()) if stop.is_cancelled() => Ok(crate::error::EXIT_INTERRUPTED),
-        Ok(()) => Ok(EXIT_OK),
-        Err(err @ braid_worker::runtime::WorkerError::Address { .. }) => {
-            Err(BraidError::Usage(err.to_string()))
-        }
+        Ok(_) if stop.is_cancelled() => Ok(crate::error::EXIT_INTERRUPTED),
+        Ok(_) => Ok(EXIT_OK),
+        Err(
+            err @ (braid_worker::runtime::WorkerError::Address { .. }
+            | braid_worker::runtime::WorkerError::Refused(_)),
+        ) => Err(BraidError::Usage(err.to_string())),
         Err(err) => Err(BraidError::Environment(err.to_string())),
     }
 }

@@ -15,6 +15,7 @@
 //! it writes objects, refs under `refs/heads/braid/<run>/`, and files under `<git-dir>/braid/`.
 
 pub mod cli;
+pub mod client;
 pub mod dag;
 pub mod demo;
 pub mod error;
@@ -27,6 +28,7 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod scheduler;
+pub mod serve;
 #[cfg(test)]
 mod scheduler_tests;
 pub mod select;

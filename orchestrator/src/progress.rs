@@ -106,7 +106,8 @@ pub async fn render(mut notes: mpsc::UnboundedReceiver<Note>, verbose: bool) {
     }
 }
 
-fn line(note: &Note, verbose: bool) -> Option<String> {
+/// A note as one line, without its time; `None` for what is not shown.
+pub fn line(note: &Note, verbose: bool) -> Option<String> {
     Some(match note {
         Note::WorkerJoined { id, name, slots } => {
             format!("worker {id} ({name}) joined with {slots} slot(s)")

@@ -271,6 +271,7 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
                 labels: Default::default(),
                 cache: cache.clone(),
                 borrow: [(repo_id.clone(), common.clone())].into(),
+                auth: Default::default(),
             };
             task::spawn("worker", async move {
                 if let Err(err) = serve(&url, worker_options, stop).await {
@@ -325,102 +326,19 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     server_stop.cancel();
     let _ = server.await;
 
-    // The scheduler integrated the winners; record the result and verify it.
-    let git = Git::at(&plan.repo);
-    let cancelled = outcome.cancelled || interrupted.is_cancelled();
-    let mut error = outcome.error.clone();
-    let mut result = ResultReport {
-        branch: format!("braid/{run_id}/result"),
-        conflicts: outcome.conflicts.clone(),
-        predicted: outcome.predicted.clone(),
-        integrated: outcome.integrated.clone(),
-        steps: outcome.steps.clone(),
-        ..Default::default()
-    };
-    if let Some(commit) = outcome.result.as_ref().filter(|_| !cancelled) {
-        match git
-            .create_ref(&format!("refs/heads/{}", result.branch), commit)
-            .await
-        {
-            Ok(()) => result.commit = Some(commit.clone()),
-            Err(e) => error = Some(format!("could not record the result branch: {e}")),
-        }
-    }
-    if let Some(commit) = result
-        .commit
-        .clone()
-        .filter(|_| !plan.merge.verify.is_empty())
-    {
-        let _ = notes_tx.send(Note::Info("verifying the result".into()));
-        let changed = winners_paths(&git, &outcome).await;
-        let checks = verify(
-            &plan,
-            &cache,
-            &run_id,
-            &commit,
-            &changed,
-            &log_dir,
-            config.log_cap,
-            &interrupted,
-        );
-        match checks.await {
-            Ok(checks) => result.verify = checks,
-            Err(e) => error = Some(format!("could not verify the result: {e}")),
-        }
-    }
-    signals.abort();
-    let cancelled = cancelled || interrupted.is_cancelled();
-
-    let all_won = outcome
-        .tasks
-        .iter()
-        .all(|t| t.status == TaskStatus::Succeeded);
-    let verified = result.verify.iter().all(|c| {
-        matches!(
-            c.status,
-            crate::report::CheckStatus::Passed | crate::report::CheckStatus::Skipped
-        )
-    });
-    let settled = result.conflicts.iter().all(|c| c.settled());
-    let status = if cancelled {
-        RunStatus::Cancelled
-    } else if error.is_none() && all_won && settled && verified {
-        RunStatus::Succeeded
-    } else {
-        RunStatus::Failed
-    };
-    let report = Report {
-        run: run_id,
-        name: plan.name.clone(),
-        status,
-        repo: plan.repo.to_string_lossy().into_owned(),
-        base: plan.base_commit.clone(),
-        base_rev: plan.base_rev.clone(),
-        plan: plan.path.to_string_lossy().into_owned(),
-        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        duration_ms: started.elapsed().as_millis() as u64,
-        result,
-        usage: crate::report::Usage::sum(
-            outcome
-                .tasks
-                .iter()
-                .map(|t| &t.usage)
-                .chain(options.planner.as_ref().map(|p| &p.usage)),
-        ),
+    let concluding = Concluding {
+        id: run_id.clone(),
+        dir: run_dir.clone(),
+        log_dir: log_dir.clone(),
+        log_cap: config.log_cap,
+        cache: cache.clone(),
+        started,
+        started_at,
         planner: options.planner.clone(),
-        tasks: outcome.tasks,
-        workers: outcome.workers,
-        timeline: outcome.timeline,
-        state_dir: run_dir.to_string_lossy().into_owned(),
-        stopped: outcome.stopped,
-        overlaps: plan.overlaps.clone(),
-        warnings: plan
-            .warnings
-            .iter()
-            .chain(&outcome.warnings)
-            .cloned()
-            .collect(),
     };
+    let (report, error) = conclude(&plan, &concluding, outcome, &interrupted, &notes_tx).await;
+    signals.abort();
+    let status = report.status;
     let written = report.write(&run_dir);
     // A run that ended is not resumed; one that was interrupted may be.
     if status != RunStatus::Cancelled {
@@ -509,4 +427,130 @@ async fn winners_paths(git: &Git, outcome: &Outcome) -> Vec<String> {
         }
     }
     paths.into_iter().collect()
+}
+
+/// What [`conclude`] needs to know of a run besides its plan and outcome.
+#[derive(Debug, Clone)]
+pub struct Concluding {
+    /// The run's id, folder, log folder and log cap.
+    pub id: String,
+    pub dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub log_cap: u64,
+    /// braid's cache folder, for the verification's worktree.
+    pub cache: PathBuf,
+    /// When the run started.
+    pub started: Instant,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// The planner that made the plan.
+    pub planner: Option<crate::planner::PlannerReport>,
+}
+
+/// After the loop: the result branch recorded, the result verified, the report made (not
+/// written), and an error that stopped the run, if one did.
+pub async fn conclude(
+    plan: &Plan,
+    run: &Concluding,
+    outcome: Outcome,
+    interrupted: &CancellationToken,
+    notes: &mpsc::UnboundedSender<Note>,
+) -> (Report, Option<String>) {
+    // The scheduler integrated the winners; record the result and verify it.
+    let git = Git::at(&plan.repo);
+    let cancelled = outcome.cancelled || interrupted.is_cancelled();
+    let run_id = run.id.clone();
+    let (started, started_at) = (run.started, run.started_at);
+    let mut error = outcome.error.clone();
+    let mut result = ResultReport {
+        branch: format!("braid/{run_id}/result"),
+        conflicts: outcome.conflicts.clone(),
+        predicted: outcome.predicted.clone(),
+        integrated: outcome.integrated.clone(),
+        steps: outcome.steps.clone(),
+        ..Default::default()
+    };
+    if let Some(commit) = outcome.result.as_ref().filter(|_| !cancelled) {
+        match git
+            .create_ref(&format!("refs/heads/{}", result.branch), commit)
+            .await
+        {
+            Ok(()) => result.commit = Some(commit.clone()),
+            Err(e) => error = Some(format!("could not record the result branch: {e}")),
+        }
+    }
+    if let Some(commit) = result
+        .commit
+        .clone()
+        .filter(|_| !plan.merge.verify.is_empty())
+    {
+        let _ = notes.send(Note::Info("verifying the result".into()));
+        let changed = winners_paths(&git, &outcome).await;
+        let checks = verify(
+            plan,
+            &run.cache,
+            &run_id,
+            &commit,
+            &changed,
+            &run.log_dir,
+            run.log_cap,
+            interrupted,
+        );
+        match checks.await {
+            Ok(checks) => result.verify = checks,
+            Err(e) => error = Some(format!("could not verify the result: {e}")),
+        }
+    }
+    let cancelled = cancelled || interrupted.is_cancelled();
+
+    let all_won = outcome
+        .tasks
+        .iter()
+        .all(|t| t.status == TaskStatus::Succeeded);
+    let verified = result.verify.iter().all(|c| {
+        matches!(
+            c.status,
+            crate::report::CheckStatus::Passed | crate::report::CheckStatus::Skipped
+        )
+    });
+    let settled = result.conflicts.iter().all(|c| c.settled());
+    let status = if cancelled {
+        RunStatus::Cancelled
+    } else if error.is_none() && all_won && settled && verified {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::Failed
+    };
+    let report = Report {
+        run: run_id,
+        name: plan.name.clone(),
+        status,
+        repo: plan.repo.to_string_lossy().into_owned(),
+        base: plan.base_commit.clone(),
+        base_rev: plan.base_rev.clone(),
+        plan: plan.path.to_string_lossy().into_owned(),
+        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        duration_ms: started.elapsed().as_millis() as u64,
+        result,
+        usage: crate::report::Usage::sum(
+            outcome
+                .tasks
+                .iter()
+                .map(|t| &t.usage)
+                .chain(run.planner.as_ref().map(|p| &p.usage)),
+        ),
+        planner: run.planner.clone(),
+        tasks: outcome.tasks,
+        workers: outcome.workers,
+        timeline: outcome.timeline,
+        state_dir: run.dir.to_string_lossy().into_owned(),
+        stopped: outcome.stopped,
+        overlaps: plan.overlaps.clone(),
+        warnings: plan
+            .warnings
+            .iter()
+            .chain(&outcome.warnings)
+            .cloned()
+            .collect(),
+    };
+    (report, error)
 }

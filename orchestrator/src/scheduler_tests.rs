@@ -107,6 +107,7 @@ impl Harness {
             name: id.into(),
             slots,
             tx,
+            pool: None,
         };
         self.events.send(Event::WorkerJoined(link)).await.unwrap();
         rx

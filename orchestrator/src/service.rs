@@ -43,10 +43,187 @@ const MAX_HAVE: usize = 256;
 /// The repositories whose objects workers may fetch, by id (see [`crate::state::repo_id`]).
 pub type Repositories = Arc<DashMap<String, PathBuf>>;
 
+/// Where worker messages go.
+#[derive(Debug, Clone)]
+enum Sink {
+    /// One run's loop (embedded mode).
+    Run(mpsc::Sender<Event>),
+    /// A server's runs: each message to the run its lease names.
+    Fleet(Arc<Fleet>),
+}
+
+/// A server's workers and runs: every worker serves every run, and each message of a
+/// worker goes to the run whose lease it names (heartbeats to all of them).
+#[derive(Debug, Default)]
+pub struct Fleet {
+    runs: DashMap<String, mpsc::Sender<Event>>,
+    workers: DashMap<String, Attached>,
+    /// How the runs share the workers' slots.
+    pub fairness: Arc<crate::scheduler::share::Fairness>,
+}
+
+#[derive(Debug, Clone)]
+struct Attached {
+    name: String,
+    slots: u32,
+    tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
+    pool: Arc<crate::scheduler::share::SlotPool>,
+}
+
+impl Attached {
+    fn link(&self, id: &str) -> WorkerLink {
+        WorkerLink {
+            id: id.to_owned(),
+            name: self.name.clone(),
+            slots: self.slots,
+            tx: self.tx.clone(),
+            pool: Some(Arc::clone(&self.pool)),
+        }
+    }
+}
+
+/// The run a lease id (`<run>-<epoch>-<n>`) belongs to.
+pub fn run_of_lease(lease: &str) -> Option<&str> {
+    let mut parts = lease.rsplitn(3, '-');
+    let (_n, _epoch) = (parts.next()?, parts.next()?);
+    parts.next()
+}
+
+impl Fleet {
+    /// Workers attached now.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Adds a run: every worker attached joins it.
+    pub async fn add_run(&self, run: &str, events: mpsc::Sender<Event>) {
+        self.runs.insert(run.to_owned(), events.clone());
+        let workers: Vec<WorkerLink> = self
+            .workers
+            .iter()
+            .map(|entry| entry.value().link(entry.key()))
+            .collect();
+        for link in workers {
+            let _ = events.send(Event::WorkerJoined(link)).await;
+        }
+    }
+
+    /// Forgets a run that ended.
+    pub fn remove_run(&self, run: &str) {
+        self.runs.remove(run);
+        self.fairness.forget(run);
+    }
+
+    fn senders(&self) -> Vec<mpsc::Sender<Event>> {
+        self.runs.iter().map(|entry| entry.value().clone()).collect()
+    }
+
+    async fn join(&self, id: &str, attached: Attached) {
+        self.fairness.add_slots(attached.slots as isize);
+        let link = |a: &Attached| a.link(id);
+        self.workers.insert(id.to_owned(), attached.clone());
+        for events in self.senders() {
+            let _ = events.send(Event::WorkerJoined(link(&attached))).await;
+        }
+    }
+
+    async fn route(&self, worker: &str, kind: Up, at: std::time::Instant) {
+        let lease = match &kind {
+            Up::AssignAck(ack) => Some(ack.lease_id.as_str()),
+            Up::Progress(p) => Some(p.lease_id.as_str()),
+            Up::Result(r) => Some(r.lease_id.as_str()),
+            Up::Log(l) => Some(l.lease_id.as_str()),
+            Up::Pack(p) => Some(p.lease_id.as_str()),
+            Up::Heartbeat(_) | Up::Register(_) => None,
+        };
+        let event = |kind: Up| Event::FromWorker {
+            worker: worker.to_owned(),
+            kind: Box::new(kind),
+            at,
+        };
+        match lease {
+            Some(lease) => {
+                let events = run_of_lease(lease).and_then(|run| self.runs.get(run).map(|e| e.clone()));
+                if let Some(events) = events {
+                    let _ = events.send(event(kind)).await;
+                }
+            }
+            None => {
+                for events in self.senders() {
+                    let _ = events.send(event(kind.clone())).await;
+                }
+            }
+        }
+    }
+
+    async fn leave(&self, worker: &str, reason: &str) {
+        if let Some((_, attached)) = self.workers.remove(worker) {
+            self.fairness.add_slots(-(attached.slots as isize));
+        }
+        for events in self.senders() {
+            let _ = events
+                .send(Event::WorkerLeft {
+                    worker: worker.to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .await;
+        }
+    }
+}
+
+impl Sink {
+    async fn joined(&self, link: WorkerLink) -> Result<(), Status> {
+        match self {
+            Sink::Run(events) => events
+                .send(Event::WorkerJoined(link))
+                .await
+                .map_err(|_| Status::unavailable("the coordinator is shutting down")),
+            Sink::Fleet(fleet) => {
+                let attached = Attached {
+                    name: link.name,
+                    slots: link.slots,
+                    tx: link.tx,
+                    pool: Arc::new(crate::scheduler::share::SlotPool::new(link.slots)),
+                };
+                fleet.join(&link.id, attached).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Forwards a message; false once nothing listens any more.
+    async fn message(&self, worker: &str, kind: Up) -> bool {
+        let at = std::time::Instant::now();
+        match self {
+            Sink::Run(events) => events
+                .send(Event::FromWorker {
+                    worker: worker.to_owned(),
+                    kind: Box::new(kind),
+                    at,
+                })
+                .await
+                .is_ok(),
+            Sink::Fleet(fleet) => {
+                fleet.route(worker, kind, at).await;
+                true
+            }
+        }
+    }
+
+    async fn left(&self, worker: String, reason: String) {
+        match self {
+            Sink::Run(events) => {
+                let _ = events.send(Event::WorkerLeft { worker, reason }).await;
+            }
+            Sink::Fleet(fleet) => fleet.leave(&worker, &reason).await,
+        }
+    }
+}
+
 /// The `braid.v1.WorkerService` implementation.
 #[derive(Debug)]
 pub struct WorkerApi {
-    events: mpsc::Sender<Event>,
+    sink: Sink,
     next_id: AtomicU64,
     heartbeat_interval: Duration,
     repositories: Repositories,
@@ -55,6 +232,21 @@ pub struct WorkerApi {
 }
 
 impl WorkerApi {
+    /// A server's service: workers serve every run of `fleet`.
+    pub fn fleet(
+        fleet: Arc<Fleet>,
+        heartbeat_interval: Duration,
+        repositories: Repositories,
+    ) -> Self {
+        WorkerApi {
+            sink: Sink::Fleet(fleet),
+            next_id: AtomicU64::new(1),
+            heartbeat_interval,
+            repositories,
+            attached: Arc::new(DashSet::new()),
+        }
+    }
+
     /// Names the next worker `w<n>`: a resumed run's new workers do not take the ids of
     /// those that served it before.
     pub fn first_id(self, n: u64) -> Self {
@@ -72,7 +264,7 @@ impl WorkerApi {
         repositories: Repositories,
     ) -> Self {
         WorkerApi {
-            events,
+            sink: Sink::Run(events),
             next_id: AtomicU64::new(1),
             heartbeat_interval,
             repositories,
@@ -177,6 +369,14 @@ impl WorkerService for WorkerApi {
         if register.slots == 0 {
             return Err(Status::invalid_argument("a worker needs at least one slot"));
         }
+        if register.version != braid_shared::VERSION {
+            return Err(Status::failed_precondition(format!(
+                "this coordinator runs braid {}, the worker braid {}: run the same version of \
+                 braid on both",
+                braid_shared::VERSION,
+                if register.version.is_empty() { "of unknown version" } else { &register.version }
+            )));
+        }
         let worker = format!("w{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::channel(WORKER_QUEUE);
         tx.send(Ok(CoordinatorMessage {
@@ -187,7 +387,7 @@ impl WorkerService for WorkerApi {
         }))
         .await
         .map_err(|_| Status::internal("the stream closed during the handshake"))?;
-        let joined = Event::WorkerJoined(WorkerLink {
+        let joined = WorkerLink {
             id: worker.clone(),
             name: if register.name.is_empty() {
                 worker.clone()
@@ -196,13 +396,11 @@ impl WorkerService for WorkerApi {
             },
             slots: register.slots,
             tx,
-        });
-        self.events
-            .send(joined)
-            .await
-            .map_err(|_| Status::unavailable("the coordinator is shutting down"))?;
+            pool: None,
+        };
+        self.sink.joined(joined).await?;
 
-        let events = self.events.clone();
+        let sink = self.sink.clone();
         let attached = Arc::clone(&self.attached);
         attached.insert(worker.clone());
         task::spawn("worker-stream", async move {
@@ -213,12 +411,8 @@ impl WorkerService for WorkerApi {
                         let Some(kind) = packs.take(kind) else {
                             continue;
                         };
-                        let event = Event::FromWorker {
-                            worker: worker.clone(),
-                            kind: Box::new(kind),
-                            at: std::time::Instant::now(),
-                        };
-                        if events.send(event).await.is_err() {
+                        if !sink.message(&worker, kind).await {
+                            attached.remove(&worker);
                             return;
                         }
                     }
@@ -230,7 +424,7 @@ impl WorkerService for WorkerApi {
                 }
             };
             attached.remove(&worker);
-            let _ = events.send(Event::WorkerLeft { worker, reason }).await;
+            sink.left(worker, reason).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

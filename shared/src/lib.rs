@@ -9,6 +9,7 @@
 //!
 //! Invariant: nothing here knows about plans, scheduling or reports.
 
+pub mod auth;
 pub mod exec;
 pub mod git;
 pub mod landlock;

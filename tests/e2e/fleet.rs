@@ -140,3 +140,319 @@ tasks:
     );
     repo.assert_untouched(&before);
 }
+
+/// A coordinator's host and three workers' hosts: network namespaces this test made, each
+/// worker's joined to the coordinator's by a link of its own. Removed when dropped.
+struct Net {
+    tag: String,
+}
+
+const PORT: u16 = 7311;
+
+impl Net {
+    fn new() -> Net {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let tag = format!("{:x}", (std::process::id() << 4 | n) & 0xffffff);
+        let net = Net { tag };
+        let c = net.coordinator();
+        net.ip(&["netns", "add", &c]);
+        net.ip(&["-n", &c, "link", "set", "lo", "up"]);
+        for i in 1..=3 {
+            let w = net.worker(i);
+            let (here, there) = (net.link(i, 'c'), net.link(i, 'w'));
+            net.ip(&["netns", "add", &w]);
+            net.ip(&["-n", &w, "link", "set", "lo", "up"]);
+            net.ip(&["link", "add", &here, "type", "veth", "peer", "name", &there]);
+            net.ip(&["link", "set", &here, "netns", &c]);
+            net.ip(&["link", "set", &there, "netns", &w]);
+            net.ip(&["-n", &c, "addr", "add", &format!("10.77.{i}.1/24"), "dev", &here]);
+            net.ip(&["-n", &w, "addr", "add", &format!("10.77.{i}.2/24"), "dev", &there]);
+            net.ip(&["-n", &c, "link", "set", &here, "up"]);
+            net.ip(&["-n", &w, "link", "set", &there, "up"]);
+        }
+        net
+    }
+
+    fn coordinator(&self) -> String {
+        format!("braid-c-{}", self.tag)
+    }
+
+    fn worker(&self, i: u32) -> String {
+        format!("braid-w{i}-{}", self.tag)
+    }
+
+    fn link(&self, i: u32, side: char) -> String {
+        format!("bv{i}{side}{}", self.tag)
+    }
+
+    /// The address worker `i` reaches the coordinator at.
+    fn url_for(i: u32) -> String {
+        format!("http://10.77.{i}.1:{PORT}")
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = std::process::Command::new("ip").args(args).output().expect("ip runs");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Takes worker `i`'s link down, or up again.
+    fn set_link(&self, i: u32, up: bool) {
+        let state = if up { "up" } else { "down" };
+        self.ip(&["-n", &self.worker(i), "link", "set", &self.link(i, 'w'), state]);
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in [self.coordinator(), self.worker(1), self.worker(2), self.worker(3)] {
+            // Whatever still runs in a namespace goes with it.
+            let _ = std::process::Command::new("ip").args(["netns", "pids", &ns]).output().map(|out| {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    }
+                }
+            });
+            let _ = std::process::Command::new("ip").args(["netns", "del", &ns]).output();
+        }
+    }
+}
+
+/// A coordinator server in the coordinator's namespace, its state in `state`.
+struct Coordinator {
+    child: Child,
+    log: std::path::PathBuf,
+    state: std::path::PathBuf,
+}
+
+impl Coordinator {
+    fn start(net: &Net, dir: &Path, state: &Path) -> Coordinator {
+        let log = dir.join(format!("serve-{}.log", fastrand_suffix()));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = braid_tests::command("ip", dir)
+            .args(["netns", "exec", &net.coordinator(), BIN, "serve", "--listen"])
+            .arg(format!("0.0.0.0:{PORT}"))
+            .arg("--state")
+            .arg(state)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("listening on") {
+            assert!(Instant::now() < deadline, "the server did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Coordinator { child, log, state: state.to_owned() }
+    }
+
+    fn token(&self, role: &str) -> String {
+        std::fs::read_to_string(self.state.join("tokens"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{role} ")))
+            .unwrap()
+            .to_owned()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn fastrand_suffix() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+}
+
+/// A worker in worker `i`'s namespace, with its own cache, seeing nothing of `hidden`.
+fn fleet_worker(net: &Net, i: u32, dir: &Path, token: &str, hidden: &[&Path], slots: u32) -> (Child, std::path::PathBuf) {
+    let own = dir.join(format!("worker-{i}"));
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::write(own.join("token"), token).unwrap();
+    let log = own.join(format!("worker-{}.log", fastrand_suffix()));
+    let mut script = String::from("set -e\n");
+    for n in 1..=hidden.len() {
+        script.push_str(&format!("mkdir -p \"${n}\"; mount -t tmpfs braid-hidden \"${n}\"\n"));
+    }
+    script.push_str(&format!("shift {}\nexec \"$@\"\n", hidden.len()));
+    let child = braid_tests::command("ip", dir)
+        .args(["netns", "exec", &net.worker(i), "unshare", "--mount", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .args(hidden)
+        .args([BIN, "worker", "--connect", &Net::url_for(i), "--slots", &slots.to_string(), "--name", &format!("host-{i}"), "--cache"])
+        .arg(own.join("cache"))
+        .arg("--token-file")
+        .arg(own.join("token"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (child, log)
+}
+
+/// `braid <args>` as a client, in the coordinator's namespace, from `dir`.
+fn client(net: &Net, dir: &Path, token: &str, args: &[&str]) -> std::process::Output {
+    // However the fleet fails, the test ends.
+    braid_tests::command("timeout", dir)
+        .args(["120", "ip", "netns", "exec", &net.coordinator(), BIN])
+        .args(args)
+        .args(["--server", &format!("http://127.0.0.1:{PORT}")])
+        .env("BRAID_TOKEN", token)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_fleet_of_three_hosts_runs_a_submitted_plan_and_the_client_fetches_it() {
+    let repo = TestRepo::init();
+    repo.commit(&[("src/lib.txt", "one\n")], "a file");
+    let before = repo.snapshot();
+    let net = Net::new();
+    let state = repo.outside().join("server");
+    let coordinator = Coordinator::start(&net, repo.outside(), &state);
+    let hidden: [&Path; 2] = [&repo.path, &state];
+    let workers: Vec<_> = (1..=3)
+        .map(|i| fleet_worker(&net, i, repo.outside(), &coordinator.token("worker"), &hidden, 1))
+        .collect();
+    let plan = repo.plan(
+        r#"version: 1
+repo: repo
+name: fleet
+tasks:
+  - id: first
+    prompt: Add a note.
+    attempts: 3
+    agent: {command: [sh, -c, 'echo "note $BRAID_ATTEMPT on $(cat /proc/sys/kernel/hostname)" > note.txt; sleep 0.3']}
+    checks: [{name: has-note, run: "grep -q note note.txt"}]
+  - id: second
+    deps: [first]
+    prompt: Build on it.
+    agent: {command: [sh, -c, 'cat note.txt src/lib.txt > both.txt']}
+"#,
+    );
+    let out = client(&net, &repo.path, &coordinator.token("client"), &["submit", plan.to_str().unwrap(), "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}\nserver:\n{}", stderr(&out), coordinator.log());
+    let run = stdout(&out).trim().to_owned();
+    assert!(stderr(&out).contains(&format!("run {run} succeeded")), "{}", stderr(&out));
+    // The branches came into the user's repository, the report beside them.
+    let result = format!("braid/{run}/result");
+    let both = repo.show(&result, "both.txt").expect("the result branch was fetched");
+    assert!(both.starts_with("note ") && both.ends_with("one\n"), "{both:?}");
+    for n in 1..=3 {
+        assert!(repo.show(&format!("braid/{run}/first/{n}"), "note.txt").is_some(), "attempt {n}");
+    }
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo.git_dir().join(format!("braid/runs/{run}/report.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["status"], "succeeded");
+    // All three hosts worked on it: each attempt of `first` ran on a worker of its own.
+    let workers_used: std::collections::BTreeSet<_> = task(&report, "first")["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["worker"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(workers_used.len(), 3, "{:#}", report["workers"]);
+    // `braid runs` and `braid status` say the same.
+    let runs = client(&net, &repo.path, &coordinator.token("client"), &["runs", "--json"]);
+    let runs: serde_json::Value = serde_json::from_str(&stdout(&runs)).unwrap();
+    assert_eq!(runs[0]["run"], run.as_str());
+    assert_eq!(runs[0]["status"], "succeeded");
+    drop(workers);
+    repo.assert_untouched(&before);
+}
+
+#[test]
+fn without_the_right_token_nothing_is_served_and_no_token_is_logged() {
+    let repo = TestRepo::init();
+    let net = Net::new();
+    let state = repo.outside().join("server");
+    let coordinator = Coordinator::start(&net, repo.outside(), &state);
+    let plan = repo.plan("version: 1\nrepo: repo\ntasks:\n  - id: a\n    prompt: p\n    agent: {command: [\"true\"]}\n");
+    let (client_token, worker_token) = (coordinator.token("client"), coordinator.token("worker"));
+    let wrong = "not-the-token-0123456789";
+    for token in ["", wrong, &worker_token] {
+        for args in [vec!["runs"], vec!["submit", plan.to_str().unwrap()], vec!["status", "20261201-000000-abcd"]] {
+            let out = client(&net, &repo.path, token, &args);
+            assert_eq!(out.status.code(), Some(2), "{args:?} with {token:?}");
+            assert!(stderr(&out).contains("needs a valid client token"), "{}", stderr(&out));
+            // Nothing about the run is told: not even whether there is one.
+            assert!(!stderr(&out).contains("no run"), "{}", stderr(&out));
+        }
+    }
+    // A worker with the client's token, or a wrong one, is refused at once.
+    for token in [client_token.as_str(), wrong] {
+        let (mut worker, log) = fleet_worker(&net, 1, repo.outside(), token, &[], 1);
+        let status = worker.wait().unwrap();
+        assert_eq!(status.code(), Some(2));
+        let said = std::fs::read_to_string(&log).unwrap();
+        assert!(said.contains("refused this worker") && said.contains("valid worker token"), "{said}");
+    }
+    // No run was made, and no token is in any log.
+    let runs = client(&net, &repo.path, &client_token, &["runs"]);
+    assert_eq!(stdout(&runs).trim(), "no runs");
+    for (path, text) in braid_tests::files_under(repo.outside()) {
+        if path.extension().is_some_and(|e| e == "log") {
+            let text = String::from_utf8_lossy(&text);
+            for token in [&client_token, &worker_token] {
+                assert!(!text.contains(token.as_str()), "{} holds a token", path.display());
+            }
+            assert!(!text.contains(wrong), "{} holds the wrong token", path.display());
+        }
+    }
+}
+
+#[test]
+fn a_worker_of_another_version_is_refused_at_register() {
+    let repo = TestRepo::init();
+    let net = Net::new();
+    let state = repo.outside().join("server");
+    let coordinator = Coordinator::start(&net, repo.outside(), &state);
+    // A worker that says it is another braid: the protocol spoken by hand, from a thread
+    // that joined the coordinator's namespace.
+    let token = coordinator.token("worker");
+    let ns = net.coordinator();
+    let refused = std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            use braid_shared::proto::worker_message::Kind;
+            use braid_shared::proto::{Register, WorkerMessage};
+            let channel = braid_worker::runtime::channel(&format!("http://127.0.0.1:{PORT}"))
+                .await
+                .unwrap();
+            let mut client =
+                braid_shared::proto::worker_service_client::WorkerServiceClient::with_interceptor(
+                    channel,
+                    braid_shared::auth::Bearer::new(Some(&token)).unwrap(),
+                );
+            let hello = WorkerMessage {
+                kind: Some(Kind::Register(Register {
+                    name: "old".into(),
+                    slots: 1,
+                    labels: Default::default(),
+                    version: "0.0.1".into(),
+                })),
+            };
+            client.attach(tokio_stream::iter([hello])).await.unwrap_err()
+        })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("the worker braid 0.0.1") && refused.message().contains(braid_shared::VERSION),
+        "{}",
+        refused.message()
+    );
+}

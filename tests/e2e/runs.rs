@@ -534,6 +534,7 @@ tasks:
         labels: Default::default(),
         cache: repo.cache(),
         borrow: Default::default(),
+        auth: Default::default(),
     };
     runtime
         .block_on(braid_worker::runtime::serve(

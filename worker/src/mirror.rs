@@ -148,7 +148,7 @@ impl Mirrors {
         commits: &[&str],
     ) -> Result<Vec<String>, String> {
         if mirror.repo.is_none() {
-            init(dir, self.borrow.get(repository).map(PathBuf::as_path))
+            init_bare(dir, self.borrow.get(repository).map(PathBuf::as_path))
                 .map_err(|e| format!("making the repository cache {}: {e}", dir.display()))?;
             let repo = gix::open_opts(dir, gix::open::Options::isolated())
                 .map_err(|e| format!("opening the repository cache {}: {e}", dir.display()))?;
@@ -226,7 +226,7 @@ impl Mirrors {
 /// the git folder `borrow`. Workers of several processes may share a cache, so the
 /// repository is made beside its place and renamed into it, and a file that changes is
 /// written beside it and renamed over it: none ever reads a half-made one.
-fn init(dir: &Path, borrow: Option<&Path>) -> std::io::Result<()> {
+pub fn init_bare(dir: &Path, borrow: Option<&Path>) -> std::io::Result<()> {
     if !dir.join("HEAD").is_file() {
         let parent = dir.parent().unwrap_or(dir);
         std::fs::create_dir_all(parent)?;

@@ -50,6 +50,9 @@ pub enum WorkerError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The coordinator refused the worker: a token, or a version, it does not take.
+    #[error("the coordinator refused this worker: {0}")]
+    Refused(String),
     /// The coordinator refused or broke the stream.
     #[error("the coordinator ended the stream: {0}")]
     Rpc(#[from] tonic::Status),
@@ -73,6 +76,8 @@ pub struct WorkerOptions {
     /// folder. Only a worker started beside its coordinator knows any (embedded mode);
     /// the rest comes over the wire.
     pub borrow: HashMap<String, PathBuf>,
+    /// The worker's token, sent with every call.
+    pub auth: braid_shared::auth::Bearer,
 }
 
 /// Largest piece of a pack or log file in one message.
@@ -80,6 +85,17 @@ const CHUNK: usize = 1 << 20;
 
 /// How often a running attempt's new log bytes go to the coordinator.
 const LOG_SHIPPING: Duration = Duration::from_millis(250);
+
+/// How serving a coordinator ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The coordinator said the work is over.
+    Shutdown,
+    /// The coordinator closed the stream (it stopped, or restarts).
+    Closed,
+    /// The worker was told to stop.
+    Stopped,
+}
 
 /// Opens a channel to a coordinator at `url`: `unix:/path/to.sock` or `http://host:port`.
 pub async fn channel(url: &str) -> Result<Channel, WorkerError> {
@@ -119,7 +135,7 @@ pub async fn serve(
     url: &str,
     options: WorkerOptions,
     stop: CancellationToken,
-) -> Result<(), WorkerError> {
+) -> Result<Ended, WorkerError> {
     let channel = channel(url).await?;
     let (up, up_rx) = mpsc::channel::<WorkerMessage>(256);
     send(
@@ -132,10 +148,16 @@ pub async fn serve(
         }),
     )
     .await;
-    let mut client = WorkerServiceClient::new(channel.clone());
+    let mut client = WorkerServiceClient::with_interceptor(channel.clone(), options.auth.clone());
     let mut down = client
         .attach(ReceiverStream::new(up_rx))
-        .await?
+        .await
+        .map_err(|status| match status.code() {
+            tonic::Code::Unauthenticated | tonic::Code::FailedPrecondition => {
+                WorkerError::Refused(status.message().to_owned())
+            }
+            _ => WorkerError::Rpc(status),
+        })?
         .into_inner();
     let registered = match down.message().await? {
         Some(msg) => match msg.kind {
@@ -159,7 +181,7 @@ pub async fn serve(
     let mirrors = Arc::new(Mirrors::new(
         &options.cache,
         options.borrow.clone(),
-        fetcher(channel.clone(), worker_id.clone()),
+        fetcher(channel.clone(), options.auth.clone(), worker_id.clone()),
     ));
     let logs = options.cache.join("logs");
     let mut running: HashMap<String, CancellationToken> = HashMap::new();
@@ -210,11 +232,11 @@ pub async fn serve(
                     }
                     Some(Down::Shutdown(shutdown)) => {
                         tracing::info!(reason = %shutdown.reason, "shutting down");
-                        break Ok(());
+                        break Ok(Ended::Shutdown);
                     }
                     Some(Down::Registered(_)) | None => {}
                 },
-                Ok(None) => break Ok(()),
+                Ok(None) => break Ok(Ended::Closed),
                 Err(status) => break Err(WorkerError::Rpc(status)),
             },
             Some(result) = done_rx.recv() => {
@@ -228,7 +250,7 @@ pub async fn serve(
                     running: running.keys().cloned().collect(),
                 })).await;
             }
-            () = stop.cancelled() => break Ok(()),
+            () = stop.cancelled() => break Ok(Ended::Stopped),
         }
     };
 
@@ -461,9 +483,9 @@ fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
 }
 
 /// Fetches objects from the coordinator over `channel`, as the worker `worker`.
-fn fetcher(channel: Channel, worker: String) -> Fetcher {
+fn fetcher(channel: Channel, auth: braid_shared::auth::Bearer, worker: String) -> Fetcher {
     Arc::new(move |repository, want, have| {
-        let mut client = WorkerServiceClient::new(channel.clone());
+        let mut client = WorkerServiceClient::with_interceptor(channel.clone(), auth.clone());
         let request = FetchRequest {
             worker_id: worker.clone(),
             repository,

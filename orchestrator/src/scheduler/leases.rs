@@ -332,6 +332,9 @@ impl Scheduler {
         self.free_ports.insert(lease.ports);
         if let Some(worker) = self.workers.get_mut(&lease.worker) {
             worker.leases.remove(lease_id);
+            if let Some(pool) = &worker.link.pool {
+                pool.give();
+            }
         }
         Some(lease)
     }
@@ -419,6 +422,9 @@ impl Scheduler {
         leases.sort();
         for lease_id in leases {
             if let Some(lease) = self.leases.remove(&lease_id) {
+                if let Some(pool) = &state.link.pool {
+                    pool.give();
+                }
                 self.free_ports.insert(lease.ports);
                 self.lost(
                     lease.task,
@@ -526,19 +532,23 @@ impl Scheduler {
         if !self.memo.is_empty() {
             self.give_back_journaled();
         }
+        if let Some(fair) = &self.fairness {
+            fair.set_demand(&self.ctx.run_id, self.queue.len() + self.leases.len());
+        }
         while self.cancelling.is_none() && !self.queue.is_empty() {
-            let free: usize = self
-                .workers
-                .values()
-                .map(|w| (w.link.slots as usize).saturating_sub(w.leases.len()))
-                .sum();
+            if let Some(fair) = &self.fairness
+                && self.leases.len() >= fair.cap(&self.ctx.run_id)
+            {
+                return;
+            }
+            let free: usize = self.workers.values().map(super::WorkerState::free).sum();
             if !self.queue.may_take(free) {
                 return;
             }
             let Some(worker) = self
                 .workers
                 .iter()
-                .map(|(id, w)| ((w.link.slots as usize).saturating_sub(w.leases.len()), id))
+                .map(|(id, w)| (w.free(), id))
                 .filter(|(free, _)| *free > 0)
                 .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
                 .map(|(_, id)| id.clone())
@@ -549,6 +559,13 @@ impl Scheduler {
             if self.refused(task, attempt).is_some() {
                 self.end_unstarted(task, attempt);
                 continue;
+            }
+            // Another run's loop may have taken the worker's last slot meanwhile.
+            if let Some(pool) = &self.workers[&worker].link.pool
+                && !pool.take()
+            {
+                self.queue.push_front((task, attempt));
+                return;
             }
             let lease_id = format!("{}-{}-{}", self.ctx.run_id, self.epoch, self.next_lease);
             self.next_lease += 1;
@@ -572,6 +589,9 @@ impl Scheduler {
             }
             let sent = self.workers[&worker].link.tx.try_send(Ok(message)).is_ok();
             if !sent {
+                if let Some(pool) = &self.workers[&worker].link.pool {
+                    pool.give();
+                }
                 self.free_ports.insert(ports);
                 self.queue.push_front((task, attempt));
                 self.drop_worker(&worker, "it is not reading its stream");

@@ -31,6 +31,7 @@ mod leases;
 pub(crate) mod logs;
 mod queue;
 mod refs;
+pub mod share;
 mod reviews;
 mod spending;
 
@@ -60,6 +61,8 @@ pub struct WorkerLink {
     pub slots: u32,
     /// Messages to the worker.
     pub tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
+    /// The worker's slots as every run of a server shares them; `None`: this run's alone.
+    pub pool: Option<Arc<share::SlotPool>>,
 }
 
 /// Everything the loop reacts to.
@@ -132,6 +135,9 @@ pub struct SchedulerConfig {
     /// How long an attempt lost the first time waits before it runs again (then twice as
     /// long each time, jittered).
     pub retry_backoff: Duration,
+    /// Tell every worker to shut down when the run is over: its workers are the run's
+    /// alone (embedded mode), not a server's.
+    pub release_workers: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -144,6 +150,7 @@ impl Default for SchedulerConfig {
             no_worker_timeout: Some(Duration::from_secs(30)),
             cancel_grace: Duration::from_secs(20),
             retry_backoff: Duration::from_millis(100),
+            release_workers: true,
         }
     }
 }
@@ -294,6 +301,15 @@ struct WorkerState {
     last_seen: Instant,
 }
 
+impl WorkerState {
+    /// Slots this run may give the worker now: its own free ones, and no more than the
+    /// worker has free across a server's runs.
+    fn free(&self) -> usize {
+        let own = (self.link.slots as usize).saturating_sub(self.leases.len());
+        self.link.pool.as_ref().map_or(own, |pool| own.min(pool.free()))
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Lease {
     task: usize,
@@ -334,6 +350,8 @@ pub struct Scheduler {
     epoch: u32,
     /// Branches of this run a resumed run found: the first move of each goes from there.
     adopted: HashMap<String, String>,
+    /// A server's share of slots between its runs; `None`: the workers are this run's.
+    fairness: Option<Arc<share::Fairness>>,
     tasks: Vec<TaskState>,
     queue: Queue,
     workers: BTreeMap<String, WorkerState>,
@@ -413,6 +431,7 @@ impl Scheduler {
             clock: None,
             epoch: 1,
             adopted: HashMap::new(),
+            fairness: None,
             positions: dag.positions(),
             dag,
             merger,
@@ -448,6 +467,12 @@ impl Scheduler {
     fn now_ms(&self) -> u64 {
         self.clock
             .unwrap_or_else(|| self.ctx.started.elapsed().as_millis() as u64)
+    }
+
+    /// Shares the workers with a server's other runs.
+    pub fn with_fairness(mut self, fairness: Arc<share::Fairness>) -> Self {
+        self.fairness = Some(fairness);
+        self
     }
 
     /// Keeps a journal of the run's decisions in `journal`; a resumed run gives back the
@@ -603,7 +628,7 @@ impl Scheduler {
             self.settle().await;
             self.dispatch();
         }
-        for worker in self.workers.values() {
+        for worker in self.workers.values().filter(|_| self.config.release_workers) {
             let _ = worker.link.tx.try_send(Ok(down(Down::Shutdown(Shutdown {
                 reason: "the run is over".into(),
             }))));

@@ -83,6 +83,11 @@ impl Queue {
         self.by_height.values().flatten().copied().collect()
     }
 
+    /// How many attempts wait.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// Whether no attempt waits.
     pub fn is_empty(&self) -> bool {
         self.len == 0

@@ -1193,7 +1193,9 @@ async fn worker(
     let served = loop {
         let served = braid_worker::runtime::serve(&connect, options.clone(), stop.clone()).await;
         let why = match &served {
-            Ok(braid_worker::runtime::Ended::Closed) => "the coordinator closed the stream".to_owned(),
+            Ok(braid_worker::runtime::Ended::Closed) => {
+                "the coordinator closed the stream".to_owned()
+            }
             Err(
                 err @ (braid_worker::runtime::WorkerError::Connect { .. }
                 | braid_worker::runtime::WorkerError::Rpc(_)),
@@ -1204,7 +1206,10 @@ async fn worker(
             backoff = std::time::Duration::from_millis(500);
         }
         let wait = backoff.mul_f64(0.5 + fastrand::f64());
-        eprintln!("braid worker: {why}; trying again in {:.1}s", wait.as_secs_f64());
+        eprintln!(
+            "braid worker: {why}; trying again in {:.1}s",
+            wait.as_secs_f64()
+        );
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = stop.cancelled() => break Ok(braid_worker::runtime::Ended::Stopped),

@@ -44,7 +44,10 @@ pub fn token(file: Option<&Path>) -> Result<Option<String>, BraidError> {
     match file {
         Some(file) => std::fs::read_to_string(file)
             .map(|t| Some(t.trim().to_owned()))
-            .map_err(BraidError::io(format!("reading the token file {}", file.display()))),
+            .map_err(BraidError::io(format!(
+                "reading the token file {}",
+                file.display()
+            ))),
         None => Ok(std::env::var("BRAID_TOKEN")
             .ok()
             .map(|t| t.trim().to_owned())
@@ -67,8 +70,8 @@ pub async fn connect(target: &Target) -> Result<Client, BraidError> {
                 )
             })?,
     };
-    let bearer = Bearer::new(token(target.token_file.as_deref())?.as_deref())
-        .map_err(BraidError::Usage)?;
+    let bearer =
+        Bearer::new(token(target.token_file.as_deref())?.as_deref()).map_err(BraidError::Usage)?;
     let channel = braid_worker::runtime::channel(&url)
         .await
         .map_err(|e| match e {
@@ -83,10 +86,9 @@ pub async fn connect(target: &Target) -> Result<Client, BraidError> {
 /// A refusal of the server, in words.
 fn refused(status: tonic::Status) -> BraidError {
     match status.code() {
-        tonic::Code::Unauthenticated => BraidError::Usage(format!(
-            "the server refused: {} ",
-            status.message()
-        )),
+        tonic::Code::Unauthenticated => {
+            BraidError::Usage(format!("the server refused: {} ", status.message()))
+        }
         tonic::Code::NotFound | tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
             BraidError::Usage(format!("the server refused: {}", status.message()))
         }
@@ -96,7 +98,10 @@ fn refused(status: tonic::Status) -> BraidError {
 
 /// `braid submit PLAN`: checks the plan, pushes what the server lacks of its base, starts
 /// the run; returns its id.
-pub async fn submit(target: &Target, plan_path: &Path) -> Result<(String, crate::plan::Plan), BraidError> {
+pub async fn submit(
+    target: &Target,
+    plan_path: &Path,
+) -> Result<(String, crate::plan::Plan), BraidError> {
     let plan = crate::plan::load(plan_path).await?;
     let repository = crate::state::repo_id(&plan.git_dir).map_err(BraidError::io(format!(
         "writing the repository's id in {}",
@@ -106,7 +111,12 @@ pub async fn submit(target: &Target, plan_path: &Path) -> Result<(String, crate:
     let git = Git::at(&plan.repo);
     // The base and the history behind it: the server may have some of it from before.
     let history = git
-        .run(&["rev-list", "--first-parent", "--max-count=256", &plan.base_commit])
+        .run(&[
+            "rev-list",
+            "--first-parent",
+            "--max-count=256",
+            &plan.base_commit,
+        ])
         .await
         .map_err(|e| BraidError::Environment(e.to_string()))?;
     let history: Vec<String> = history.lines().map(str::to_owned).collect();
@@ -128,7 +138,11 @@ pub async fn submit(target: &Target, plan_path: &Path) -> Result<(String, crate:
             .chunks(CHUNK)
             .enumerate()
             .map(|(i, piece)| PushChunk {
-                repository: if i == 0 { repository.clone() } else { String::new() },
+                repository: if i == 0 {
+                    repository.clone()
+                } else {
+                    String::new()
+                },
                 data: piece.to_vec(),
             })
             .collect();
@@ -164,7 +178,9 @@ pub async fn submit(target: &Target, plan_path: &Path) -> Result<(String, crate:
 pub async fn watch(target: &Target, run: &str) -> Result<String, BraidError> {
     let mut client = connect(target).await?;
     let mut stream = client
-        .watch(WatchRequest { run: run.to_owned() })
+        .watch(WatchRequest {
+            run: run.to_owned(),
+        })
         .await
         .map_err(refused)?
         .into_inner();
@@ -234,8 +250,13 @@ pub async fn fetch(target: &Target, run: &str, dir: &Path) -> Result<Vec<String>
     for r in &refs {
         let ok = r.name.starts_with(&format!("braid/{run}/"))
             && braid_worker::mirror::is_commit_id(&r.commit)
-            && !r.name.split('/').any(|part| part.is_empty() || part.starts_with('.') || part.contains(".."))
-            && r.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'));
+            && !r
+                .name
+                .split('/')
+                .any(|part| part.is_empty() || part.starts_with('.') || part.contains(".."))
+            && r.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'));
         if !ok {
             return Err(BraidError::Environment(format!(
                 "the server sent the branch {:?} for run {run}, which braid does not take",
@@ -270,9 +291,10 @@ pub async fn fetch(target: &Target, run: &str, dir: &Path) -> Result<Vec<String>
         && let Ok(report) = serde_json::from_str::<crate::report::Report>(&report)
     {
         let run_dir = crate::state::run_dir(&git_dir, run);
-        report
-            .write(&run_dir)
-            .map_err(BraidError::io(format!("writing the report in {}", run_dir.display())))?;
+        report.write(&run_dir).map_err(BraidError::io(format!(
+            "writing the report in {}",
+            run_dir.display()
+        )))?;
     }
     Ok(refs.into_iter().map(|r| r.name).collect())
 }
@@ -303,7 +325,10 @@ pub async fn status(target: &Target, run: Option<&str>, json: bool) -> Result<i3
             Some(_) => runs.into_iter().next().unwrap_or_default(),
             None => serde_json::Value::Array(runs),
         };
-        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
         return Ok(EXIT_OK);
     }
     if reply.runs.is_empty() {
@@ -323,7 +348,11 @@ pub async fn status(target: &Target, run: Option<&str>, json: bool) -> Result<i3
             r.tasks,
             r.running,
             r.started_at,
-            if r.name.is_empty() { String::new() } else { format!("  {}", r.name) },
+            if r.name.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", r.name)
+            },
             result
         );
     }
@@ -334,7 +363,9 @@ pub async fn status(target: &Target, run: Option<&str>, json: bool) -> Result<i3
 pub async fn cancel(target: &Target, run: &str) -> Result<i32, BraidError> {
     let mut client = connect(target).await?;
     let reply = client
-        .cancel(CancelRequest { run: run.to_owned() })
+        .cancel(CancelRequest {
+            run: run.to_owned(),
+        })
         .await
         .map_err(refused)?
         .into_inner();

@@ -28,10 +28,10 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod scheduler;
-pub mod serve;
 #[cfg(test)]
 mod scheduler_tests;
 pub mod select;
+pub mod serve;
 pub mod service;
 pub mod state;
 pub mod verify;

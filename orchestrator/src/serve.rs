@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use braid_shared::git::Git;
 use braid_shared::proto::client_service_server::ClientService;
 use braid_shared::proto::{
-    self as pb, CancelReply, CancelRequest, FetchRunChunk, FetchRunRequest, HaveReply,
-    HaveRequest, PushChunk, PushReply, RunRef, StatusReply, StatusRequest, SubmitReply,
-    SubmitRequest, WatchEvent, WatchRequest,
+    self as pb, CancelReply, CancelRequest, FetchRunChunk, FetchRunRequest, HaveReply, HaveRequest,
+    PushChunk, PushReply, RunRef, StatusReply, StatusRequest, SubmitReply, SubmitRequest,
+    WatchEvent, WatchRequest,
 };
 use braid_shared::task;
 use dashmap::DashMap;
@@ -90,7 +90,10 @@ struct Progress {
 
 impl RunEntry {
     fn tell(&self, line: String) {
-        let mut lines = self.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if lines.len() < KEPT_LINES {
             lines.push(line.clone());
         }
@@ -98,7 +101,10 @@ impl RunEntry {
     }
 
     fn status(&self) -> pb::RunStatus {
-        let progress = self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let progress = self
+            .progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         pb::RunStatus {
             run: self.id.clone(),
             name: self.name.clone().unwrap_or_default(),
@@ -134,6 +140,8 @@ impl Server {
             // A server's runs wait for workers, and its workers serve the next run.
             no_worker_timeout: None,
             release_workers: false,
+            // A worker that falls silent is given up within 3 s (half-second checks).
+            heartbeat_timeout: Duration::from_millis(2500),
             ..config
         };
         Ok(Arc::new(Server {
@@ -206,7 +214,10 @@ impl Server {
                 started_unix_ms: record.started_unix_ms,
                 resume,
             };
-            match self.start(record.plan, Some((record.run.clone(), from))).await {
+            match self
+                .start(record.plan, Some((record.run.clone(), from)))
+                .await
+            {
                 Ok(_) => resumed += 1,
                 Err(err) => tracing::warn!(run = %record.run, %err, "could not resume a run"),
             }
@@ -225,7 +236,8 @@ impl Server {
             .map_or_else(crate::state::new_run_id, |(id, _)| id.clone());
         let dir = self.state.join("runs").join(&run_id);
         let log_dir = dir.join("logs");
-        std::fs::create_dir_all(&log_dir).map_err(|e| format!("creating {}: {e}", log_dir.display()))?;
+        std::fs::create_dir_all(&log_dir)
+            .map_err(|e| format!("creating {}: {e}", log_dir.display()))?;
         let (started, started_at) = match &resuming {
             Some((_, from)) => {
                 let ago = chrono::Utc::now().timestamp_millis() - from.started_unix_ms;
@@ -277,10 +289,15 @@ impl Server {
             repo_id,
             started,
         };
-        let scheduler = Scheduler::new(ctx, self.config.clone(), events_tx.clone(), notes_tx.clone())
-            .map_err(|e| format!("cannot start the run: {e}"))?
-            .with_journal(journal, resume)
-            .with_fairness(Arc::clone(&self.fleet.fairness));
+        let scheduler = Scheduler::new(
+            ctx,
+            self.config.clone(),
+            events_tx.clone(),
+            notes_tx.clone(),
+        )
+        .map_err(|e| format!("cannot start the run: {e}"))?
+        .with_journal(journal, resume)
+        .with_fairness(Arc::clone(&self.fleet.fairness));
         let entry = Arc::new(RunEntry {
             id: run_id.clone(),
             name: plan.name.clone(),
@@ -307,8 +324,10 @@ impl Server {
             task::spawn("run-progress", async move {
                 while let Some(note) = notes_rx.recv().await {
                     {
-                        let mut progress =
-                            entry.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let mut progress = entry
+                            .progress
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
                         match &note {
                             Note::TaskDone { .. } => progress.tasks_done += 1,
                             Note::Assigned { .. } => progress.running += 1,
@@ -352,7 +371,11 @@ impl Server {
                 }
             };
             if status != RunStatus::Cancelled || running.interrupted.is_cancelled() {
-                journal::end(&concluding.dir.join(journal::FILE), &concluding.id, word(status));
+                journal::end(
+                    &concluding.dir.join(journal::FILE),
+                    &concluding.id,
+                    word(status),
+                );
             }
             if let Some(error) = error {
                 let _ = notes_tx.send(Note::Info(format!("error: {error}")));
@@ -366,8 +389,10 @@ impl Server {
                 report.result.commit.as_deref().map_or("none", |c| c)
             ));
             {
-                let mut progress =
-                    running.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut progress = running
+                    .progress
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 progress.result = report.result.commit.clone();
                 progress.ended = Some((word(status).to_owned(), text));
                 progress.running = 0;
@@ -402,9 +427,15 @@ fn recheck(plan: &Plan) -> Result<(), String> {
     let mut deps = std::collections::BTreeMap::new();
     for task in &plan.tasks {
         if let Some(dep) = task.deps.iter().find(|d| !seen.contains(d.as_str())) {
-            return Err(format!("task {:?} depends on unknown task {dep:?}", task.id));
+            return Err(format!(
+                "task {:?} depends on unknown task {dep:?}",
+                task.id
+            ));
         }
-        deps.insert(task.id.as_str(), task.deps.iter().map(String::as_str).collect());
+        deps.insert(
+            task.id.as_str(),
+            task.deps.iter().map(String::as_str).collect(),
+        );
     }
     if let Some(cycle) = crate::dag::find_cycles(&order, &deps).first() {
         return Err(format!("a dependency cycle: {}", cycle.join(" -> ")));
@@ -437,8 +468,14 @@ impl ClientService for ClientApi {
     async fn have(&self, request: Request<HaveRequest>) -> Result<Response<HaveReply>, Status> {
         let request = request.into_inner();
         let mirror = self.server.mirror(&request.repository)?;
-        if let Some(bad) = request.commits.iter().find(|c| !braid_worker::mirror::is_commit_id(c)) {
-            return Err(Status::invalid_argument(format!("{bad:?} is not a commit id")));
+        if let Some(bad) = request
+            .commits
+            .iter()
+            .find(|c| !braid_worker::mirror::is_commit_id(c))
+        {
+            return Err(Status::invalid_argument(format!(
+                "{bad:?} is not a commit id"
+            )));
         }
         if !mirror.join("HEAD").is_file() {
             return Ok(Response::new(HaveReply { known: Vec::new() }));
@@ -514,7 +551,9 @@ impl ClientService for ClientApi {
             .repositories
             .insert(request.repository.clone(), mirror);
         let entry = self.server.start(plan, None).await.map_err(internal)?;
-        Ok(Response::new(SubmitReply { run: entry.id.clone() }))
+        Ok(Response::new(SubmitReply {
+            run: entry.id.clone(),
+        }))
     }
 
     async fn status(
@@ -523,8 +562,12 @@ impl ClientService for ClientApi {
     ) -> Result<Response<StatusReply>, Status> {
         let request = request.into_inner();
         if request.run.is_empty() {
-            let mut runs: Vec<pb::RunStatus> =
-                self.server.runs.iter().map(|r| r.value().status()).collect();
+            let mut runs: Vec<pb::RunStatus> = self
+                .server
+                .runs
+                .iter()
+                .map(|r| r.value().status())
+                .collect();
             runs.sort_by(|a, b| a.run.cmp(&b.run));
             return Ok(Response::new(StatusReply {
                 runs,
@@ -630,8 +673,14 @@ impl ClientService for ClientApi {
     ) -> Result<Response<Self::FetchStream>, Status> {
         let request = request.into_inner();
         let entry = self.server.run(&request.run)?;
-        if let Some(bad) = request.have.iter().find(|c| !braid_worker::mirror::is_commit_id(c)) {
-            return Err(Status::invalid_argument(format!("{bad:?} is not a commit id")));
+        if let Some(bad) = request
+            .have
+            .iter()
+            .find(|c| !braid_worker::mirror::is_commit_id(c))
+        {
+            return Err(Status::invalid_argument(format!(
+                "{bad:?} is not a commit id"
+            )));
         }
         let prefix = format!("refs/heads/braid/{}/", entry.id);
         let refs = crate::merge::Merger::open(&entry.repo)
@@ -701,7 +750,6 @@ pub fn default_state() -> PathBuf {
         .join(".local/state/braid/server")
 }
 
-
 /// How `braid serve` was asked to serve.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -718,7 +766,8 @@ pub struct ServeOptions {
 
 /// The worker and client tokens in `path`: lines `worker TOKEN` and `client TOKEN`.
 pub fn read_tokens(path: &std::path::Path) -> Result<(String, String), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let (mut worker, mut client) = (None, None);
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -726,8 +775,12 @@ pub fn read_tokens(path: &std::path::Path) -> Result<(String, String), String> {
             continue;
         }
         match line.split_once(char::is_whitespace) {
-            Some(("worker", token)) if !token.trim().is_empty() => worker = Some(token.trim().to_owned()),
-            Some(("client", token)) if !token.trim().is_empty() => client = Some(token.trim().to_owned()),
+            Some(("worker", token)) if !token.trim().is_empty() => {
+                worker = Some(token.trim().to_owned())
+            }
+            Some(("client", token)) if !token.trim().is_empty() => {
+                client = Some(token.trim().to_owned())
+            }
             _ => {
                 return Err(format!(
                     "{}:{}: write `worker TOKEN` or `client TOKEN`",
@@ -783,8 +836,10 @@ pub async fn serve_main(options: ServeOptions) -> Result<i32, crate::error::Brai
     use crate::error::BraidError;
     use braid_shared::proto::client_service_server::ClientServiceServer;
     use braid_shared::proto::worker_service_server::WorkerServiceServer;
-    let server = Server::new(options.state.clone(), options.scheduler.clone())
-        .map_err(BraidError::io(format!("making the state folder {}", options.state.display())))?;
+    let server =
+        Server::new(options.state.clone(), options.scheduler.clone()).map_err(BraidError::io(
+            format!("making the state folder {}", options.state.display()),
+        ))?;
     let token_file = match &options.token_file {
         Some(file) => file.clone(),
         None => own_tokens(&options.state).map_err(BraidError::Environment)?,
@@ -809,8 +864,10 @@ pub async fn serve_main(options: ServeOptions) -> Result<i32, crate::error::Brai
     {
         use tokio::signal::unix::{SignalKind, signal};
         let stop = stop.clone();
-        let mut term = signal(SignalKind::terminate()).map_err(BraidError::io("listening for signals"))?;
-        let mut int = signal(SignalKind::interrupt()).map_err(BraidError::io("listening for signals"))?;
+        let mut term =
+            signal(SignalKind::terminate()).map_err(BraidError::io("listening for signals"))?;
+        let mut int =
+            signal(SignalKind::interrupt()).map_err(BraidError::io("listening for signals"))?;
         task::spawn("signals", async move {
             tokio::select! {
                 _ = term.recv() => {}
@@ -828,7 +885,11 @@ pub async fn serve_main(options: ServeOptions) -> Result<i32, crate::error::Brai
             "braid serve: listening on {at}; state in {}; tokens in {}{}",
             options.state.display(),
             token_file.display(),
-            if resumed > 0 { format!("; resumed {resumed} run(s)") } else { String::new() }
+            if resumed > 0 {
+                format!("; resumed {resumed} run(s)")
+            } else {
+                String::new()
+            }
         );
     };
     if let Some(path) = options.listen.strip_prefix("unix:") {

@@ -115,7 +115,10 @@ impl Fleet {
     }
 
     fn senders(&self) -> Vec<mpsc::Sender<Event>> {
-        self.runs.iter().map(|entry| entry.value().clone()).collect()
+        self.runs
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect()
     }
 
     async fn join(&self, id: &str, attached: Attached) {
@@ -143,7 +146,8 @@ impl Fleet {
         };
         match lease {
             Some(lease) => {
-                let events = run_of_lease(lease).and_then(|run| self.runs.get(run).map(|e| e.clone()));
+                let events =
+                    run_of_lease(lease).and_then(|run| self.runs.get(run).map(|e| e.clone()));
                 if let Some(events) = events {
                     let _ = events.send(event(kind)).await;
                 }
@@ -374,7 +378,11 @@ impl WorkerService for WorkerApi {
                 "this coordinator runs braid {}, the worker braid {}: run the same version of \
                  braid on both",
                 braid_shared::VERSION,
-                if register.version.is_empty() { "of unknown version" } else { &register.version }
+                if register.version.is_empty() {
+                    "of unknown version"
+                } else {
+                    &register.version
+                }
             )));
         }
         let worker = format!("w{}", self.next_id.fetch_add(1, Ordering::Relaxed));

@@ -14,7 +14,11 @@ pub struct Bearer(Option<MetadataValue<Ascii>>);
 
 impl std::fmt::Debug for Bearer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Bearer(…)" } else { "Bearer(none)" })
+        f.write_str(if self.0.is_some() {
+            "Bearer(…)"
+        } else {
+            "Bearer(none)"
+        })
     }
 }
 
@@ -38,7 +42,9 @@ impl Bearer {
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }
@@ -110,10 +116,19 @@ mod tests {
             bearer.call(Request::new(())).unwrap()
         };
         assert!(check.call(call(Some("s3cret-token"))).is_ok());
-        for wrong in [None, Some("s3cret-tokem"), Some("s3cret"), Some("s3cret-token-and-more")] {
+        for wrong in [
+            None,
+            Some("s3cret-tokem"),
+            Some("s3cret"),
+            Some("s3cret-token-and-more"),
+        ] {
             let refused = check.call(call(wrong)).unwrap_err();
             assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-            assert!(!refused.message().contains("s3cret"), "{}", refused.message());
+            assert!(
+                !refused.message().contains("s3cret"),
+                "{}",
+                refused.message()
+            );
         }
         assert!(!format!("{:?}", Bearer::new(Some("s3cret-token")).unwrap()).contains("s3cret"));
         assert_eq!(new_token().unwrap().len(), 64);

@@ -166,8 +166,24 @@ impl Net {
             net.ip(&["link", "add", &here, "type", "veth", "peer", "name", &there]);
             net.ip(&["link", "set", &here, "netns", &c]);
             net.ip(&["link", "set", &there, "netns", &w]);
-            net.ip(&["-n", &c, "addr", "add", &format!("10.77.{i}.1/24"), "dev", &here]);
-            net.ip(&["-n", &w, "addr", "add", &format!("10.77.{i}.2/24"), "dev", &there]);
+            net.ip(&[
+                "-n",
+                &c,
+                "addr",
+                "add",
+                &format!("10.77.{i}.1/24"),
+                "dev",
+                &here,
+            ]);
+            net.ip(&[
+                "-n",
+                &w,
+                "addr",
+                "add",
+                &format!("10.77.{i}.2/24"),
+                "dev",
+                &there,
+            ]);
             net.ip(&["-n", &c, "link", "set", &here, "up"]);
             net.ip(&["-n", &w, "link", "set", &there, "up"]);
         }
@@ -192,29 +208,56 @@ impl Net {
     }
 
     fn ip(&self, args: &[&str]) {
-        let out = std::process::Command::new("ip").args(args).output().expect("ip runs");
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip runs");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Takes worker `i`'s link down, or up again.
     fn set_link(&self, i: u32, up: bool) {
         let state = if up { "up" } else { "down" };
-        self.ip(&["-n", &self.worker(i), "link", "set", &self.link(i, 'w'), state]);
+        self.ip(&[
+            "-n",
+            &self.worker(i),
+            "link",
+            "set",
+            &self.link(i, 'w'),
+            state,
+        ]);
     }
 }
 
 impl Drop for Net {
     fn drop(&mut self) {
-        for ns in [self.coordinator(), self.worker(1), self.worker(2), self.worker(3)] {
+        for ns in [
+            self.coordinator(),
+            self.worker(1),
+            self.worker(2),
+            self.worker(3),
+        ] {
             // Whatever still runs in a namespace goes with it.
-            let _ = std::process::Command::new("ip").args(["netns", "pids", &ns]).output().map(|out| {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    if let Ok(pid) = pid.parse::<i32>() {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "pids", &ns])
+                .output()
+                .map(|out| {
+                    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                        if let Ok(pid) = pid.parse::<i32>() {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
                     }
-                }
-            });
-            let _ = std::process::Command::new("ip").args(["netns", "del", &ns]).output();
+                });
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &ns])
+                .output();
         }
     }
 }
@@ -231,7 +274,14 @@ impl Coordinator {
         let log = dir.join(format!("serve-{}.log", fastrand_suffix()));
         let file = std::fs::File::create(&log).unwrap();
         let child = braid_tests::command("ip", dir)
-            .args(["netns", "exec", &net.coordinator(), BIN, "serve", "--listen"])
+            .args([
+                "netns",
+                "exec",
+                &net.coordinator(),
+                BIN,
+                "serve",
+                "--listen",
+            ])
             .arg(format!("0.0.0.0:{PORT}"))
             .arg("--state")
             .arg(state)
@@ -240,11 +290,22 @@ impl Coordinator {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !std::fs::read_to_string(&log).unwrap_or_default().contains("listening on") {
-            assert!(Instant::now() < deadline, "the server did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the server did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Coordinator { child, log, state: state.to_owned() }
+        Coordinator {
+            child,
+            log,
+            state: state.to_owned(),
+        }
     }
 
     fn token(&self, role: &str) -> String {
@@ -274,20 +335,51 @@ fn fastrand_suffix() -> u32 {
 }
 
 /// A worker in worker `i`'s namespace, with its own cache, seeing nothing of `hidden`.
-fn fleet_worker(net: &Net, i: u32, dir: &Path, token: &str, hidden: &[&Path], slots: u32) -> (Child, std::path::PathBuf) {
+fn fleet_worker(
+    net: &Net,
+    i: u32,
+    dir: &Path,
+    token: &str,
+    hidden: &[&Path],
+    slots: u32,
+) -> (Child, std::path::PathBuf) {
     let own = dir.join(format!("worker-{i}"));
     std::fs::create_dir_all(&own).unwrap();
     std::fs::write(own.join("token"), token).unwrap();
     let log = own.join(format!("worker-{}.log", fastrand_suffix()));
     let mut script = String::from("set -e\n");
     for n in 1..=hidden.len() {
-        script.push_str(&format!("mkdir -p \"${n}\"; mount -t tmpfs braid-hidden \"${n}\"\n"));
+        script.push_str(&format!(
+            "mkdir -p \"${n}\"; mount -t tmpfs braid-hidden \"${n}\"\n"
+        ));
     }
     script.push_str(&format!("shift {}\nexec \"$@\"\n", hidden.len()));
     let child = braid_tests::command("ip", dir)
-        .args(["netns", "exec", &net.worker(i), "unshare", "--mount", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .args([
+            "netns",
+            "exec",
+            &net.worker(i),
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
         .args(hidden)
-        .args([BIN, "worker", "--connect", &Net::url_for(i), "--slots", &slots.to_string(), "--name", &format!("host-{i}"), "--cache"])
+        .args([
+            BIN,
+            "worker",
+            "--connect",
+            &Net::url_for(i),
+            "--slots",
+            &slots.to_string(),
+            "--name",
+            &format!("host-{i}"),
+            "--cache",
+        ])
         .arg(own.join("cache"))
         .arg("--token-file")
         .arg(own.join("token"))
@@ -320,7 +412,16 @@ fn a_fleet_of_three_hosts_runs_a_submitted_plan_and_the_client_fetches_it() {
     let coordinator = Coordinator::start(&net, repo.outside(), &state);
     let hidden: [&Path; 2] = [&repo.path, &state];
     let workers: Vec<_> = (1..=3)
-        .map(|i| fleet_worker(&net, i, repo.outside(), &coordinator.token("worker"), &hidden, 1))
+        .map(|i| {
+            fleet_worker(
+                &net,
+                i,
+                repo.outside(),
+                &coordinator.token("worker"),
+                &hidden,
+                1,
+            )
+        })
         .collect();
     let plan = repo.plan(
         r#"version: 1
@@ -338,19 +439,44 @@ tasks:
     agent: {command: [sh, -c, 'cat note.txt src/lib.txt > both.txt']}
 "#,
     );
-    let out = client(&net, &repo.path, &coordinator.token("client"), &["submit", plan.to_str().unwrap(), "--wait"]);
-    assert_eq!(out.status.code(), Some(0), "{}\nserver:\n{}", stderr(&out), coordinator.log());
+    let out = client(
+        &net,
+        &repo.path,
+        &coordinator.token("client"),
+        &["submit", plan.to_str().unwrap(), "--wait"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nserver:\n{}",
+        stderr(&out),
+        coordinator.log()
+    );
     let run = stdout(&out).trim().to_owned();
-    assert!(stderr(&out).contains(&format!("run {run} succeeded")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("run {run} succeeded")),
+        "{}",
+        stderr(&out)
+    );
     // The branches came into the user's repository, the report beside them.
     let result = format!("braid/{run}/result");
-    let both = repo.show(&result, "both.txt").expect("the result branch was fetched");
-    assert!(both.starts_with("note ") && both.ends_with("one\n"), "{both:?}");
+    let both = repo
+        .show(&result, "both.txt")
+        .expect("the result branch was fetched");
+    assert!(
+        both.starts_with("note ") && both.ends_with("one\n"),
+        "{both:?}"
+    );
     for n in 1..=3 {
-        assert!(repo.show(&format!("braid/{run}/first/{n}"), "note.txt").is_some(), "attempt {n}");
+        assert!(
+            repo.show(&format!("braid/{run}/first/{n}"), "note.txt")
+                .is_some(),
+            "attempt {n}"
+        );
     }
     let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo.git_dir().join(format!("braid/runs/{run}/report.json"))).unwrap(),
+        &std::fs::read_to_string(repo.git_dir().join(format!("braid/runs/{run}/report.json")))
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(report["status"], "succeeded");
@@ -363,7 +489,12 @@ tasks:
         .collect();
     assert_eq!(workers_used.len(), 3, "{:#}", report["workers"]);
     // `braid runs` and `braid status` say the same.
-    let runs = client(&net, &repo.path, &coordinator.token("client"), &["runs", "--json"]);
+    let runs = client(
+        &net,
+        &repo.path,
+        &coordinator.token("client"),
+        &["runs", "--json"],
+    );
     let runs: serde_json::Value = serde_json::from_str(&stdout(&runs)).unwrap();
     assert_eq!(runs[0]["run"], run.as_str());
     assert_eq!(runs[0]["status"], "succeeded");
@@ -381,10 +512,18 @@ fn without_the_right_token_nothing_is_served_and_no_token_is_logged() {
     let (client_token, worker_token) = (coordinator.token("client"), coordinator.token("worker"));
     let wrong = "not-the-token-0123456789";
     for token in ["", wrong, &worker_token] {
-        for args in [vec!["runs"], vec!["submit", plan.to_str().unwrap()], vec!["status", "20261201-000000-abcd"]] {
+        for args in [
+            vec!["runs"],
+            vec!["submit", plan.to_str().unwrap()],
+            vec!["status", "20261201-000000-abcd"],
+        ] {
             let out = client(&net, &repo.path, token, &args);
             assert_eq!(out.status.code(), Some(2), "{args:?} with {token:?}");
-            assert!(stderr(&out).contains("needs a valid client token"), "{}", stderr(&out));
+            assert!(
+                stderr(&out).contains("needs a valid client token"),
+                "{}",
+                stderr(&out)
+            );
             // Nothing about the run is told: not even whether there is one.
             assert!(!stderr(&out).contains("no run"), "{}", stderr(&out));
         }
@@ -395,7 +534,10 @@ fn without_the_right_token_nothing_is_served_and_no_token_is_logged() {
         let status = worker.wait().unwrap();
         assert_eq!(status.code(), Some(2));
         let said = std::fs::read_to_string(&log).unwrap();
-        assert!(said.contains("refused this worker") && said.contains("valid worker token"), "{said}");
+        assert!(
+            said.contains("refused this worker") && said.contains("valid worker token"),
+            "{said}"
+        );
     }
     // No run was made, and no token is in any log.
     let runs = client(&net, &repo.path, &client_token, &["runs"]);
@@ -404,9 +546,17 @@ fn without_the_right_token_nothing_is_served_and_no_token_is_logged() {
         if path.extension().is_some_and(|e| e == "log") {
             let text = String::from_utf8_lossy(&text);
             for token in [&client_token, &worker_token] {
-                assert!(!text.contains(token.as_str()), "{} holds a token", path.display());
+                assert!(
+                    !text.contains(token.as_str()),
+                    "{} holds a token",
+                    path.display()
+                );
             }
-            assert!(!text.contains(wrong), "{} holds the wrong token", path.display());
+            assert!(
+                !text.contains(wrong),
+                "{} holds the wrong token",
+                path.display()
+            );
         }
     }
 }
@@ -424,7 +574,10 @@ fn a_worker_of_another_version_is_refused_at_register() {
     let refused = std::thread::spawn(move || {
         let file = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
         nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async {
             use braid_shared::proto::worker_message::Kind;
             use braid_shared::proto::{Register, WorkerMessage};
@@ -444,15 +597,222 @@ fn a_worker_of_another_version_is_refused_at_register() {
                     version: "0.0.1".into(),
                 })),
             };
-            client.attach(tokio_stream::iter([hello])).await.unwrap_err()
+            client
+                .attach(tokio_stream::iter([hello]))
+                .await
+                .unwrap_err()
         })
     })
     .join()
     .unwrap();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert!(
-        refused.message().contains("the worker braid 0.0.1") && refused.message().contains(braid_shared::VERSION),
+        refused.message().contains("the worker braid 0.0.1")
+            && refused.message().contains(braid_shared::VERSION),
         "{}",
         refused.message()
+    );
+}
+
+/// A plan of one task with three attempts, each on a host of its own, that note where they
+/// run in `marks` (which every worker sees) and take `secs` seconds.
+fn marked_plan(repo: &TestRepo, marks: &Path, secs: f32) -> std::path::PathBuf {
+    std::fs::create_dir_all(marks).unwrap();
+    repo.plan(&format!(
+        r#"version: 1
+repo: repo
+sandbox: {{writable: [{marks}]}}
+tasks:
+  - id: t
+    prompt: Make out.txt.
+    attempts: 3
+    agent: {{command: [sh, -c, 'u=$(cat /proc/sys/kernel/random/uuid); echo "$BRAID_WORKTREE" > {marks}/.$u; mv {marks}/.$u {marks}/$BRAID_ATTEMPT.$u; sleep {secs}; echo "attempt $BRAID_ATTEMPT" > out.txt']}}
+    checks: [{{name: made, run: "test -f out.txt"}}]
+"#,
+        marks = marks.display()
+    ))
+}
+
+/// The host (1-3) attempt `n` started on, each time it started, in order.
+fn hosts_of(marks: &Path, n: u32) -> Vec<u32> {
+    let mut hosts = Vec::new();
+    for entry in std::fs::read_dir(marks).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.split('.').next() == Some(&n.to_string()) {
+            let path = std::fs::read_to_string(entry.path()).unwrap();
+            let host = (1..=3)
+                .find(|i| path.contains(&format!("/worker-{i}/")))
+                .expect("a host");
+            let made = entry.metadata().and_then(|m| m.modified()).unwrap();
+            hosts.push((made, host));
+        }
+    }
+    hosts.sort();
+    hosts.into_iter().map(|(_, host)| host).collect()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "waited too long for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Submits `plan` and follows it in the background; returns its output when it ends.
+fn submit_in_background(
+    net: &Net,
+    repo: &TestRepo,
+    token: &str,
+    plan: &Path,
+) -> std::thread::JoinHandle<std::process::Output> {
+    let (dir, token, plan) = (repo.path.clone(), token.to_owned(), plan.to_owned());
+    let ns = net.coordinator();
+    std::thread::spawn(move || {
+        braid_tests::command("timeout", &dir)
+            .args(["120", "ip", "netns", "exec", &ns, BIN, "submit"])
+            .arg(&plan)
+            .args(["--wait", "--server", &format!("http://127.0.0.1:{PORT}")])
+            .env("BRAID_TOKEN", token)
+            .output()
+            .unwrap()
+    })
+}
+
+fn fetched_report(repo: &TestRepo, out: &std::process::Output) -> serde_json::Value {
+    let run = stdout(out).trim().to_owned();
+    let path = repo.git_dir().join(format!("braid/runs/{run}/report.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_worker_killed_mid_attempt_costs_nothing_and_its_attempt_runs_again() {
+    let repo = TestRepo::init();
+    let net = Net::new();
+    let state = repo.outside().join("server");
+    let coordinator = Coordinator::start(&net, repo.outside(), &state);
+    let hidden: [&Path; 2] = [&repo.path, &state];
+    let mut workers: Vec<_> = (1..=3)
+        .map(|i| {
+            fleet_worker(
+                &net,
+                i,
+                repo.outside(),
+                &coordinator.token("worker"),
+                &hidden,
+                1,
+            )
+        })
+        .collect();
+    let marks = repo.outside().join("marks");
+    let plan = marked_plan(&repo, &marks, 1.5);
+    let run = submit_in_background(&net, &repo, &coordinator.token("client"), &plan);
+    wait_until("all three attempts to start", || {
+        (1..=3).all(|n| !hosts_of(&marks, n).is_empty())
+    });
+    let host = hosts_of(&marks, 1)[0];
+    let (worker, _) = &mut workers[host as usize - 1];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    worker.wait().unwrap();
+    let out = run.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nserver:\n{}",
+        stderr(&out),
+        coordinator.log()
+    );
+    let report = fetched_report(&repo, &out);
+    let t = task(&report, "t");
+    assert_eq!(t["status"], "succeeded");
+    let attempts = t["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3, "no attempt was used up");
+    let first = crate::attempt(t, 1);
+    assert_eq!(first["status"], "succeeded", "{first:#}");
+    assert_eq!(first["lost"], 1, "{first:#}");
+    // It ran again, on another host, and finished there.
+    let hosts = hosts_of(&marks, 1);
+    assert_eq!(hosts.len(), 2, "{hosts:?}");
+    assert_ne!(hosts[1], host);
+    // Merged once: the result is one winner's, and the integration names the task once.
+    assert_eq!(report["result"]["integrated"], serde_json::json!(["t"]));
+    let result = report["result"]["branch"].as_str().unwrap();
+    assert!(
+        repo.show(result, "out.txt")
+            .unwrap()
+            .starts_with("attempt ")
+    );
+    assert!(stderr(&out).contains("lost"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_worker_cut_off_loses_its_lease_and_its_late_result_is_refused() {
+    let repo = TestRepo::init();
+    let net = Net::new();
+    let state = repo.outside().join("server");
+    let coordinator = Coordinator::start(&net, repo.outside(), &state);
+    let hidden: [&Path; 2] = [&repo.path, &state];
+    let workers: Vec<_> = (1..=3)
+        .map(|i| {
+            fleet_worker(
+                &net,
+                i,
+                repo.outside(),
+                &coordinator.token("worker"),
+                &hidden,
+                1,
+            )
+        })
+        .collect();
+    let marks = repo.outside().join("marks");
+    let plan = marked_plan(&repo, &marks, 5.0);
+    let run = submit_in_background(&net, &repo, &coordinator.token("client"), &plan);
+    wait_until("all three attempts to start", || {
+        (1..=3).all(|n| !hosts_of(&marks, n).is_empty())
+    });
+    let host = hosts_of(&marks, 1)[0];
+    net.set_link(host, false);
+    let cut = Instant::now();
+    // Given up within 3 s, and its attempt given to another host.
+    wait_until("the attempt to run again", || {
+        hosts_of(&marks, 1).len() == 2
+    });
+    let detected = cut.elapsed();
+    net.set_link(host, true);
+    let out = run.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nserver:\n{}",
+        stderr(&out),
+        coordinator.log()
+    );
+    assert!(
+        stderr(&out).contains("lost: no heartbeat for 2.5s"),
+        "{}",
+        stderr(&out)
+    );
+    // Detection, then a free slot: the others' attempts end at 5 s.
+    assert!(detected < Duration::from_secs(8), "{detected:?}");
+    let report = fetched_report(&repo, &out);
+    let first = crate::attempt(task(&report, "t"), 1);
+    assert_eq!(first["lost"], 1, "{first:#}");
+    assert_eq!(first["status"], "succeeded");
+    assert_ne!(hosts_of(&marks, 1)[1], host);
+    // The cut-off worker finished its copy and sent the result: refused as stale.
+    let (_, log) = &workers[host as usize - 1];
+    wait_until("the late result to be refused", || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("result refused")
+    });
+    assert!(
+        std::fs::read_to_string(log)
+            .unwrap()
+            .contains("stale lease")
     );
 }

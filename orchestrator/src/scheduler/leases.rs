@@ -54,6 +54,10 @@ pub fn sandbox_spec(
 
 impl Scheduler {
     pub(super) async fn on_worker_message(&mut self, worker: String, kind: Up, at: Instant) {
+        if !self.workers.contains_key(&worker) {
+            self.from_silent(&worker, kind);
+            return;
+        }
         let Some(state) = self.workers.get_mut(&worker) else {
             return;
         };
@@ -410,6 +414,45 @@ impl Scheduler {
         }
     }
 
+    /// A message from a worker this run dropped for silence: a late result is refused
+    /// (its lease was given to another); once it runs nothing, it is taken back.
+    fn from_silent(&mut self, worker: &str, kind: Up) {
+        let Some(link) = self.silent.get(worker) else {
+            return;
+        };
+        match kind {
+            Up::Result(result) => {
+                tracing::warn!(lease = %result.lease_id, %worker, "refused a late result of a worker that went silent");
+                let _ = link.tx.try_send(Ok(down(Down::ResultAck(ResultAck {
+                    lease_id: result.lease_id,
+                    accepted: false,
+                    reason:
+                        "stale lease: the worker went silent and the attempt was given to another"
+                            .into(),
+                }))));
+            }
+            Up::Heartbeat(beat) if beat.running.is_empty() => {
+                let Some(link) = self.silent.remove(worker) else {
+                    return;
+                };
+                self.note(Note::Info(format!(
+                    "worker {worker} ({}) is back",
+                    link.name
+                )));
+                self.no_worker_since = None;
+                self.workers.insert(
+                    worker.to_owned(),
+                    super::WorkerState {
+                        link,
+                        leases: std::collections::HashSet::new(),
+                        last_seen: Instant::now(),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
     pub(super) fn drop_worker(&mut self, worker: &str, reason: &str) {
         let Some(state) = self.workers.remove(worker) else {
             return;
@@ -447,6 +490,16 @@ impl Scheduler {
             .collect();
         for worker in silent {
             let reason = format!("no heartbeat for {:?}", self.config.heartbeat_timeout);
+            if let Some(state) = self.workers.get(&worker) {
+                let link = super::WorkerLink {
+                    id: state.link.id.clone(),
+                    name: state.link.name.clone(),
+                    slots: state.link.slots,
+                    tx: state.link.tx.clone(),
+                    pool: state.link.pool.clone(),
+                };
+                self.silent.insert(worker.clone(), link);
+            }
             self.drop_worker(&worker, &reason);
         }
         if let (Some(since), Some(limit)) = (self.no_worker_since, self.config.no_worker_timeout) {

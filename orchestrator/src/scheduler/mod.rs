@@ -31,8 +31,8 @@ mod leases;
 pub(crate) mod logs;
 mod queue;
 mod refs;
-pub mod share;
 mod reviews;
+pub mod share;
 mod spending;
 
 use crate::dag::Dag;
@@ -306,7 +306,10 @@ impl WorkerState {
     /// worker has free across a server's runs.
     fn free(&self) -> usize {
         let own = (self.link.slots as usize).saturating_sub(self.leases.len());
-        self.link.pool.as_ref().map_or(own, |pool| own.min(pool.free()))
+        self.link
+            .pool
+            .as_ref()
+            .map_or(own, |pool| own.min(pool.free()))
     }
 }
 
@@ -355,6 +358,9 @@ pub struct Scheduler {
     tasks: Vec<TaskState>,
     queue: Queue,
     workers: BTreeMap<String, WorkerState>,
+    /// Workers dropped for silence whose stream is still open: a result they send late is
+    /// refused, and one that comes back with nothing running is taken back.
+    silent: HashMap<String, WorkerLink>,
     joined: Vec<WorkerReport>,
     leases: HashMap<String, Lease>,
     next_lease: u64,
@@ -440,6 +446,7 @@ impl Scheduler {
             tasks,
             queue,
             workers: BTreeMap::new(),
+            silent: HashMap::new(),
             joined: Vec::new(),
             leases: HashMap::new(),
             next_lease: 1,
@@ -628,7 +635,11 @@ impl Scheduler {
             self.settle().await;
             self.dispatch();
         }
-        for worker in self.workers.values().filter(|_| self.config.release_workers) {
+        for worker in self
+            .workers
+            .values()
+            .filter(|_| self.config.release_workers)
+        {
             let _ = worker.link.tx.try_send(Ok(down(Down::Shutdown(Shutdown {
                 reason: "the run is over".into(),
             }))));
@@ -694,7 +705,10 @@ impl Scheduler {
             Event::FromWorker { worker, kind, at } => {
                 self.on_worker_message(worker, *kind, at).await;
             }
-            Event::WorkerLeft { worker, reason } => self.drop_worker(&worker, &reason),
+            Event::WorkerLeft { worker, reason } => {
+                self.silent.remove(&worker);
+                self.drop_worker(&worker, &reason);
+            }
             Event::BaseReady { task, outcome } => self.base_ready(task, outcome),
             Event::Imported {
                 task,

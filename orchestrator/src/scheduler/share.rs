@@ -45,7 +45,9 @@ impl SlotPool {
     pub fn give(&self) {
         let _ = self
             .busy
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |busy| busy.checked_sub(1));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |busy| {
+                busy.checked_sub(1)
+            });
     }
 }
 

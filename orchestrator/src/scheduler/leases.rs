@@ -55,7 +55,7 @@ pub fn sandbox_spec(
 impl Scheduler {
     pub(super) async fn on_worker_message(&mut self, worker: String, kind: Up, at: Instant) {
         if !self.workers.contains_key(&worker) {
-            self.from_silent(&worker, kind);
+            self.on_silent_message(&worker, kind);
             return;
         }
         let Some(state) = self.workers.get_mut(&worker) else {
@@ -416,7 +416,7 @@ impl Scheduler {
 
     /// A message from a worker this run dropped for silence: a late result is refused
     /// (its lease was given to another); once it runs nothing, it is taken back.
-    fn from_silent(&mut self, worker: &str, kind: Up) {
+    fn on_silent_message(&mut self, worker: &str, kind: Up) {
         let Some(link) = self.silent.get(worker) else {
             return;
         };

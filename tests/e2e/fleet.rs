@@ -208,7 +208,7 @@ impl Net {
     }
 
     fn ip(&self, args: &[&str]) {
-        let out = std::process::Command::new("ip")
+        let out = braid_tests::command("ip", Path::new("/"))
             .args(args)
             .output()
             .expect("ip runs");
@@ -242,7 +242,7 @@ impl Drop for Net {
             self.worker(3),
         ] {
             // Whatever still runs in a namespace goes with it.
-            let _ = std::process::Command::new("ip")
+            let _ = braid_tests::command("ip", Path::new("/"))
                 .args(["netns", "pids", &ns])
                 .output()
                 .map(|out| {
@@ -255,7 +255,7 @@ impl Drop for Net {
                         }
                     }
                 });
-            let _ = std::process::Command::new("ip")
+            let _ = braid_tests::command("ip", Path::new("/"))
                 .args(["netns", "del", &ns])
                 .output();
         }

@@ -816,3 +816,72 @@ fn a_worker_cut_off_loses_its_lease_and_its_late_result_is_refused() {
             .contains("stale lease")
     );
 }
+
+#[test]
+fn two_runs_share_the_workers_fairly() {
+    let repo = TestRepo::init();
+    let net = Net::new();
+    let state = repo.outside().join("server");
+    let coordinator = Coordinator::start(&net, repo.outside(), &state);
+    let hidden: [&Path; 2] = [&repo.path, &state];
+    let _workers: Vec<_> = (1..=3)
+        .map(|i| fleet_worker(&net, i, repo.outside(), &coordinator.token("worker"), &hidden, 1))
+        .collect();
+    let marks = repo.outside().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let plan = |id: &str| {
+        let path = repo.outside().join(format!("{id}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"version: 1
+repo: repo
+sandbox: {{writable: [{marks}]}}
+tasks:
+  - id: {id}
+    prompt: Work.
+    attempts: 6
+    agent: {{command: [sh, -c, 'u=$(cat /proc/sys/kernel/random/uuid); s=$(date +%s.%N); touch {marks}/started-{id}; sleep 1; e=$(date +%s.%N); echo "$s $e" > {marks}/.$u; mv {marks}/.$u {marks}/{id}.$u; echo "$BRAID_ATTEMPT" > out.txt']}}
+"#,
+                marks = marks.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let token = coordinator.token("client");
+    // `a` has the fleet to itself at first; `b` comes while it runs.
+    let a = submit_in_background(&net, &repo, &token, &plan("a"));
+    wait_until("a to start", || marks.join("started-a").exists());
+    let b = submit_in_background(&net, &repo, &token, &plan("b"));
+    for out in [a.join().unwrap(), b.join().unwrap()] {
+        assert_eq!(out.status.code(), Some(0), "{}\nserver:\n{}", stderr(&out), coordinator.log());
+    }
+    let mut spans: Vec<(char, f64, f64)> = Vec::new();
+    for entry in std::fs::read_dir(&marks).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(run) = name
+            .chars()
+            .next()
+            .filter(|c| (*c == 'a' || *c == 'b') && name.as_bytes().get(1) == Some(&b'.'))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        let times: Vec<f64> = text.split_whitespace().map(|t| t.parse().unwrap()).collect();
+        spans.push((run, times[0], times[1]));
+    }
+    assert_eq!(spans.len(), 12, "{spans:?}");
+    // Never more at once than the fleet's three slots, whichever run they belong to.
+    let most = spans
+        .iter()
+        .map(|(_, start, _)| spans.iter().filter(|(_, s, e)| s <= start && start < e).count())
+        .max()
+        .unwrap();
+    assert!(most <= 3, "{most} attempts at once on 3 slots");
+    // Shared: once `b` wants slots, `a` no longer takes them all; `b` starts before the
+    // last of `a`'s attempts does.
+    let first = |run: char| spans.iter().filter(|s| s.0 == run).map(|s| s.1).fold(f64::MAX, f64::min);
+    let last = |run: char| spans.iter().filter(|s| s.0 == run).map(|s| s.1).fold(f64::MIN, f64::max);
+    assert!(first('b') < last('a'), "{spans:?}");
+}

@@ -1170,6 +1170,7 @@ async fn worker(
             crate::client::token(token_file.as_deref())?.as_deref(),
         )
         .map_err(BraidError::Usage)?,
+        reconnect: true,
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let signals = {
@@ -1187,35 +1188,9 @@ async fn worker(
             stop.cancel();
         })
     };
-    // A coordinator that restarts or cannot be reached for now is tried again, after a
-    // jittered backoff that grows to 15 s; one that says the work is over ends the worker.
-    let mut backoff = std::time::Duration::from_millis(500);
-    let served = loop {
-        let served = braid_worker::runtime::serve(&connect, options.clone(), stop.clone()).await;
-        let why = match &served {
-            Ok(braid_worker::runtime::Ended::Closed) => {
-                "the coordinator closed the stream".to_owned()
-            }
-            Err(
-                err @ (braid_worker::runtime::WorkerError::Connect { .. }
-                | braid_worker::runtime::WorkerError::Rpc(_)),
-            ) => err.to_string(),
-            _ => break served,
-        };
-        if served.is_ok() {
-            backoff = std::time::Duration::from_millis(500);
-        }
-        let wait = backoff.mul_f64(0.5 + fastrand::f64());
-        eprintln!(
-            "braid worker: {why}; trying again in {:.1}s",
-            wait.as_secs_f64()
-        );
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = stop.cancelled() => break Ok(braid_worker::runtime::Ended::Stopped),
-        }
-        backoff = (backoff * 2).min(std::time::Duration::from_secs(15));
-    };
+    // A coordinator that restarts or cannot be reached for now is attached to again,
+    // after a jittered backoff, with the attempts still running.
+    let served = braid_worker::runtime::serve(&connect, options, stop.clone()).await;
     signals.abort();
     match served {
         Ok(_) if stop.is_cancelled() => Ok(crate::error::EXIT_INTERRUPTED),

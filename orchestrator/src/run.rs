@@ -272,6 +272,7 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
                 cache: cache.clone(),
                 borrow: [(repo_id.clone(), common.clone())].into(),
                 auth: Default::default(),
+                reconnect: false,
             };
             task::spawn("worker", async move {
                 if let Err(err) = serve(&url, worker_options, stop).await {

@@ -108,6 +108,7 @@ impl Harness {
             slots,
             tx,
             pool: None,
+            running: Vec::new(),
         };
         self.events.send(Event::WorkerJoined(link)).await.unwrap();
         rx

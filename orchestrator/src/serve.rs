@@ -46,6 +46,9 @@ const KEPT_LINES: usize = 20_000;
 /// Largest piece of a pack in one message.
 const CHUNK: usize = 1 << 20;
 
+/// How long a resumed run waits for workers to attach again before it assigns anything.
+const ADOPTION_GRACE: Duration = Duration::from_secs(3);
+
 /// A server's state: its folder, workers, repositories and runs.
 #[derive(Debug)]
 pub struct Server {
@@ -253,6 +256,7 @@ impl Server {
         };
         let started_text = started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let path = dir.join(journal::FILE);
+        let resumed = resuming.is_some();
         let (journal, resume): (Journal, Option<Resume>) = match resuming {
             Some((_, from)) => (
                 Journal::reopen(&path, &run_id, from.resume.epoch)?,
@@ -298,6 +302,12 @@ impl Server {
         .map_err(|e| format!("cannot start the run: {e}"))?
         .with_journal(journal, resume)
         .with_fairness(Arc::clone(&self.fleet.fairness));
+        // Workers that ran its attempts attach again within a second or two.
+        let scheduler = if resumed {
+            scheduler.with_adoption_grace(ADOPTION_GRACE)
+        } else {
+            scheduler
+        };
         let entry = Arc::new(RunEntry {
             id: run_id.clone(),
             name: plan.name.clone(),

@@ -78,6 +78,7 @@ impl Attached {
             slots: self.slots,
             tx: self.tx.clone(),
             pool: Some(Arc::clone(&self.pool)),
+            running: Vec::new(),
         }
     }
 }
@@ -121,12 +122,13 @@ impl Fleet {
             .collect()
     }
 
-    async fn join(&self, id: &str, attached: Attached) {
+    async fn join(&self, id: &str, attached: Attached, running: Vec<braid_shared::proto::Running>) {
         self.fairness.add_slots(attached.slots as isize);
-        let link = |a: &Attached| a.link(id);
         self.workers.insert(id.to_owned(), attached.clone());
         for events in self.senders() {
-            let _ = events.send(Event::WorkerJoined(link(&attached))).await;
+            let mut link = attached.link(id);
+            link.running = running.clone();
+            let _ = events.send(Event::WorkerJoined(link)).await;
         }
     }
 
@@ -148,8 +150,25 @@ impl Fleet {
             Some(lease) => {
                 let events =
                     run_of_lease(lease).and_then(|run| self.runs.get(run).map(|e| e.clone()));
-                if let Some(events) = events {
-                    let _ = events.send(event(kind)).await;
+                match (events, &kind) {
+                    (Some(events), _) => {
+                        let _ = events.send(event(kind)).await;
+                    }
+                    // A result for a run that is over (or no run at all) is refused.
+                    (None, Up::Result(result)) => {
+                        let tx = self.workers.get(worker).map(|w| w.tx.clone());
+                        if let Some(tx) = tx {
+                            let ack = braid_shared::proto::ResultAck {
+                                lease_id: result.lease_id.clone(),
+                                accepted: false,
+                                reason: "its run is not running on this coordinator".into(),
+                            };
+                            let _ = tx.try_send(Ok(CoordinatorMessage {
+                                kind: Some(Down::ResultAck(ack)),
+                            }));
+                        }
+                    }
+                    (None, _) => {}
                 }
             }
             None => {
@@ -189,7 +208,7 @@ impl Sink {
                     tx: link.tx,
                     pool: Arc::new(crate::scheduler::share::SlotPool::new(link.slots)),
                 };
-                fleet.join(&link.id, attached).await;
+                fleet.join(&link.id, attached, link.running).await;
                 Ok(())
             }
         }
@@ -405,6 +424,7 @@ impl WorkerService for WorkerApi {
             slots: register.slots,
             tx,
             pool: None,
+            running: register.running,
         };
         self.sink.joined(joined).await?;
 

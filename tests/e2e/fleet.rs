@@ -595,6 +595,7 @@ fn a_worker_of_another_version_is_refused_at_register() {
                     slots: 1,
                     labels: Default::default(),
                     version: "0.0.1".into(),
+                    running: Vec::new(),
                 })),
             };
             client
@@ -825,7 +826,16 @@ fn two_runs_share_the_workers_fairly() {
     let coordinator = Coordinator::start(&net, repo.outside(), &state);
     let hidden: [&Path; 2] = [&repo.path, &state];
     let _workers: Vec<_> = (1..=3)
-        .map(|i| fleet_worker(&net, i, repo.outside(), &coordinator.token("worker"), &hidden, 1))
+        .map(|i| {
+            fleet_worker(
+                &net,
+                i,
+                repo.outside(),
+                &coordinator.token("worker"),
+                &hidden,
+                1,
+            )
+        })
         .collect();
     let marks = repo.outside().join("marks");
     std::fs::create_dir_all(&marks).unwrap();
@@ -855,7 +865,13 @@ tasks:
     wait_until("a to start", || marks.join("started-a").exists());
     let b = submit_in_background(&net, &repo, &token, &plan("b"));
     for out in [a.join().unwrap(), b.join().unwrap()] {
-        assert_eq!(out.status.code(), Some(0), "{}\nserver:\n{}", stderr(&out), coordinator.log());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\nserver:\n{}",
+            stderr(&out),
+            coordinator.log()
+        );
     }
     let mut spans: Vec<(char, f64, f64)> = Vec::new();
     for entry in std::fs::read_dir(&marks).unwrap().flatten() {
@@ -868,20 +884,150 @@ tasks:
             continue;
         };
         let text = std::fs::read_to_string(entry.path()).unwrap();
-        let times: Vec<f64> = text.split_whitespace().map(|t| t.parse().unwrap()).collect();
+        let times: Vec<f64> = text
+            .split_whitespace()
+            .map(|t| t.parse().unwrap())
+            .collect();
         spans.push((run, times[0], times[1]));
     }
     assert_eq!(spans.len(), 12, "{spans:?}");
     // Never more at once than the fleet's three slots, whichever run they belong to.
     let most = spans
         .iter()
-        .map(|(_, start, _)| spans.iter().filter(|(_, s, e)| s <= start && start < e).count())
+        .map(|(_, start, _)| {
+            spans
+                .iter()
+                .filter(|(_, s, e)| s <= start && start < e)
+                .count()
+        })
         .max()
         .unwrap();
     assert!(most <= 3, "{most} attempts at once on 3 slots");
     // Shared: once `b` wants slots, `a` no longer takes them all; `b` starts before the
     // last of `a`'s attempts does.
-    let first = |run: char| spans.iter().filter(|s| s.0 == run).map(|s| s.1).fold(f64::MAX, f64::min);
-    let last = |run: char| spans.iter().filter(|s| s.0 == run).map(|s| s.1).fold(f64::MIN, f64::max);
+    let first = |run: char| {
+        spans
+            .iter()
+            .filter(|s| s.0 == run)
+            .map(|s| s.1)
+            .fold(f64::MAX, f64::min)
+    };
+    let last = |run: char| {
+        spans
+            .iter()
+            .filter(|s| s.0 == run)
+            .map(|s| s.1)
+            .fold(f64::MIN, f64::max)
+    };
     assert!(first('b') < last('a'), "{spans:?}");
+}
+
+#[test]
+fn a_coordinator_killed_mid_run_resumes_and_takes_back_the_attempts_still_running() {
+    let repo = TestRepo::init();
+    let net = Net::new();
+    let state = repo.outside().join("server");
+    let coordinator = Coordinator::start(&net, repo.outside(), &state);
+    let hidden: [&Path; 2] = [&repo.path, &state];
+    let (worker_token, client_token) = (coordinator.token("worker"), coordinator.token("client"));
+    let workers: Vec<_> = (1..=3)
+        .map(|i| fleet_worker(&net, i, repo.outside(), &worker_token, &hidden, 1))
+        .collect();
+    let marks = repo.outside().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+sandbox: {{writable: [{marks}]}}
+tasks:
+  - id: quick
+    prompt: Quick.
+    agent: {{command: [sh, -c, 'touch {marks}/quick.$(cat /proc/sys/kernel/random/uuid); echo quick > quick.txt']}}
+  - id: slow
+    prompt: Slow.
+    attempts: 2
+    agent: {{command: [sh, -c, 'touch {marks}/slow.$(cat /proc/sys/kernel/random/uuid); sleep 4; echo "slow $BRAID_ATTEMPT" > slow.txt']}}
+"#,
+        marks = marks.display()
+    ));
+    let count = |prefix: &str| {
+        std::fs::read_dir(&marks)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            .count()
+    };
+    let submitted = client(
+        &net,
+        &repo.path,
+        &client_token,
+        &["submit", plan.to_str().unwrap()],
+    );
+    assert_eq!(submitted.status.code(), Some(0), "{}", stderr(&submitted));
+    let run = stdout(&submitted).trim().to_owned();
+    let journal = state.join(format!("runs/{run}/journal.sqlite"));
+    // Killed once `quick` is done (its result is in the journal) and `slow` runs.
+    wait_until("quick to finish and slow to start", || {
+        count("slow.") == 2 && count("quick.") == 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut first = coordinator;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    first.child.wait().unwrap();
+    assert!(journal.is_file());
+    let second = Coordinator::start(&net, repo.outside(), &state);
+    assert!(
+        second.log().contains("resumed 1 run(s)"),
+        "{}",
+        second.log()
+    );
+    let watched = client(&net, &repo.path, &client_token, &["watch", &run]);
+    assert_eq!(
+        watched.status.code(),
+        Some(0),
+        "{}\nserver:\n{}",
+        stderr(&watched),
+        second.log()
+    );
+    assert!(
+        stderr(&watched).contains("taken back"),
+        "{}",
+        stderr(&watched)
+    );
+    // Nothing ran twice: `quick` came back from the journal, `slow`'s attempts were taken
+    // back from the workers still running them.
+    assert_eq!(count("quick."), 1);
+    assert_eq!(count("slow."), 2);
+    let fetched = client(&net, &repo.path, &client_token, &["fetch", &run]);
+    assert_eq!(fetched.status.code(), Some(0), "{}", stderr(&fetched));
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo.git_dir().join(format!("braid/runs/{run}/report.json")))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["status"], "succeeded", "{report:#}");
+    for attempt in task(&report, "slow")["attempts"].as_array().unwrap() {
+        assert_eq!(attempt["status"], "succeeded", "{attempt:#}");
+        assert_eq!(attempt["lost"], 0, "{attempt:#}");
+    }
+    assert_eq!(
+        report["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == "resumed")
+            .count(),
+        1
+    );
+    let result = format!("braid/{run}/result");
+    assert_eq!(repo.show(&result, "quick.txt").as_deref(), Some("quick\n"));
+    assert!(repo.show(&result, "slow.txt").is_some());
+    for (_, log) in &workers {
+        let said = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(!said.contains("result refused"), "{said}");
+    }
 }

@@ -535,6 +535,7 @@ tasks:
         cache: repo.cache(),
         borrow: Default::default(),
         auth: Default::default(),
+        reconnect: false,
     };
     runtime
         .block_on(braid_worker::runtime::serve(

@@ -78,6 +78,9 @@ pub struct WorkerOptions {
     pub borrow: HashMap<String, PathBuf>,
     /// The worker's token, sent with every call.
     pub auth: braid_shared::auth::Bearer,
+    /// Attach again when the stream breaks or the coordinator restarts (`braid worker`);
+    /// otherwise the worker ends with its stream (a run's own local workers).
+    pub reconnect: bool,
 }
 
 /// Largest piece of a pack or log file in one message.
@@ -130,14 +133,129 @@ pub async fn channel(url: &str) -> Result<Channel, WorkerError> {
         })
 }
 
-/// Serves the coordinator at `url` until it says shut down, the stream ends, or `stop` fires.
+/// What a worker keeps from one stream to the next: its worktrees, its copies of
+/// repositories, the attempts it runs, and the results the coordinator has not taken yet.
+struct Kept {
+    pool: Arc<WorktreePool>,
+    mirrors: Arc<Mirrors>,
+    /// The current connection, for fetches: the channel and the worker's id on it.
+    connection: Arc<std::sync::Mutex<Option<(Channel, String)>>>,
+    logs: PathBuf,
+    running: HashMap<String, Running>,
+    /// Results sent and not yet answered, sent again on the next stream.
+    unanswered: HashMap<String, (AttemptResult, u32)>,
+    done_tx: mpsc::Sender<AttemptResult>,
+    done_rx: mpsc::Receiver<AttemptResult>,
+    /// What running attempts report (progress, log bytes), for whichever stream is up.
+    outbox_tx: mpsc::Sender<WorkerMessage>,
+    outbox_rx: mpsc::Receiver<WorkerMessage>,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    spec_key: String,
+}
+
+/// Serves the coordinator at `url` until it says shut down, `stop` fires, or (without
+/// `reconnect`) the stream ends. With `reconnect`, a stream that breaks or a coordinator
+/// that restarts is attached to again after a jittered backoff, and the attempts running
+/// meanwhile go on: the worker registers again with them, and the coordinator takes them
+/// back under their leases.
 pub async fn serve(
     url: &str,
     options: WorkerOptions,
     stop: CancellationToken,
 ) -> Result<Ended, WorkerError> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let owner = format!(
+        "w{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let connection = Arc::new(std::sync::Mutex::new(None));
+    let (done_tx, done_rx) = mpsc::channel::<AttemptResult>(64);
+    let (outbox_tx, outbox_rx) = mpsc::channel::<WorkerMessage>(256);
+    let mut kept = Kept {
+        pool: Arc::new(WorktreePool::new(owner, options.cache.clone())),
+        mirrors: Arc::new(Mirrors::new(
+            &options.cache,
+            options.borrow.clone(),
+            fetcher(Arc::clone(&connection), options.auth.clone()),
+        )),
+        connection,
+        logs: options.cache.join("logs"),
+        running: HashMap::new(),
+        unanswered: HashMap::new(),
+        done_tx,
+        done_rx,
+        outbox_tx,
+        outbox_rx,
+    };
+    let mut backoff = Duration::from_millis(500);
+    let mut attached_once = false;
+    let ended = loop {
+        let attached = &mut attached_once;
+        let session = session(url, &options, &mut kept, &stop, attached).await;
+        let why = match session {
+            Ok(ended @ (Ended::Shutdown | Ended::Stopped)) => break Ok(ended),
+            Ok(Ended::Closed) if options.reconnect => {
+                backoff = Duration::from_millis(500);
+                "the coordinator closed the stream".to_owned()
+            }
+            Err(err @ (WorkerError::Connect { .. } | WorkerError::Rpc(_))) if options.reconnect => {
+                err.to_string()
+            }
+            other => break other,
+        };
+        let wait = backoff.mul_f64(0.5 + fastrand::f64());
+        eprintln!(
+            "braid worker: {why}; {} attempt(s) still running; trying again in {:.1}s",
+            kept.running.len(),
+            wait.as_secs_f64()
+        );
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.cancelled() => break Ok(Ended::Stopped),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(15));
+    };
+    // However it ended: stop what still runs (it reports to no one now) and remove every
+    // worktree.
+    for attempt in kept.running.values() {
+        attempt.cancel.cancel();
+    }
+    let deadline = tokio::time::Instant::now() + WIND_DOWN;
+    while !kept.running.is_empty() {
+        match tokio::time::timeout_at(deadline, kept.done_rx.recv()).await {
+            Ok(Some(result)) => {
+                kept.running.remove(&result.lease_id);
+            }
+            _ => break,
+        }
+    }
+    kept.pool.close().await;
+    ended
+}
+
+/// One stream: register (with the attempts still running), send the results not yet
+/// answered, then serve until the stream ends.
+async fn session(
+    url: &str,
+    options: &WorkerOptions,
+    kept: &mut Kept,
+    stop: &CancellationToken,
+    attached_once: &mut bool,
+) -> Result<Ended, WorkerError> {
     let channel = channel(url).await?;
     let (up, up_rx) = mpsc::channel::<WorkerMessage>(256);
+    let running = kept
+        .running
+        .iter()
+        .map(|(lease, r)| braid_shared::proto::Running {
+            lease_id: lease.clone(),
+            spec_key: r.spec_key.clone(),
+        })
+        .collect();
     send(
         &up,
         Up::Register(Register {
@@ -145,6 +263,7 @@ pub async fn serve(
             slots: options.slots.max(1),
             labels: options.labels.clone(),
             version: braid_shared::VERSION.to_owned(),
+            running,
         }),
     )
     .await;
@@ -175,21 +294,34 @@ pub async fn serve(
         }
     };
     let worker_id = registered.worker_id.clone();
+    if std::mem::replace(attached_once, true) {
+        eprintln!(
+            "braid worker: attached again as {worker_id}, with {} attempt(s) still running",
+            kept.running.len()
+        );
+    }
     tracing::info!(%worker_id, slots = options.slots, "worker registered");
-
-    let pool = Arc::new(WorktreePool::new(worker_id.clone(), options.cache.clone()));
-    let mirrors = Arc::new(Mirrors::new(
-        &options.cache,
-        options.borrow.clone(),
-        fetcher(channel.clone(), options.auth.clone(), worker_id.clone()),
-    ));
-    let logs = options.cache.join("logs");
-    let mut running: HashMap<String, CancellationToken> = HashMap::new();
-    let (done_tx, mut done_rx) = mpsc::channel::<AttemptResult>(64);
+    *kept
+        .connection
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((channel, worker_id));
+    // Results the last stream did not get answered go again; twice at most.
+    let again: Vec<AttemptResult> = kept
+        .unanswered
+        .values_mut()
+        .filter(|(_, sent)| *sent < 2)
+        .map(|(result, sent)| {
+            *sent += 1;
+            result.clone()
+        })
+        .collect();
+    kept.unanswered.retain(|_, (_, sent)| *sent < 2);
+    for result in again {
+        send_result(&up, result).await;
+    }
     let every = Duration::from_millis(registered.heartbeat_interval_ms.max(50));
     let mut heartbeat = tokio::time::interval(every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
     let ended = loop {
         tokio::select! {
             msg = down.message() => match msg {
@@ -199,78 +331,116 @@ pub async fn serve(
                             tracing::warn!(lease = %assign.lease_id, "assignment without an attempt");
                             continue;
                         };
-                        if running.contains_key(&assign.lease_id) {
+                        if kept.running.contains_key(&assign.lease_id) {
                             continue;
                         }
-                        if running.len() >= options.slots as usize {
+                        if kept.running.len() >= options.slots as usize {
                             tracing::warn!(lease = %assign.lease_id, "assignment past the free slots");
                         }
                         send(&up, Up::AssignAck(braid_shared::proto::AssignAck {
                             lease_id: assign.lease_id.clone(),
                         })).await;
                         let token = stop.child_token();
-                        running.insert(assign.lease_id.clone(), token.clone());
+                        kept.running.insert(assign.lease_id.clone(), Running {
+                            cancel: token.clone(),
+                            spec_key: assign.spec_key.clone(),
+                        });
                         let job = Job {
                             spec,
                             lease: assign.lease_id,
-                            pool: Arc::clone(&pool),
-                            mirrors: Arc::clone(&mirrors),
-                            logs: logs.clone(),
+                            pool: Arc::clone(&kept.pool),
+                            mirrors: Arc::clone(&kept.mirrors),
+                            logs: kept.logs.clone(),
                         };
-                        start_attempt(job, token, up.clone(), done_tx.clone());
+                        start_attempt(job, token, kept.outbox_tx.clone(), kept.done_tx.clone());
                     }
                     Some(Down::Cancel(cancel)) => {
-                        if let Some(token) = running.get(&cancel.lease_id) {
+                        if let Some(attempt) = kept.running.get(&cancel.lease_id) {
                             tracing::info!(lease = %cancel.lease_id, reason = %cancel.reason, "cancelling");
-                            token.cancel();
+                            attempt.cancel.cancel();
                         }
                     }
                     Some(Down::ResultAck(ack)) => {
+                        kept.unanswered.remove(&ack.lease_id);
                         if !ack.accepted {
                             tracing::warn!(lease = %ack.lease_id, reason = %ack.reason, "result refused");
                         }
                     }
                     Some(Down::Shutdown(shutdown)) => {
                         tracing::info!(reason = %shutdown.reason, "shutting down");
-                        break Ok(Ended::Shutdown);
+                        break Ended::Shutdown;
                     }
                     Some(Down::Registered(_)) | None => {}
                 },
-                Ok(None) => break Ok(Ended::Closed),
-                Err(status) => break Err(WorkerError::Rpc(status)),
+                Ok(None) => break Ended::Closed,
+                Err(status) => {
+                    *kept.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                    return Err(WorkerError::Rpc(status));
+                }
             },
-            Some(result) = done_rx.recv() => {
-                running.remove(&result.lease_id);
-                send(&up, Up::Result(result)).await;
+            Some(message) = kept.outbox_rx.recv() => {
+                if up.send(message).await.is_err() {
+                    break Ended::Closed;
+                }
+            }
+            Some(result) = kept.done_rx.recv() => {
+                kept.running.remove(&result.lease_id);
+                kept.unanswered.insert(result.lease_id.clone(), (result.clone(), 1));
+                send_result(&up, result).await;
             }
             _ = heartbeat.tick() => {
-                let free = (options.slots as usize).saturating_sub(running.len()) as u32;
+                let free = (options.slots as usize).saturating_sub(kept.running.len()) as u32;
                 send(&up, Up::Heartbeat(Heartbeat {
                     free_slots: free,
-                    running: running.keys().cloned().collect(),
+                    running: kept.running.keys().cloned().collect(),
                 })).await;
             }
-            () = stop.cancelled() => break Ok(Ended::Stopped),
+            () = stop.cancelled() => break Ended::Stopped,
         }
     };
-
-    // Wind down: stop what runs, still report it, then remove every worktree.
-    for token in running.values() {
-        token.cancel();
+    *kept
+        .connection
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    if ended == Ended::Closed && options.reconnect {
+        return Ok(ended);
+    }
+    // Told to stop, or the work is over: stop what runs and still report it on this
+    // stream while it is open.
+    for attempt in kept.running.values() {
+        attempt.cancel.cancel();
     }
     let deadline = tokio::time::Instant::now() + WIND_DOWN;
-    while !running.is_empty() {
-        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-            Ok(Some(result)) => {
-                running.remove(&result.lease_id);
-                send(&up, Up::Result(result)).await;
-            }
-            _ => break,
-        }
+    while !kept.running.is_empty() {
+        let message = tokio::select! {
+            done = tokio::time::timeout_at(deadline, kept.done_rx.recv()) => match done {
+                Ok(Some(result)) => {
+                    kept.running.remove(&result.lease_id);
+                    send_result(&up, result).await;
+                    continue;
+                }
+                _ => break,
+            },
+            Some(message) = kept.outbox_rx.recv() => message,
+        };
+        let _ = up.send(message).await;
     }
-    pool.close().await;
-    drop(up);
-    ended
+    Ok(ended)
+}
+
+/// A result's pack in pieces, then the result, on one stream.
+async fn send_result(up: &mpsc::Sender<WorkerMessage>, mut result: AttemptResult) {
+    for piece in std::mem::take(&mut result.pack).chunks(CHUNK) {
+        send(
+            up,
+            Up::Pack(PackChunk {
+                lease_id: result.lease_id.clone(),
+                data: piece.to_vec(),
+            }),
+        )
+        .await;
+    }
+    send(up, Up::Result(result)).await;
 }
 
 /// An assignment as a slot runs it.
@@ -320,7 +490,7 @@ fn start_attempt(
                 }
             })
         };
-        let mut result = match prepare(&spec, &mirrors, &logs).await {
+        let result = match prepare(&spec, &mirrors, &logs).await {
             Ok((place, folder)) => {
                 let shipper =
                     LogShipper::start(folder.path().to_owned(), lease.clone(), up.clone());
@@ -341,17 +511,6 @@ fn start_attempt(
             }
         };
         let _ = forward.await;
-        // The pack goes up in pieces ahead of the result, on the same ordered stream.
-        for piece in std::mem::take(&mut result.pack).chunks(CHUNK) {
-            send(
-                &up,
-                Up::Pack(PackChunk {
-                    lease_id: lease.clone(),
-                    data: piece.to_vec(),
-                }),
-            )
-            .await;
-        }
         tracing::debug!(task = %spec.task_id, attempt = spec.attempt, status = ?AttemptStatus::try_from(result.status), "attempt done");
         let _ = done.send(result).await;
     });
@@ -482,17 +641,27 @@ fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Fetches objects from the coordinator over `channel`, as the worker `worker`.
-fn fetcher(channel: Channel, auth: braid_shared::auth::Bearer, worker: String) -> Fetcher {
+/// Fetches objects from the coordinator over the current connection.
+fn fetcher(
+    connection: Arc<std::sync::Mutex<Option<(Channel, String)>>>,
+    auth: braid_shared::auth::Bearer,
+) -> Fetcher {
     Arc::new(move |repository, want, have| {
-        let mut client = WorkerServiceClient::with_interceptor(channel.clone(), auth.clone());
-        let request = FetchRequest {
-            worker_id: worker.clone(),
-            repository,
-            want,
-            have,
-        };
+        let current = connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let auth = auth.clone();
         Box::pin(async move {
+            let (channel, worker) =
+                current.ok_or_else(|| "not connected to the coordinator".to_owned())?;
+            let mut client = WorkerServiceClient::with_interceptor(channel, auth);
+            let request = FetchRequest {
+                worker_id: worker,
+                repository,
+                want,
+                have,
+            };
             let refused = |status: tonic::Status| {
                 format!(
                     "the coordinator did not send the objects: {}",

@@ -55,7 +55,7 @@ pub fn sandbox_spec(
 impl Scheduler {
     pub(super) async fn on_worker_message(&mut self, worker: String, kind: Up, at: Instant) {
         if !self.workers.contains_key(&worker) {
-            self.on_silent_message(&worker, kind);
+            self.on_silent_message(&worker, kind, at);
             return;
         }
         let Some(state) = self.workers.get_mut(&worker) else {
@@ -414,9 +414,61 @@ impl Scheduler {
         }
     }
 
+    /// Takes back queued attempts that a worker still runs under a lease of an earlier
+    /// epoch (it attached again after its stream broke, or after a restart).
+    fn adopt_running(&mut self) {
+        for (task, attempt) in self.queue.items() {
+            let key = crate::journal::spec_key(&self.attempt_spec(task, attempt));
+            let Some((worker, lease_id)) = self.adoptable.remove(&key) else {
+                continue;
+            };
+            let Some(state) = self.workers.get_mut(&worker) else {
+                continue;
+            };
+            if let Some(pool) = &state.link.pool
+                && !pool.take()
+            {
+                continue;
+            }
+            state.leases.insert(lease_id.clone());
+            self.queue.retain(|item| *item != (task, attempt));
+            let ports = self.port_block();
+            let spec_task = if self.tasks[task].attempts[attempt].report.kind == AttemptKind::Review
+            {
+                format!("{}.judge", self.ctx.plan.tasks[task].id)
+            } else {
+                self.ctx.plan.tasks[task].id.clone()
+            };
+            let now = self.now_ms();
+            let this = &mut self.tasks[task].attempts[attempt];
+            this.phase = AttemptPhase::Leased;
+            this.key = Some(key);
+            this.report.worker = Some(worker.clone());
+            this.report.started_ms = Some(now);
+            let n = this.report.n;
+            self.leases.insert(
+                lease_id.clone(),
+                Lease {
+                    task,
+                    attempt,
+                    worker: worker.clone(),
+                    ports,
+                    stem: format!("{spec_task}.{n}"),
+                },
+            );
+            let detail =
+                format!("attempt {n}, still running on worker {worker} under lease {lease_id}");
+            self.journal_event("adopted", Some(task), &detail);
+            self.note(Note::Info(format!(
+                "{}#{n} taken back: worker {worker} still runs it",
+                self.ctx.plan.tasks[task].id
+            )));
+        }
+    }
+
     /// A message from a worker this run dropped for silence: a late result is refused
     /// (its lease was given to another); once it runs nothing, it is taken back.
-    fn on_silent_message(&mut self, worker: &str, kind: Up) {
+    fn on_silent_message(&mut self, worker: &str, kind: Up, at: Instant) {
         let Some(link) = self.silent.get(worker) else {
             return;
         };
@@ -431,7 +483,11 @@ impl Scheduler {
                             .into(),
                 }))));
             }
-            Up::Heartbeat(beat) if beat.running.is_empty() => {
+            // Back for good: it speaks now (not a message that waited in line) and runs
+            // nothing of before.
+            Up::Heartbeat(beat)
+                if beat.running.is_empty() && at.elapsed() < self.config.heartbeat_timeout =>
+            {
                 let Some(link) = self.silent.remove(worker) else {
                     return;
                 };
@@ -497,6 +553,7 @@ impl Scheduler {
                     slots: state.link.slots,
                     tx: state.link.tx.clone(),
                     pool: state.link.pool.clone(),
+                    running: Vec::new(),
                 };
                 self.silent.insert(worker.clone(), link);
             }
@@ -585,6 +642,15 @@ impl Scheduler {
         if !self.memo.is_empty() {
             self.give_back_journaled();
         }
+        if !self.adoptable.is_empty() {
+            self.adopt_running();
+        }
+        if let Some(until) = self.hold_until {
+            if Instant::now() < until {
+                return;
+            }
+            self.hold_until = None;
+        }
         if let Some(fair) = &self.fairness {
             fair.set_demand(&self.ctx.run_id, self.queue.len() + self.leases.len());
         }
@@ -634,6 +700,7 @@ impl Scheduler {
             let message = down(Down::Assign(Assign {
                 lease_id: lease_id.clone(),
                 attempt: Some(spec),
+                spec_key: key.clone().unwrap_or_default(),
             }));
             if self.journal.is_some() {
                 let n = self.tasks[task].attempts[attempt].report.n;

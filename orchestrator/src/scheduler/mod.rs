@@ -63,6 +63,9 @@ pub struct WorkerLink {
     pub tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
     /// The worker's slots as every run of a server shares them; `None`: this run's alone.
     pub pool: Option<Arc<share::SlotPool>>,
+    /// Attempts the worker still runs from before (its stream broke, or the coordinator
+    /// restarted), by lease and spec key.
+    pub running: Vec<pb::Running>,
 }
 
 /// Everything the loop reacts to.
@@ -355,6 +358,12 @@ pub struct Scheduler {
     adopted: HashMap<String, String>,
     /// A server's share of slots between its runs; `None`: the workers are this run's.
     fairness: Option<Arc<share::Fairness>>,
+    /// Attempts workers still run under leases of an earlier epoch, by spec key: the
+    /// worker and the lease. They are taken back rather than run again.
+    adoptable: HashMap<String, (String, String)>,
+    /// A resumed run assigns nothing before then, so workers that were running its
+    /// attempts have time to attach again and have them taken back.
+    hold_until: Option<Instant>,
     tasks: Vec<TaskState>,
     queue: Queue,
     workers: BTreeMap<String, WorkerState>,
@@ -438,6 +447,8 @@ impl Scheduler {
             epoch: 1,
             adopted: HashMap::new(),
             fairness: None,
+            adoptable: HashMap::new(),
+            hold_until: None,
             positions: dag.positions(),
             dag,
             merger,
@@ -474,6 +485,13 @@ impl Scheduler {
     fn now_ms(&self) -> u64 {
         self.clock
             .unwrap_or_else(|| self.ctx.started.elapsed().as_millis() as u64)
+    }
+
+    /// Assigns nothing for `grace`, so workers that ran attempts of this resumed run can
+    /// attach again and have them taken back.
+    pub fn with_adoption_grace(mut self, grace: Duration) -> Self {
+        self.hold_until = Some(Instant::now() + grace);
+        self
     }
 
     /// Shares the workers with a server's other runs.
@@ -692,6 +710,16 @@ impl Scheduler {
                     journal.worker(&joined);
                 }
                 self.joined.push(joined);
+                for running in &link.running {
+                    let ours = crate::service::run_of_lease(&running.lease_id)
+                        == Some(self.ctx.run_id.as_str());
+                    if ours && !running.spec_key.is_empty() {
+                        self.adoptable.insert(
+                            running.spec_key.clone(),
+                            (link.id.clone(), running.lease_id.clone()),
+                        );
+                    }
+                }
                 self.no_worker_since = None;
                 self.workers.insert(
                     link.id.clone(),

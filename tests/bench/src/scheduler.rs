@@ -63,6 +63,7 @@ async fn noop_worker(
         slots: SLOTS,
         labels: Default::default(),
         version: braid_shared::VERSION.to_owned(),
+        running: Vec::new(),
     }))
     .await;
     let mut down = WorkerServiceClient::new(channel)

@@ -255,6 +255,7 @@ mod tests {
             sandbox: Default::default(),
             grace: Duration::from_secs(1),
             protect: vec![],
+            requires: Default::default(),
         }
     }
 

@@ -54,6 +54,7 @@ fn plan(repo: &TestRepo, attempts: u32) -> Plan {
             sandbox: Default::default(),
             grace: Duration::from_secs(1),
             protect: vec![],
+            requires: Default::default(),
         }],
         sandbox: Default::default(),
         merge: MergeConfig {
@@ -109,6 +110,7 @@ impl Harness {
             tx,
             pool: None,
             running: Vec::new(),
+            labels: Default::default(),
         };
         self.events.send(Event::WorkerJoined(link)).await.unwrap();
         rx

@@ -66,6 +66,7 @@ pub struct Fleet {
 struct Attached {
     name: String,
     slots: u32,
+    labels: std::collections::BTreeMap<String, String>,
     tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
     pool: Arc<crate::scheduler::share::SlotPool>,
 }
@@ -79,6 +80,7 @@ impl Attached {
             tx: self.tx.clone(),
             pool: Some(Arc::clone(&self.pool)),
             running: Vec::new(),
+            labels: self.labels.clone(),
         }
     }
 }
@@ -205,6 +207,7 @@ impl Sink {
                 let attached = Attached {
                     name: link.name,
                     slots: link.slots,
+                    labels: link.labels,
                     tx: link.tx,
                     pool: Arc::new(crate::scheduler::share::SlotPool::new(link.slots)),
                 };
@@ -425,6 +428,7 @@ impl WorkerService for WorkerApi {
             tx,
             pool: None,
             running: register.running,
+            labels: register.labels,
         };
         self.sink.joined(joined).await?;
 

@@ -343,6 +343,19 @@ fn fleet_worker(
     hidden: &[&Path],
     slots: u32,
 ) -> (Child, std::path::PathBuf) {
+    fleet_worker_with(net, i, dir, token, hidden, slots, &[])
+}
+
+/// [`fleet_worker`] with more arguments (`--label k=v`).
+fn fleet_worker_with(
+    net: &Net,
+    i: u32,
+    dir: &Path,
+    token: &str,
+    hidden: &[&Path],
+    slots: u32,
+    extra: &[&str],
+) -> (Child, std::path::PathBuf) {
     let own = dir.join(format!("worker-{i}"));
     std::fs::create_dir_all(&own).unwrap();
     std::fs::write(own.join("token"), token).unwrap();
@@ -383,6 +396,7 @@ fn fleet_worker(
         .arg(own.join("cache"))
         .arg("--token-file")
         .arg(own.join("token"))
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -411,16 +425,12 @@ fn a_fleet_of_three_hosts_runs_a_submitted_plan_and_the_client_fetches_it() {
     let state = repo.outside().join("server");
     let coordinator = Coordinator::start(&net, repo.outside(), &state);
     let hidden: [&Path; 2] = [&repo.path, &state];
+    // Host 2 alone has a GPU; the second task needs one.
     let workers: Vec<_> = (1..=3)
         .map(|i| {
-            fleet_worker(
-                &net,
-                i,
-                repo.outside(),
-                &coordinator.token("worker"),
-                &hidden,
-                1,
-            )
+            let labels: &[&str] = if i == 2 { &["--label", "gpu=yes"] } else { &[] };
+            let token = coordinator.token("worker");
+            fleet_worker_with(&net, i, repo.outside(), &token, &hidden, 1, labels)
         })
         .collect();
     let plan = repo.plan(
@@ -436,6 +446,8 @@ tasks:
   - id: second
     deps: [first]
     prompt: Build on it.
+    requires: {gpu: "yes"}
+    attempts: 2
     agent: {command: [sh, -c, 'cat note.txt src/lib.txt > both.txt']}
 "#,
     );
@@ -488,6 +500,23 @@ tasks:
         .map(|a| a["worker"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(workers_used.len(), 3, "{:#}", report["workers"]);
+    // The task that needs a GPU ran only on the host that has one.
+    let name_of = |id: &str| {
+        report["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == id)
+            .map(|w| w["name"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    for attempt in task(&report, "second")["attempts"].as_array().unwrap() {
+        assert_eq!(
+            name_of(attempt["worker"].as_str().unwrap()),
+            "host-2",
+            "{attempt:#}"
+        );
+    }
     // `braid runs` and `braid status` say the same.
     let runs = client(
         &net,
@@ -1030,4 +1059,35 @@ tasks:
         let said = std::fs::read_to_string(log).unwrap_or_default();
         assert!(!said.contains("result refused"), "{said}");
     }
+}
+
+#[test]
+fn a_task_no_worker_can_take_is_reported_at_once() {
+    let repo = TestRepo::init();
+    let plan = repo.plan(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: gpu
+    prompt: Train.
+    requires: {gpu: a100}
+    agent: {command: [sh, -c, 'echo x > x.txt']}
+  - id: plain
+    prompt: Note.
+    agent: {command: [sh, -c, 'echo y > y.txt']}
+"#,
+    );
+    let started = Instant::now();
+    let (out, report) = crate::run_plan(&repo, &plan, &["--workers", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(20), "it waited");
+    let gpu = task(&report, "gpu");
+    assert_eq!(gpu["status"], "failed");
+    let error = crate::attempt(gpu, 1)["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains("no worker can take it: none has the labels gpu=a100"),
+        "{error}"
+    );
+    assert!(error.contains("local-1"), "{error}");
+    assert_eq!(task(&report, "plain")["status"], "succeeded");
 }

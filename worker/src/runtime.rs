@@ -384,6 +384,13 @@ async fn session(
                 }
             }
             Some(result) = kept.done_rx.recv() => {
+                // What the attempt reported before it ended goes first: its last log bytes
+                // are in the outbox already.
+                while let Ok(message) = kept.outbox_rx.try_recv() {
+                    if up.send(message).await.is_err() {
+                        break;
+                    }
+                }
                 kept.running.remove(&result.lease_id);
                 kept.unanswered.insert(result.lease_id.clone(), (result.clone(), 1));
                 send_result(&up, result).await;
@@ -415,6 +422,9 @@ async fn session(
         let message = tokio::select! {
             done = tokio::time::timeout_at(deadline, kept.done_rx.recv()) => match done {
                 Ok(Some(result)) => {
+                    while let Ok(message) = kept.outbox_rx.try_recv() {
+                        let _ = up.send(message).await;
+                    }
                     kept.running.remove(&result.lease_id);
                     send_result(&up, result).await;
                     continue;

@@ -184,6 +184,10 @@ pub struct Settings {
     /// stopped as `stalled`.
     #[schemars(with = "Option<Scalar>")]
     pub stall: Option<Spanned<Scalar>>,
+    /// Labels a worker must have to run the task's attempts (`{os: linux, gpu: a100}`),
+    /// as `braid worker --label key=value` gives them.
+    #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
+    pub requires: Option<Spanned<std::collections::BTreeMap<String, String>>>,
     /// Commands run in the worktree before the agent.
     pub setup: Option<Vec<SetupFile>>,
     /// Git-ignored files copied from the user's checkout into each worktree.
@@ -292,6 +296,9 @@ pub struct TaskFile {
     /// As in [`Settings::stall`].
     #[schemars(with = "Option<Scalar>")]
     pub stall: Option<Spanned<Scalar>>,
+    /// As in [`Settings::requires`]; replaces the default.
+    #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
+    pub requires: Option<Spanned<std::collections::BTreeMap<String, String>>>,
     /// As in [`Settings::setup`].
     pub setup: Option<Vec<SetupFile>>,
     /// As in [`Settings::include`].

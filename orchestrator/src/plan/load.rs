@@ -497,6 +497,11 @@ impl Validator {
             task.budget.as_ref().or(defaults.budget.as_ref()),
             &format!("task {id:?}"),
         );
+        let requires = task
+            .requires
+            .as_ref()
+            .or(defaults.requires.as_ref())
+            .map_or(Some(BTreeMap::new()), |r| self.requires(r, &id));
         let stall = match task.stall.as_ref().or(defaults.stall.as_ref()) {
             Some(v) => self.duration(Some(v), Duration::ZERO).map(Some),
             None => Some(None),
@@ -606,7 +611,37 @@ impl Validator {
             sandbox: sandbox?,
             grace: grace?,
             protect,
+            requires: requires?,
         })
+    }
+
+    /// A `requires` map: labels as `braid worker --label` takes them.
+    fn requires(
+        &mut self,
+        labels: &Spanned<BTreeMap<String, String>>,
+        id: &str,
+    ) -> Option<BTreeMap<String, String>> {
+        let at = place(&labels.referenced);
+        let fine = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/'))
+        };
+        let mut ok = true;
+        for (key, value) in &labels.value {
+            if !fine(key) || !fine(value) {
+                self.error(
+                    at,
+                    format!(
+                        "task {id:?}: `requires` label {key}={value} is not a label: use 1 to 63 \
+                         characters from letters, digits, `.`, `-`, `_` and `/` on each side"
+                    ),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| labels.value.clone())
     }
 
     fn prompt_file(&mut self, id: &str, file: &Spanned<String>, dir: &Path) -> Option<String> {

@@ -162,6 +162,9 @@ pub struct Task {
     pub grace: Duration,
     /// Globs of paths its attempts must not change (the plan's and its own).
     pub protect: Vec<String>,
+    /// Labels a worker must have to run its attempts.
+    #[serde(default)]
+    pub requires: BTreeMap<String, String>,
 }
 
 impl Task {

@@ -554,6 +554,7 @@ impl Scheduler {
                     tx: state.link.tx.clone(),
                     pool: state.link.pool.clone(),
                     running: Vec::new(),
+                    labels: state.link.labels.clone(),
                 };
                 self.silent.insert(worker.clone(), link);
             }
@@ -654,31 +655,45 @@ impl Scheduler {
         if let Some(fair) = &self.fairness {
             fair.set_demand(&self.ctx.run_id, self.queue.len() + self.leases.len());
         }
+        // Attempts whose labels only busy workers have: they wait, the rest go on.
+        let mut waiting = Vec::new();
         while self.cancelling.is_none() && !self.queue.is_empty() {
             if let Some(fair) = &self.fairness
                 && self.leases.len() >= fair.cap(&self.ctx.run_id)
             {
-                return;
+                break;
             }
             let free: usize = self.workers.values().map(super::WorkerState::free).sum();
             if !self.queue.may_take(free) {
-                return;
+                break;
             }
-            let Some(worker) = self
-                .workers
-                .iter()
-                .map(|(id, w)| (w.free(), id))
-                .filter(|(free, _)| *free > 0)
-                .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
-                .map(|(_, id)| id.clone())
-            else {
-                return;
-            };
             let (task, attempt) = self.queue.pop_front().expect("not empty");
             if self.refused(task, attempt).is_some() {
                 self.end_unstarted(task, attempt);
                 continue;
             }
+            let requires = &self.ctx.plan.tasks[task].requires;
+            let fits = |w: &super::WorkerState| {
+                requires
+                    .iter()
+                    .all(|(k, v)| w.link.labels.get(k) == Some(v))
+            };
+            if !self.workers.is_empty() && !self.workers.values().any(fits) {
+                self.end_unplaceable(task, attempt);
+                continue;
+            }
+            let Some(worker) = self
+                .workers
+                .iter()
+                .filter(|(_, w)| fits(w))
+                .map(|(id, w)| (w.free(), id))
+                .filter(|(free, _)| *free > 0)
+                .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+                .map(|(_, id)| id.clone())
+            else {
+                waiting.push((task, attempt));
+                continue;
+            };
             // Another run's loop may have taken the worker's last slot meanwhile.
             if let Some(pool) = &self.workers[&worker].link.pool
                 && !pool.take()
@@ -747,6 +762,38 @@ impl Scheduler {
                 });
             }
         }
+        for item in waiting.into_iter().rev() {
+            self.queue.push_front(item);
+        }
+    }
+
+    /// Ends an attempt no worker here can take: its task `requires` labels none has.
+    fn end_unplaceable(&mut self, task: usize, attempt: usize) {
+        let requires = &self.ctx.plan.tasks[task].requires;
+        let wanted: Vec<String> = requires.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let here: Vec<String> = self
+            .workers
+            .values()
+            .map(|w| {
+                let labels: Vec<String> = w
+                    .link
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                format!("{} ({}) {{{}}}", w.link.id, w.link.name, labels.join(", "))
+            })
+            .collect();
+        let why = format!(
+            "no worker can take it: none has the labels {} (workers: {})",
+            wanted.join(", "),
+            here.join("; ")
+        );
+        let state = &mut self.tasks[task].attempts[attempt];
+        state.phase = AttemptPhase::Done;
+        state.report.status = AttemptStatus::Failed;
+        state.report.error = Some(why);
+        self.dirty.push(task);
     }
 
     pub(super) fn attempt_spec(&self, task: usize, attempt: usize) -> AttemptSpec {

@@ -66,6 +66,8 @@ pub struct WorkerLink {
     /// Attempts the worker still runs from before (its stream broke, or the coordinator
     /// restarted), by lease and spec key.
     pub running: Vec<pb::Running>,
+    /// Its labels, for tasks that `requires` some.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Everything the loop reacts to.

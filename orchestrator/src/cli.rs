@@ -201,6 +201,14 @@ enum Command {
         /// folder's `tokens`, made on first use].
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// Serve TLS with this certificate (chain), a PEM file; with --tls-key. Clients and
+        /// workers then connect to https://…, trusting the system's roots and the
+        /// authority in $BRAID_TLS_CA.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key, a PEM file.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Submit a plan to a server; prints the run's id.
     Submit {
@@ -578,12 +586,15 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             listen,
             state,
             token_file,
+            tls_cert,
+            tls_key,
         } => {
             crate::serve::serve_main(crate::serve::ServeOptions {
                 listen,
                 state: state.unwrap_or_else(crate::serve::default_state),
                 token_file,
                 scheduler: Default::default(),
+                tls: tls_cert.zip(tls_key),
             })
             .await
         }

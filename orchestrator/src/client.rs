@@ -92,6 +92,10 @@ fn refused(status: tonic::Status) -> BraidError {
         tonic::Code::NotFound | tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
             BraidError::Usage(format!("the server refused: {}", status.message()))
         }
+        _ if status.message().contains("h2 protocol error") => BraidError::Environment(format!(
+            "the server failed: {} (does it serve TLS? then give https://…)",
+            status.message()
+        )),
         _ => BraidError::Environment(format!("the server failed: {}", status.message())),
     }
 }

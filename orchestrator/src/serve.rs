@@ -772,6 +772,8 @@ pub struct ServeOptions {
     pub token_file: Option<PathBuf>,
     /// The scheduler's timings.
     pub scheduler: SchedulerConfig,
+    /// Serve TLS with this certificate chain and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The worker and client tokens in `path`: lines `worker TOKEN` and `client TOKEN`.
@@ -886,10 +888,21 @@ pub async fn serve_main(options: ServeOptions) -> Result<i32, crate::error::Brai
             stop.cancel();
         });
     }
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &options.tls {
+        let read = |path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| BraidError::Usage(format!("cannot read {}: {e}", path.display())))
+        };
+        let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| {
+                BraidError::Usage(format!("the TLS certificate or key is not usable: {e}"))
+            })?;
+    }
     let resumed = server.resume_all().await;
-    let router = tonic::transport::Server::builder()
-        .add_service(workers)
-        .add_service(clients);
+    let router = builder.add_service(workers).add_service(clients);
     let said = |at: String| {
         eprintln!(
             "braid serve: listening on {at}; state in {}; tokens in {}{}",
@@ -923,7 +936,12 @@ pub async fn serve_main(options: ServeOptions) -> Result<i32, crate::error::Brai
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| options.listen.clone());
-        said(format!("http://{at}"));
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        said(format!("{scheme}://{at}"));
         router
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -1091,3 +1091,161 @@ tasks:
     assert!(error.contains("local-1"), "{error}");
     assert_eq!(task(&report, "plain")["status"], "succeeded");
 }
+
+/// A certificate authority and a certificate for 127.0.0.1 it signed, made with openssl in
+/// `dir`: (authority, certificate, key).
+fn certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = braid_tests::command("openssl", dir)
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=braid-test-ca",
+    ]);
+    ca.extend([
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&ca);
+    let mut req = vec!["req"];
+    req.extend(ec);
+    req.extend([
+        "-keyout",
+        "key.pem",
+        "-out",
+        "req.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&req);
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
+}
+
+#[test]
+fn over_tls_a_worker_and_a_client_that_trust_the_server_run_a_plan() {
+    let repo = TestRepo::init();
+    let tls = repo.outside().join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let (ca, cert, key) = certificates(&tls);
+    let state = repo.outside().join("server");
+    let log = repo.outside().join("serve.log");
+    let mut server = braid_tests::command(BIN, repo.outside())
+        .args(["serve", "--listen", "127.0.0.1:0", "--state"])
+        .arg(&state)
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    wait_until("the server to listen", || {
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        url = said
+            .split_whitespace()
+            .find(|w| w.starts_with("https://"))
+            .map(|w| w.trim_end_matches(';').to_owned())
+            .unwrap_or_default();
+        !url.is_empty()
+    });
+    let token = |role: &str| {
+        std::fs::read_to_string(state.join("tokens"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{role} ")).map(str::to_owned))
+            .unwrap()
+    };
+    std::fs::write(repo.outside().join("worker.token"), token("worker")).unwrap();
+    let mut worker = braid_tests::command(BIN, repo.outside())
+        .args(["worker", "--connect", &url, "--token-file"])
+        .arg(repo.outside().join("worker.token"))
+        .arg("--cache")
+        .arg(repo.outside().join("worker-cache"))
+        .env("BRAID_TLS_CA", &ca)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let plan = repo.plan("version: 1\nrepo: repo\ntasks:\n  - id: a\n    prompt: p\n    agent: {command: [sh, -c, 'echo tls > a.txt']}\n");
+    // Without the authority, the client does not trust the server, and says why.
+    let untrusting = braid_tests::command(BIN, &repo.path)
+        .args(["runs", "--server", &url])
+        .env("BRAID_TOKEN", token("client"))
+        .output()
+        .unwrap();
+    assert_eq!(untrusting.status.code(), Some(3));
+    assert!(
+        stderr(&untrusting).contains("certificate"),
+        "{}",
+        stderr(&untrusting)
+    );
+    let out = braid_tests::command("timeout", &repo.path)
+        .args(["60", BIN, "submit"])
+        .arg(&plan)
+        .args(["--wait", "--server", &url])
+        .env("BRAID_TOKEN", token("client"))
+        .env("BRAID_TLS_CA", &ca)
+        .output()
+        .unwrap();
+    let _ = worker.kill();
+    let _ = server.kill();
+    let _ = (worker.wait(), server.wait());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run = stdout(&out).trim().to_owned();
+    assert_eq!(
+        repo.show(&format!("braid/{run}/result"), "a.txt")
+            .as_deref(),
+        Some("tls\n")
+    );
+}

@@ -42,7 +42,7 @@ pub enum WorkerError {
         detail: String,
     },
     /// The coordinator could not be reached.
-    #[error("could not connect to the coordinator at {url}: {source}")]
+    #[error("could not connect to the coordinator at {url}: {}", chain(source))]
     Connect {
         /// The address.
         url: String,
@@ -59,6 +59,21 @@ pub enum WorkerError {
     /// The coordinator broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
+}
+
+/// An error and what caused it, in one line: a transport error alone says little.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let said = next.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = next.source();
+    }
+    text
 }
 
 /// How a worker presents itself.
@@ -89,6 +104,20 @@ const CHUNK: usize = 1 << 20;
 /// How often a running attempt's new log bytes go to the coordinator.
 const LOG_SHIPPING: Duration = Duration::from_millis(250);
 
+/// TLS for an `https:` coordinator: the system's roots, and the authority in the PEM file
+/// `$BRAID_TLS_CA` when it is set (a coordinator with a certificate of its own).
+fn tls() -> Result<tonic::transport::ClientTlsConfig, WorkerError> {
+    let mut config = tonic::transport::ClientTlsConfig::new().with_native_roots();
+    if let Some(path) = std::env::var_os("BRAID_TLS_CA").filter(|p| !p.is_empty()) {
+        let pem = std::fs::read(&path).map_err(|e| WorkerError::Address {
+            url: format!("$BRAID_TLS_CA={}", PathBuf::from(&path).display()),
+            detail: format!("cannot read the certificate authority: {e}"),
+        })?;
+        config = config.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+    }
+    Ok(config)
+}
+
 /// How serving a coordinator ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
@@ -100,7 +129,8 @@ pub enum Ended {
     Stopped,
 }
 
-/// Opens a channel to a coordinator at `url`: `unix:/path/to.sock` or `http://host:port`.
+/// Opens a channel to a coordinator at `url`: `unix:/path/to.sock`, `http://host:port`, or
+/// `https://host:port` (see [`tls`]).
 pub async fn channel(url: &str) -> Result<Channel, WorkerError> {
     if let Some(path) = url.strip_prefix("unix:") {
         let path = PathBuf::from(format!("/{}", path.trim_start_matches('/')));
@@ -120,10 +150,18 @@ pub async fn channel(url: &str) -> Result<Channel, WorkerError> {
                 source,
             });
     }
-    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| WorkerError::Address {
+    let mut endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| WorkerError::Address {
         url: url.to_owned(),
         detail: e.to_string(),
     })?;
+    if url.starts_with("https:") {
+        endpoint = endpoint
+            .tls_config(tls()?)
+            .map_err(|source| WorkerError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
+    }
     endpoint
         .connect()
         .await

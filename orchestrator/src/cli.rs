@@ -1182,19 +1182,29 @@ async fn worker(
         )
         .map_err(BraidError::Usage)?,
         reconnect: true,
+        drain: tokio_util::sync::CancellationToken::new(),
     };
+    // SIGTERM drains: nothing new, what runs finishes. A second SIGTERM, or SIGINT, stops
+    // at once, handing back what runs.
     let stop = tokio_util::sync::CancellationToken::new();
     let signals = {
         use tokio::signal::unix::{SignalKind, signal};
-        let stop = stop.clone();
+        let (stop, drain) = (stop.clone(), options.drain.clone());
         let mut term =
             signal(SignalKind::terminate()).map_err(BraidError::io("listening for signals"))?;
         let mut int =
             signal(SignalKind::interrupt()).map_err(BraidError::io("listening for signals"))?;
         braid_shared::task::spawn("signals", async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {
+                        if drain.is_cancelled() {
+                            break;
+                        }
+                        drain.cancel();
+                    }
+                    _ = int.recv() => break,
+                }
             }
             stop.cancel();
         })

@@ -273,6 +273,7 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
                 borrow: [(repo_id.clone(), common.clone())].into(),
                 auth: Default::default(),
                 reconnect: false,
+                drain: tokio_util::sync::CancellationToken::new(),
             };
             task::spawn("worker", async move {
                 if let Err(err) = serve(&url, worker_options, stop).await {

@@ -141,7 +141,7 @@ impl Fleet {
             Up::Result(r) => Some(r.lease_id.as_str()),
             Up::Log(l) => Some(l.lease_id.as_str()),
             Up::Pack(p) => Some(p.lease_id.as_str()),
-            Up::Heartbeat(_) | Up::Register(_) => None,
+            Up::Heartbeat(_) | Up::Register(_) | Up::Draining(_) => None,
         };
         let event = |kind: Up| Event::FromWorker {
             worker: worker.to_owned(),

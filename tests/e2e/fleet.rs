@@ -1249,3 +1249,77 @@ fn over_tls_a_worker_and_a_client_that_trust_the_server_run_a_plan() {
         Some("tls\n")
     );
 }
+
+#[test]
+fn a_worker_given_sigterm_drains_finishing_what_it_runs_and_taking_nothing_new() {
+    let repo = TestRepo::init();
+    let net = Net::new();
+    let state = repo.outside().join("server");
+    let coordinator = Coordinator::start(&net, repo.outside(), &state);
+    let hidden: [&Path; 2] = [&repo.path, &state];
+    let mut workers: Vec<_> = (1..=3)
+        .map(|i| {
+            fleet_worker(
+                &net,
+                i,
+                repo.outside(),
+                &coordinator.token("worker"),
+                &hidden,
+                1,
+            )
+        })
+        .collect();
+    let marks = repo.outside().join("marks");
+    let plan = marked_plan(&repo, &marks, 1.5);
+    let text = std::fs::read_to_string(&plan)
+        .unwrap()
+        .replace("attempts: 3", "attempts: 6");
+    std::fs::write(&plan, text).unwrap();
+    let run = submit_in_background(&net, &repo, &coordinator.token("client"), &plan);
+    wait_until("three attempts to start", || {
+        (1..=3).all(|n| !hosts_of(&marks, n).is_empty())
+    });
+    let host = hosts_of(&marks, 1)[0];
+    let (worker, log) = &mut workers[host as usize - 1];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let termed = std::time::SystemTime::now();
+    let status = worker.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&*log).unwrap_or_default()
+    );
+    assert!(std::fs::read_to_string(&*log).unwrap().contains("draining"));
+    let out = run.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nserver:\n{}",
+        stderr(&out),
+        coordinator.log()
+    );
+    let report = fetched_report(&repo, &out);
+    let t = task(&report, "t");
+    assert_eq!(t["attempts"].as_array().unwrap().len(), 6);
+    // Its attempt finished there, once, and cost nothing.
+    let first = crate::attempt(t, 1);
+    assert_eq!(first["status"], "succeeded", "{first:#}");
+    assert_eq!(first["lost"], 0, "{first:#}");
+    assert_eq!(hosts_of(&marks, 1), [host]);
+    // Nothing started on it after SIGTERM.
+    for entry in std::fs::read_dir(&marks).unwrap().flatten() {
+        let made = entry.metadata().unwrap().modified().unwrap();
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if made > termed {
+            assert!(
+                !text.contains(&format!("/worker-{host}/")),
+                "{text} started after SIGTERM"
+            );
+        }
+    }
+}

@@ -536,6 +536,7 @@ tasks:
         borrow: Default::default(),
         auth: Default::default(),
         reconnect: false,
+        drain: Default::default(),
     };
     runtime
         .block_on(braid_worker::runtime::serve(

@@ -96,6 +96,9 @@ pub struct WorkerOptions {
     /// Attach again when the stream breaks or the coordinator restarts (`braid worker`);
     /// otherwise the worker ends with its stream (a run's own local workers).
     pub reconnect: bool,
+    /// When it fires, the worker drains: it takes nothing new, hands back what it is still
+    /// given, finishes what it runs, and ends.
+    pub drain: CancellationToken,
 }
 
 /// Largest piece of a pack or log file in one message.
@@ -360,8 +363,20 @@ async fn session(
     let every = Duration::from_millis(registered.heartbeat_interval_ms.max(50));
     let mut heartbeat = tokio::time::interval(every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut draining = false;
     let ended = loop {
+        if draining && kept.running.is_empty() && kept.unanswered.is_empty() {
+            break Ended::Stopped;
+        }
         tokio::select! {
+            () = options.drain.cancelled(), if !draining => {
+                draining = true;
+                eprintln!(
+                    "braid worker: draining: taking nothing new, finishing {} attempt(s)",
+                    kept.running.len()
+                );
+                send(&up, Up::Draining(braid_shared::proto::Draining {})).await;
+            }
             msg = down.message() => match msg {
                 Ok(Some(msg)) => match msg.kind {
                     Some(Down::Assign(assign)) => {
@@ -370,6 +385,17 @@ async fn session(
                             continue;
                         };
                         if kept.running.contains_key(&assign.lease_id) {
+                            continue;
+                        }
+                        if draining {
+                            // Handed back at once: it runs elsewhere, at no attempt's cost.
+                            send_result(&up, AttemptResult {
+                                lease_id: assign.lease_id,
+                                status: AttemptStatus::Failed as i32,
+                                error: "handed back: the worker is draining".into(),
+                                infrastructure: true,
+                                ..Default::default()
+                            }).await;
                             continue;
                         }
                         if kept.running.len() >= options.slots as usize {
@@ -459,9 +485,18 @@ async fn session(
     while !kept.running.is_empty() {
         let message = tokio::select! {
             done = tokio::time::timeout_at(deadline, kept.done_rx.recv()) => match done {
-                Ok(Some(result)) => {
+                Ok(Some(mut result)) => {
                     while let Ok(message) = kept.outbox_rx.try_recv() {
                         let _ = up.send(message).await;
+                    }
+                    // A fleet's worker that stops hands its attempts back: they run
+                    // elsewhere, at no attempt's cost.
+                    if ended == Ended::Stopped
+                        && options.reconnect
+                        && result.status() == AttemptStatus::Cancelled
+                    {
+                        result.infrastructure = true;
+                        result.error = "handed back: the worker stopped".into();
                     }
                     kept.running.remove(&result.lease_id);
                     send_result(&up, result).await;

@@ -65,6 +65,12 @@ impl Scheduler {
         match kind {
             // The service puts a lease's pack into its result.
             Up::Register(_) | Up::Heartbeat(_) | Up::AssignAck(_) | Up::Pack(_) => {}
+            Up::Draining(_) => {
+                state.draining = true;
+                self.note(Note::Info(format!(
+                    "worker {worker} is draining: it finishes what it runs and takes nothing new"
+                )));
+            }
             Up::Log(chunk) => {
                 let Some(lease) = self
                     .leases
@@ -502,6 +508,7 @@ impl Scheduler {
                         link,
                         leases: std::collections::HashSet::new(),
                         last_seen: Instant::now(),
+                        draining: false,
                     },
                 );
             }

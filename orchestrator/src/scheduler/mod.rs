@@ -304,12 +304,17 @@ struct WorkerState {
     link: WorkerLink,
     leases: HashSet<String>,
     last_seen: Instant,
+    /// It drains: it gets nothing new.
+    draining: bool,
 }
 
 impl WorkerState {
     /// Slots this run may give the worker now: its own free ones, and no more than the
     /// worker has free across a server's runs.
     fn free(&self) -> usize {
+        if self.draining {
+            return 0;
+        }
         let own = (self.link.slots as usize).saturating_sub(self.leases.len());
         self.link
             .pool
@@ -729,6 +734,7 @@ impl Scheduler {
                         link,
                         leases: HashSet::new(),
                         last_seen: Instant::now(),
+                        draining: false,
                     },
                 );
             }

@@ -470,6 +470,11 @@ impl Scheduler {
                 self.ctx.plan.tasks[task].id
             )));
         }
+        // Outside a resumed run's grace, what matched nothing now never will: its attempt
+        // runs elsewhere already, and the worker's result will be refused.
+        if self.hold_until.is_none() {
+            self.adoptable.clear();
+        }
     }
 
     /// A message from a worker this run dropped for silence: a late result is refused
@@ -706,7 +711,7 @@ impl Scheduler {
                 && !pool.take()
             {
                 self.queue.push_front((task, attempt));
-                return;
+                break;
             }
             let lease_id = format!("{}-{}-{}", self.ctx.run_id, self.epoch, self.next_lease);
             self.next_lease += 1;

@@ -120,22 +120,32 @@ impl Scheduler {
         // Taken out before the answer goes: sending it may find the worker gone, and
         // dropping the worker then must not see this lease as lost.
         let lease = current.then(|| self.release(&result.lease_id)).flatten();
-        self.send(
-            worker,
-            Down::ResultAck(ResultAck {
-                lease_id: result.lease_id.clone(),
-                accepted: lease.is_some(),
-                reason: if lease.is_some() {
-                    String::new()
-                } else {
-                    "stale lease: the attempt was reassigned or has ended".into()
-                },
-            }),
-        );
         let Some(lease) = lease else {
+            self.send(
+                worker,
+                Down::ResultAck(ResultAck {
+                    lease_id: result.lease_id.clone(),
+                    accepted: false,
+                    reason: "stale lease: the attempt was reassigned or has ended".into(),
+                }),
+            );
             tracing::warn!(lease = %result.lease_id, %worker, "refused a result under a stale lease");
             return;
         };
+        // Taken: the worker keeps its copy until the result is in the journal (the answer
+        // goes when the loop's turn is committed; a result with a commit, once its objects
+        // are in and it is journaled).
+        let ack = (worker.to_owned(), result.lease_id.clone());
+        if self.journal.is_none() {
+            self.send_ack(&ack);
+        } else if result.commit.is_empty()
+            || result.infrastructure
+            || result.provider_fault() == pb::ProviderFault::Transient
+        {
+            self.acks.push(ack);
+        } else {
+            self.tasks[lease.task].attempts[lease.attempt].ack = Some(ack);
+        }
         // The worker named its log files; the report names them in the run's log folder.
         let dir = &self.ctx.log_dir;
         let local = |name: &str| logs::path_of(dir, name, &lease.stem).unwrap_or_default();
@@ -324,6 +334,18 @@ impl Scheduler {
                 report.commit = None;
             }
         }
+    }
+
+    /// Tells a worker its result is taken.
+    pub(super) fn send_ack(&mut self, (worker, lease_id): &(String, String)) {
+        self.send(
+            worker,
+            Down::ResultAck(ResultAck {
+                lease_id: lease_id.clone(),
+                accepted: true,
+                reason: String::new(),
+            }),
+        );
     }
 
     /// A block of ports no running attempt has.

@@ -278,6 +278,8 @@ struct AttemptState {
     /// The key of the spec it was last assigned with (see [`crate::journal::spec_key`]),
     /// when the run keeps a journal.
     key: Option<String>,
+    /// The answer its worker waits for (worker, lease), sent once the result is journaled.
+    ack: Option<(String, String)>,
 }
 
 impl AttemptState {
@@ -295,6 +297,7 @@ impl AttemptState {
             review: None,
             verdict: None,
             key: None,
+            ack: None,
         }
     }
 }
@@ -353,6 +356,8 @@ pub struct Scheduler {
     refs: RefWriter,
     /// Writes the log files workers send off the loop.
     logs: LogWriter,
+    /// Answers to results, sent once the loop's turn is in the journal.
+    acks: Vec<(String, String)>,
     /// The run's journal, when it keeps one.
     journal: Option<Journal>,
     /// A resumed run's results from its journal, by spec key, not given back yet.
@@ -448,6 +453,7 @@ impl Scheduler {
         Ok(Scheduler {
             refs,
             logs: LogWriter::start(config.log_cap),
+            acks: Vec::new(),
             journal: None,
             memo: HashMap::new(),
             clock: None,
@@ -487,6 +493,33 @@ impl Scheduler {
             next_ports: 0,
             warnings: Vec::new(),
         })
+    }
+
+    /// What this turn decided goes into the journal before the loop waits again, and
+    /// then the workers hear that their results are taken.
+    fn commit_turn(&mut self) {
+        let acks = std::mem::take(&mut self.acks);
+        let Some(journal) = self.journal.as_mut() else {
+            for ack in acks {
+                self.send_ack(&ack);
+            }
+            return;
+        };
+        let after: Vec<crate::journal::AfterCommit> = acks
+            .into_iter()
+            .filter_map(|(worker, lease_id)| {
+                let tx = self.workers.get(&worker)?.link.tx.clone();
+                let answer = down(Down::ResultAck(pb::ResultAck {
+                    lease_id,
+                    accepted: true,
+                    reason: String::new(),
+                }));
+                Some(Box::new(move || {
+                    let _ = tx.try_send(Ok(answer));
+                }) as crate::journal::AfterCommit)
+            })
+            .collect();
+        journal.commit(after);
     }
 
     fn now_ms(&self) -> u64 {
@@ -659,7 +692,9 @@ impl Scheduler {
             }
             self.settle().await;
             self.dispatch();
+            self.commit_turn();
         }
+        self.commit_turn();
         for worker in self
             .workers
             .values()
@@ -671,6 +706,9 @@ impl Scheduler {
         }
         let failures = self.refs.finish().await;
         self.logs.finish().await;
+        if let Some(journal) = self.journal.as_mut() {
+            journal.finish().await;
+        }
         if !failures.is_empty() && self.error.is_none() {
             self.error = Some(failures.join("; "));
         }
@@ -757,6 +795,9 @@ impl Scheduler {
                     self.queue.unhold(task);
                 }
                 self.journal_result(task, attempt, &result, &outcome);
+                if let Some(ack) = self.tasks[task].attempts[attempt].ack.take() {
+                    self.acks.push(ack);
+                }
                 self.record_result(task, attempt, *result, outcome);
             }
             Event::Requeue { task, attempt } => self.requeue(task, attempt),

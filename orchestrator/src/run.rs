@@ -48,6 +48,18 @@ pub struct RunOptions {
     pub resume: Option<ResumeFrom>,
 }
 
+/// When a resumed run first started, as this process's clock and as a time: its report's
+/// times go on from there.
+pub fn started_from(unix_ms: i64, rfc3339: &str) -> (Instant, chrono::DateTime<chrono::Utc>) {
+    let ago = chrono::Utc::now().timestamp_millis() - unix_ms;
+    let ago = Duration::from_millis(ago.max(0) as u64);
+    let started = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
+    let at = chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|_| chrono::Utc::now());
+    (started, at)
+}
+
 /// What `braid resume` read from a run's journal.
 #[derive(Debug, Clone)]
 pub struct ResumeFrom {
@@ -110,15 +122,7 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     }
     // A resumed run goes on from when it first started.
     let (started, started_at) = match &options.resume {
-        Some(from) => {
-            let ago = chrono::Utc::now().timestamp_millis() - from.started_unix_ms;
-            let ago = Duration::from_millis(ago.max(0) as u64);
-            let started = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
-            let at = chrono::DateTime::parse_from_rfc3339(&from.started_at)
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .unwrap_or_else(|_| chrono::Utc::now());
-            (started, at)
-        }
+        Some(from) => started_from(from.started_unix_ms, &from.started_at),
         None => (Instant::now(), chrono::Utc::now()),
     };
     let run_id = options.run_id.clone().unwrap_or_else(state::new_run_id);
@@ -344,13 +348,7 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
     let written = report.write(&run_dir);
     // A run that ended is not resumed; one that was interrupted may be.
     if status != RunStatus::Cancelled {
-        let word = match status {
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-            RunStatus::Crashed => "crashed",
-        };
-        crate::journal::end(&journal_path, &report.run, word);
+        crate::journal::end(&journal_path, &report.run, &crate::report::word(status));
     }
     // Whatever the run left in the cache goes, and its lock with it: the report is written
     // (or could not be), so no later command needs to clean up after this run.

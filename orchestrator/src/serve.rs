@@ -124,15 +124,6 @@ impl RunEntry {
     }
 }
 
-fn word(status: RunStatus) -> &'static str {
-    match status {
-        RunStatus::Succeeded => "succeeded",
-        RunStatus::Failed => "failed",
-        RunStatus::Cancelled => "cancelled",
-        RunStatus::Crashed => "crashed",
-    }
-}
-
 impl Server {
     /// A server whose state is in `state`, scheduling with `config`.
     pub fn new(state: PathBuf, config: SchedulerConfig) -> std::io::Result<Arc<Server>> {
@@ -145,6 +136,8 @@ impl Server {
             release_workers: false,
             // A worker that falls silent is given up within 3 s (half-second checks).
             heartbeat_timeout: Duration::from_millis(2500),
+            // One whose stream broke attaches again within a second or two.
+            reattach_grace: Duration::from_secs(5),
             ..config
         };
         Ok(Arc::new(Server {
@@ -242,16 +235,7 @@ impl Server {
         std::fs::create_dir_all(&log_dir)
             .map_err(|e| format!("creating {}: {e}", log_dir.display()))?;
         let (started, started_at) = match &resuming {
-            Some((_, from)) => {
-                let ago = chrono::Utc::now().timestamp_millis() - from.started_unix_ms;
-                let started = Instant::now()
-                    .checked_sub(Duration::from_millis(ago.max(0) as u64))
-                    .unwrap_or_else(Instant::now);
-                let at = chrono::DateTime::parse_from_rfc3339(&from.started_at)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .unwrap_or_else(|_| chrono::Utc::now());
-                (started, at)
-            }
+            Some((_, from)) => crate::run::started_from(from.started_unix_ms, &from.started_at),
             None => (Instant::now(), chrono::Utc::now()),
         };
         let started_text = started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -384,7 +368,7 @@ impl Server {
                 journal::end(
                     &concluding.dir.join(journal::FILE),
                     &concluding.id,
-                    word(status),
+                    &crate::report::word(status),
                 );
             }
             if let Some(error) = error {
@@ -395,7 +379,7 @@ impl Server {
             running.tell(format!(
                 "run {} {}; result {}",
                 concluding.id,
-                word(status),
+                crate::report::word(status),
                 report.result.commit.as_deref().map_or("none", |c| c)
             ));
             {
@@ -404,10 +388,10 @@ impl Server {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 progress.result = report.result.commit.clone();
-                progress.ended = Some((word(status).to_owned(), text));
+                progress.ended = Some((crate::report::word(status), text));
                 progress.running = 0;
             }
-            let _ = running.told.send(Told::Ended(word(status).to_owned()));
+            let _ = running.told.send(Told::Ended(crate::report::word(status)));
         });
         Ok(entry)
     }

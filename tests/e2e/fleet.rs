@@ -1323,3 +1323,72 @@ fn a_worker_given_sigterm_drains_finishing_what_it_runs_and_taking_nothing_new()
         }
     }
 }
+
+#[test]
+fn a_worker_whose_connection_breaks_attaches_again_and_keeps_its_attempt() {
+    let repo = TestRepo::init();
+    let net = Net::new();
+    let state = repo.outside().join("server");
+    let coordinator = Coordinator::start(&net, repo.outside(), &state);
+    let hidden: [&Path; 2] = [&repo.path, &state];
+    let workers: Vec<_> = (1..=3)
+        .map(|i| {
+            fleet_worker(
+                &net,
+                i,
+                repo.outside(),
+                &coordinator.token("worker"),
+                &hidden,
+                1,
+            )
+        })
+        .collect();
+    let marks = repo.outside().join("marks");
+    let plan = marked_plan(&repo, &marks, 3.0);
+    let run = submit_in_background(&net, &repo, &coordinator.token("client"), &plan);
+    wait_until("all three attempts to start", || {
+        (1..=3).all(|n| !hosts_of(&marks, n).is_empty())
+    });
+    let host = hosts_of(&marks, 1)[0];
+    // Its TCP connection to the coordinator is torn down under it.
+    let killed = braid_tests::command("ip", Path::new("/"))
+        .args([
+            "netns",
+            "exec",
+            &net.worker(host),
+            "ss",
+            "-K",
+            "dst",
+            &format!("10.77.{host}.1"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        killed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
+    let out = run.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nserver:\n{}",
+        stderr(&out),
+        coordinator.log()
+    );
+    assert!(
+        stderr(&out).contains("attached again with 1 attempt(s)"),
+        "{}",
+        stderr(&out)
+    );
+    let report = fetched_report(&repo, &out);
+    let first = crate::attempt(task(&report, "t"), 1);
+    assert_eq!(first["status"], "succeeded", "{first:#}");
+    assert_eq!(first["lost"], 0, "{first:#}");
+    // It ran once, where it started.
+    assert_eq!(hosts_of(&marks, 1), [host]);
+    let (_, log) = &workers[host as usize - 1];
+    let said = std::fs::read_to_string(log).unwrap();
+    assert!(said.contains("attached again as"), "{said}");
+    assert!(!said.contains("result refused"), "{said}");
+}

@@ -572,6 +572,20 @@ impl Scheduler {
     }
 
     pub(super) async fn on_tick(&mut self) {
+        // Workers that did not attach again in time: their attempts are lost.
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .detached
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for worker in expired {
+            if let Some((state, _)) = self.detached.remove(&worker) {
+                self.workers.insert(worker.clone(), state);
+                self.drop_worker(&worker, "its stream broke and it did not attach again");
+            }
+        }
         let silent: Vec<String> = self
             .workers
             .iter()

@@ -143,6 +143,9 @@ pub struct SchedulerConfig {
     /// Tell every worker to shut down when the run is over: its workers are the run's
     /// alone (embedded mode), not a server's.
     pub release_workers: bool,
+    /// How long the leases of a worker whose stream broke wait for it to attach again
+    /// (a server's workers do; a run's own local workers do not).
+    pub reattach_grace: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -156,6 +159,7 @@ impl Default for SchedulerConfig {
             cancel_grace: Duration::from_secs(20),
             retry_backoff: Duration::from_millis(100),
             release_workers: true,
+            reattach_grace: Duration::ZERO,
         }
     }
 }
@@ -382,6 +386,9 @@ pub struct Scheduler {
     /// Workers dropped for silence whose stream is still open: a result they send late is
     /// refused, and one that comes back with nothing running is taken back.
     silent: HashMap<String, WorkerLink>,
+    /// Workers whose stream broke while they held leases, until when they may attach
+    /// again and keep them.
+    detached: HashMap<String, (WorkerState, Instant)>,
     joined: Vec<WorkerReport>,
     leases: HashMap<String, Lease>,
     next_lease: u64,
@@ -471,6 +478,7 @@ impl Scheduler {
             queue,
             workers: BTreeMap::new(),
             silent: HashMap::new(),
+            detached: HashMap::new(),
             joined: Vec::new(),
             leases: HashMap::new(),
             next_lease: 1,
@@ -755,10 +763,38 @@ impl Scheduler {
                     journal.worker(&joined);
                 }
                 self.joined.push(joined);
+                // Leases it held when its stream broke come back to it as they were.
+                let mut reattached = HashSet::new();
+                for running in &link.running {
+                    let held = self
+                        .leases
+                        .get(&running.lease_id)
+                        .is_some_and(|l| self.detached.contains_key(&l.worker));
+                    if held && (link.pool.as_ref().is_none_or(|pool| pool.take())) {
+                        let lease = self.leases.get_mut(&running.lease_id).expect("held");
+                        if let Some((old, _)) = self.detached.get_mut(&lease.worker) {
+                            old.leases.remove(&running.lease_id);
+                        }
+                        lease.worker = link.id.clone();
+                        reattached.insert(running.lease_id.clone());
+                    }
+                }
+                if !reattached.is_empty() {
+                    self.note(Note::Info(format!(
+                        "worker {} ({}) attached again with {} attempt(s) it still runs",
+                        link.id,
+                        link.name,
+                        reattached.len()
+                    )));
+                }
+                self.detached.retain(|_, (old, _)| !old.leases.is_empty());
                 for running in &link.running {
                     let ours = crate::service::run_of_lease(&running.lease_id)
                         == Some(self.ctx.run_id.as_str());
-                    if ours && !running.spec_key.is_empty() {
+                    if ours
+                        && !running.spec_key.is_empty()
+                        && !reattached.contains(&running.lease_id)
+                    {
                         self.adoptable.insert(
                             running.spec_key.clone(),
                             (link.id.clone(), running.lease_id.clone()),
@@ -770,7 +806,7 @@ impl Scheduler {
                     link.id.clone(),
                     WorkerState {
                         link,
-                        leases: HashSet::new(),
+                        leases: reattached,
                         last_seen: Instant::now(),
                         draining: false,
                     },
@@ -781,7 +817,28 @@ impl Scheduler {
             }
             Event::WorkerLeft { worker, reason } => {
                 self.silent.remove(&worker);
-                self.drop_worker(&worker, &reason);
+                let grace = self.config.reattach_grace;
+                let holds = self
+                    .workers
+                    .get(&worker)
+                    .is_some_and(|w| !w.leases.is_empty());
+                match self.workers.remove(&worker) {
+                    // A broken stream need not be a lost worker: its attempts wait a
+                    // little for it to attach again with them.
+                    Some(state) if holds && !grace.is_zero() => {
+                        self.note(Note::Info(format!(
+                            "worker {worker}: {reason}; its {} attempt(s) wait {grace:?} for it to attach again",
+                            state.leases.len()
+                        )));
+                        self.detached
+                            .insert(worker, (state, Instant::now() + grace));
+                    }
+                    Some(state) => {
+                        self.workers.insert(worker.clone(), state);
+                        self.drop_worker(&worker, &reason);
+                    }
+                    None => {}
+                }
             }
             Event::BaseReady { task, outcome } => self.base_ready(task, outcome),
             Event::Imported {

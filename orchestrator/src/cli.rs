@@ -136,7 +136,8 @@ enum Command {
         repo: Option<PathBuf>,
     },
     /// Remove what old runs left: the worktrees and scratch of runs whose process is gone,
-    /// in this repository and in braid's cache folder; prints what it freed.
+    /// in this repository and in braid's cache folder, and the cache's copies of
+    /// repositories that are gone; prints what it freed.
     Gc {
         /// The repository whose dead runs to mark `crashed` [default: the one holding the
         /// current folder, if any].
@@ -559,7 +560,7 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
                 freed += bytes;
             }
             println!(
-                "freed {} in {} run folder(s); cache: {}",
+                "freed {} in {} folder(s); cache: {}",
                 crate::state::human_bytes(freed),
                 collected.recovered.len() + collected.orphans.len(),
                 cache.display()

@@ -309,6 +309,17 @@ pub fn collect(git_dir: Option<&Path>, cache: &Path) -> Collected {
         recovered: git_dir.map(recover).unwrap_or_default(),
         ..Default::default()
     };
+    // Copies of repositories that borrowed from one that is gone (a removed checkout, a
+    // demo's throwaway repository).
+    if let Ok(mirrors) = std::fs::read_dir(cache.join("repos")) {
+        for entry in mirrors.flatten() {
+            let dir = entry.path();
+            if braid_worker::mirror::borrows_what_is_gone(&dir) {
+                let freed = remove_cache_dir(&dir);
+                collected.orphans.push((dir, freed));
+            }
+        }
+    }
     let Ok(entries) = std::fs::read_dir(cache.join("work")) else {
         return collected;
     };

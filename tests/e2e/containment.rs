@@ -532,6 +532,33 @@ fn gc_removes_what_dead_runs_left_and_says_what_it_freed() {
 }
 
 #[test]
+fn gc_removes_the_copy_of_a_repository_that_is_gone() {
+    let repo = TestRepo::init();
+    let plan = repo.plan("version: 1\nrepo: repo\ntasks:\n  - id: a\n    prompt: p\n    agent: {command: [sh, -c, 'echo x > x.txt']}\n");
+    let (out, _) = crate::run_plan(&repo, &plan, &["--workers", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mirrors = || -> Vec<_> {
+        std::fs::read_dir(repo.cache().join("repos"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        mirrors().len(),
+        1,
+        "the run's worker kept a copy of the repository"
+    );
+    // While the repository is there, the copy stays.
+    let kept = braid(Path::new(BIN), repo.outside(), &["gc"]);
+    assert_eq!(kept.status.code(), Some(0), "{}", stderr(&kept));
+    assert_eq!(mirrors().len(), 1);
+    std::fs::rename(&repo.path, repo.outside().join("moved")).unwrap();
+    let out = braid(Path::new(BIN), repo.outside(), &["gc"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("/repos/"), "{}", stdout(&out));
+    assert!(mirrors().is_empty(), "{:?}", mirrors());
+}
+
+#[test]
 fn two_hundred_attempts_at_once_each_get_a_worktree() {
     let repo = TestRepo::init();
     let before = before(&repo);

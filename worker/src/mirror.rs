@@ -266,6 +266,14 @@ fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.persist(path).map(drop).map_err(|e| e.error)
 }
 
+/// Whether the mirror at `dir` borrowed the objects of a repository that is gone: with
+/// them it lost what it never fetched, so it is of no more use.
+pub fn borrows_what_is_gone(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("objects/info/alternates"))
+        .ok()
+        .is_some_and(|text| text.lines().any(|line| !Path::new(line.trim()).is_dir()))
+}
+
 fn haves_file(dir: &Path) -> PathBuf {
     dir.join("braid-haves")
 }

@@ -86,10 +86,10 @@ pub async fn connect(target: &Target) -> Result<Client, BraidError> {
 /// A refusal of the server, in words.
 fn refused(status: tonic::Status) -> BraidError {
     match status.code() {
-        tonic::Code::Unauthenticated => {
-            BraidError::Usage(format!("the server refused: {} ", status.message()))
-        }
-        tonic::Code::NotFound | tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
+        tonic::Code::Unauthenticated
+        | tonic::Code::NotFound
+        | tonic::Code::InvalidArgument
+        | tonic::Code::FailedPrecondition => {
             BraidError::Usage(format!("the server refused: {}", status.message()))
         }
         _ if status.message().contains("h2 protocol error") => BraidError::Environment(format!(
@@ -253,7 +253,7 @@ pub async fn fetch(target: &Target, run: &str, dir: &Path) -> Result<Vec<String>
     }
     for r in &refs {
         let ok = r.name.starts_with(&format!("braid/{run}/"))
-            && braid_worker::mirror::is_commit_id(&r.commit)
+            && braid_worker::cache::is_object_id(&r.commit)
             && !r
                 .name
                 .split('/')

@@ -93,10 +93,7 @@ struct Progress {
 
 impl RunEntry {
     fn tell(&self, line: String) {
-        let mut lines = self
-            .lines
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut lines = held(&self.lines);
         if lines.len() < KEPT_LINES {
             lines.push(line.clone());
         }
@@ -104,10 +101,7 @@ impl RunEntry {
     }
 
     fn status(&self) -> pb::RunStatus {
-        let progress = self
-            .progress
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let progress = held(&self.progress);
         pb::RunStatus {
             run: self.id.clone(),
             name: self.name.clone().unwrap_or_default(),
@@ -318,10 +312,7 @@ impl Server {
             task::spawn("run-progress", async move {
                 while let Some(note) = notes_rx.recv().await {
                     {
-                        let mut progress = entry
-                            .progress
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let mut progress = held(&entry.progress);
                         match &note {
                             Note::TaskDone { .. } => progress.tasks_done += 1,
                             Note::Assigned { .. } => progress.running += 1,
@@ -383,10 +374,7 @@ impl Server {
                 report.result.commit.as_deref().map_or("none", |c| c)
             ));
             {
-                let mut progress = running
-                    .progress
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut progress = held(&running.progress);
                 progress.result = report.result.commit.clone();
                 progress.ended = Some((crate::report::word(status), text));
                 progress.running = 0;
@@ -434,7 +422,7 @@ fn recheck(plan: &Plan) -> Result<(), String> {
     if let Some(cycle) = crate::dag::find_cycles(&order, &deps).first() {
         return Err(format!("a dependency cycle: {}", cycle.join(" -> ")));
     }
-    if !braid_worker::mirror::is_commit_id(&plan.base_commit) {
+    if !braid_worker::cache::is_object_id(&plan.base_commit) {
         return Err("the plan's base is not a commit id".into());
     }
     Ok(())
@@ -453,6 +441,23 @@ impl ClientApi {
     }
 }
 
+/// A mutex's value, even after a thread that held it panicked.
+fn held<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Refuses a list from the wire that holds something other than commit ids.
+fn commit_ids(ids: &[String]) -> Result<(), Status> {
+    match ids.iter().find(|c| !braid_worker::cache::is_object_id(c)) {
+        Some(bad) => Err(Status::invalid_argument(format!(
+            "{bad:?} is not a commit id"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
@@ -462,15 +467,7 @@ impl ClientService for ClientApi {
     async fn have(&self, request: Request<HaveRequest>) -> Result<Response<HaveReply>, Status> {
         let request = request.into_inner();
         let mirror = self.server.mirror(&request.repository)?;
-        if let Some(bad) = request
-            .commits
-            .iter()
-            .find(|c| !braid_worker::mirror::is_commit_id(c))
-        {
-            return Err(Status::invalid_argument(format!(
-                "{bad:?} is not a commit id"
-            )));
-        }
+        commit_ids(&request.commits)?;
         if !mirror.join("HEAD").is_file() {
             return Ok(Response::new(HaveReply { known: Vec::new() }));
         }
@@ -569,10 +566,7 @@ impl ClientService for ClientApi {
             }));
         }
         let entry = self.server.run(&request.run)?;
-        let report = entry
-            .progress
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let report = held(&entry.progress)
             .ended
             .as_ref()
             .map(|(_, report)| report.clone())
@@ -592,18 +586,8 @@ impl ClientService for ClientApi {
         let entry = self.server.run(&request.into_inner().run)?;
         // Subscribed before the lines so far are read: nothing falls between them.
         let mut told = entry.told.subscribe();
-        let so_far = entry
-            .lines
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let ended = entry
-            .progress
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .ended
-            .as_ref()
-            .map(|(s, _)| s.clone());
+        let so_far = held(&entry.lines).clone();
+        let ended = held(&entry.progress).ended.as_ref().map(|(s, _)| s.clone());
         let (tx, rx) = mpsc::channel(256);
         task::spawn("watch", async move {
             let line = |line: String| WatchEvent {
@@ -646,12 +630,7 @@ impl ClientService for ClientApi {
         request: Request<CancelRequest>,
     ) -> Result<Response<CancelReply>, Status> {
         let entry = self.server.run(&request.into_inner().run)?;
-        let ended = entry
-            .progress
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .ended
-            .is_some();
+        let ended = held(&entry.progress).ended.is_some();
         if !ended {
             entry.interrupted.cancel();
             let _ = entry.events.send(Event::Interrupt).await;
@@ -667,15 +646,7 @@ impl ClientService for ClientApi {
     ) -> Result<Response<Self::FetchStream>, Status> {
         let request = request.into_inner();
         let entry = self.server.run(&request.run)?;
-        if let Some(bad) = request
-            .have
-            .iter()
-            .find(|c| !braid_worker::mirror::is_commit_id(c))
-        {
-            return Err(Status::invalid_argument(format!(
-                "{bad:?} is not a commit id"
-            )));
-        }
+        commit_ids(&request.have)?;
         let prefix = format!("refs/heads/braid/{}/", entry.id);
         let refs = crate::merge::Merger::open(&entry.repo)
             .and_then(|m| m.refs_under(&prefix))
@@ -690,10 +661,7 @@ impl ClientService for ClientApi {
         } else {
             git.pack_wanted(&want, &have).await.map_err(internal)?
         };
-        let report = entry
-            .progress
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let report = held(&entry.progress)
             .ended
             .as_ref()
             .map(|(_, r)| r.clone())

@@ -299,11 +299,6 @@ impl WorkerApi {
     }
 }
 
-/// Whether `id` is a full object id.
-fn is_object_id(id: &str) -> bool {
-    id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
     type AttachStream = ReceiverStream<Result<CoordinatorMessage, Status>>;
@@ -335,7 +330,7 @@ impl WorkerService for WorkerApi {
             .want
             .iter()
             .chain(&request.have)
-            .find(|id| !is_object_id(id))
+            .find(|id| !braid_worker::cache::is_object_id(id))
         {
             return Err(Status::invalid_argument(format!(
                 "{bad:?} is not an object id"

@@ -201,10 +201,7 @@ pub fn recover(git_dir: &Path) -> Vec<Recovered> {
     };
     for entry in entries.flatten() {
         let dir = entry.path();
-        let Ok(text) = std::fs::read_to_string(dir.join("lock.json")) else {
-            continue;
-        };
-        let Ok(lock) = serde_json::from_str::<Lock>(&text) else {
+        let Some(lock) = Lock::read(&dir) else {
             continue;
         };
         if lock.alive() {

@@ -12,11 +12,7 @@ use crate::{BIN, task};
 /// Starts `braid worker` in a mount namespace of its own where `hidden` folders are empty
 /// tmpfs mounts: it sees nothing of them, as a worker on another machine would.
 fn hidden_worker(dir: &Path, url: &str, cache: &Path, hidden: &[&Path], extra: &[&str]) -> Child {
-    let mut script = String::from("set -e\n");
-    for i in 1..=hidden.len() {
-        script.push_str(&format!("mount -t tmpfs braid-hidden \"${i}\"\n"));
-    }
-    script.push_str(&format!("shift {}\nexec \"$@\"\n", hidden.len()));
+    let script = hiding_script(hidden.len());
     braid_tests::command("unshare", dir)
         .args([
             "--mount",
@@ -35,6 +31,19 @@ fn hidden_worker(dir: &Path, url: &str, cache: &Path, hidden: &[&Path], extra: &
         .stderr(Stdio::piped())
         .spawn()
         .expect("unshare runs")
+}
+
+/// A shell script that mounts an empty tmpfs over each of its first `n` arguments (made
+/// first when missing), then runs the rest of them.
+fn hiding_script(n: usize) -> String {
+    let mut script = String::from("set -e\n");
+    for i in 1..=n {
+        script.push_str(&format!(
+            "mkdir -p \"${i}\"; mount -t tmpfs braid-hidden \"${i}\"\n"
+        ));
+    }
+    script.push_str(&format!("shift {n}\nexec \"$@\"\n"));
+    script
 }
 
 fn wait_for(path: &Path) {
@@ -360,13 +369,7 @@ fn fleet_worker_with(
     std::fs::create_dir_all(&own).unwrap();
     std::fs::write(own.join("token"), token).unwrap();
     let log = own.join(format!("worker-{}.log", fastrand_suffix()));
-    let mut script = String::from("set -e\n");
-    for n in 1..=hidden.len() {
-        script.push_str(&format!(
-            "mkdir -p \"${n}\"; mount -t tmpfs braid-hidden \"${n}\"\n"
-        ));
-    }
-    script.push_str(&format!("shift {}\nexec \"$@\"\n", hidden.len()));
+    let script = hiding_script(hidden.len());
     let child = braid_tests::command("ip", dir)
         .args([
             "netns",
@@ -402,6 +405,30 @@ fn fleet_worker_with(
         .spawn()
         .unwrap();
     (child, log)
+}
+
+/// A coordinator and three workers of one slot each, on hosts of their own, none of which
+/// sees the repository or the coordinator's state.
+struct Hosts {
+    net: Net,
+    coordinator: Coordinator,
+    workers: Vec<(Child, std::path::PathBuf)>,
+}
+
+fn three_hosts(repo: &TestRepo) -> Hosts {
+    let net = Net::new();
+    let state = repo.outside().join("server");
+    let coordinator = Coordinator::start(&net, repo.outside(), &state);
+    let hidden: [&Path; 2] = [&repo.path, &state];
+    let token = coordinator.token("worker");
+    let workers = (1..=3)
+        .map(|i| fleet_worker(&net, i, repo.outside(), &token, &hidden, 1))
+        .collect();
+    Hosts {
+        net,
+        coordinator,
+        workers,
+    }
 }
 
 /// `braid <args>` as a client, in the coordinator's namespace, from `dir`.
@@ -718,22 +745,11 @@ fn fetched_report(repo: &TestRepo, out: &std::process::Output) -> serde_json::Va
 #[test]
 fn a_worker_killed_mid_attempt_costs_nothing_and_its_attempt_runs_again() {
     let repo = TestRepo::init();
-    let net = Net::new();
-    let state = repo.outside().join("server");
-    let coordinator = Coordinator::start(&net, repo.outside(), &state);
-    let hidden: [&Path; 2] = [&repo.path, &state];
-    let mut workers: Vec<_> = (1..=3)
-        .map(|i| {
-            fleet_worker(
-                &net,
-                i,
-                repo.outside(),
-                &coordinator.token("worker"),
-                &hidden,
-                1,
-            )
-        })
-        .collect();
+    let Hosts {
+        net,
+        coordinator,
+        mut workers,
+    } = three_hosts(&repo);
     let marks = repo.outside().join("marks");
     let plan = marked_plan(&repo, &marks, 1.5);
     let run = submit_in_background(&net, &repo, &coordinator.token("client"), &plan);
@@ -782,22 +798,11 @@ fn a_worker_killed_mid_attempt_costs_nothing_and_its_attempt_runs_again() {
 #[test]
 fn a_worker_cut_off_loses_its_lease_and_its_late_result_is_refused() {
     let repo = TestRepo::init();
-    let net = Net::new();
-    let state = repo.outside().join("server");
-    let coordinator = Coordinator::start(&net, repo.outside(), &state);
-    let hidden: [&Path; 2] = [&repo.path, &state];
-    let workers: Vec<_> = (1..=3)
-        .map(|i| {
-            fleet_worker(
-                &net,
-                i,
-                repo.outside(),
-                &coordinator.token("worker"),
-                &hidden,
-                1,
-            )
-        })
-        .collect();
+    let Hosts {
+        net,
+        coordinator,
+        workers,
+    } = three_hosts(&repo);
     let marks = repo.outside().join("marks");
     let plan = marked_plan(&repo, &marks, 5.0);
     let run = submit_in_background(&net, &repo, &coordinator.token("client"), &plan);
@@ -850,22 +855,11 @@ fn a_worker_cut_off_loses_its_lease_and_its_late_result_is_refused() {
 #[test]
 fn two_runs_share_the_workers_fairly() {
     let repo = TestRepo::init();
-    let net = Net::new();
-    let state = repo.outside().join("server");
-    let coordinator = Coordinator::start(&net, repo.outside(), &state);
-    let hidden: [&Path; 2] = [&repo.path, &state];
-    let _workers: Vec<_> = (1..=3)
-        .map(|i| {
-            fleet_worker(
-                &net,
-                i,
-                repo.outside(),
-                &coordinator.token("worker"),
-                &hidden,
-                1,
-            )
-        })
-        .collect();
+    let Hosts {
+        net,
+        coordinator,
+        workers: _workers,
+    } = three_hosts(&repo);
     let marks = repo.outside().join("marks");
     std::fs::create_dir_all(&marks).unwrap();
     let plan = |id: &str| {
@@ -1253,22 +1247,11 @@ fn over_tls_a_worker_and_a_client_that_trust_the_server_run_a_plan() {
 #[test]
 fn a_worker_given_sigterm_drains_finishing_what_it_runs_and_taking_nothing_new() {
     let repo = TestRepo::init();
-    let net = Net::new();
-    let state = repo.outside().join("server");
-    let coordinator = Coordinator::start(&net, repo.outside(), &state);
-    let hidden: [&Path; 2] = [&repo.path, &state];
-    let mut workers: Vec<_> = (1..=3)
-        .map(|i| {
-            fleet_worker(
-                &net,
-                i,
-                repo.outside(),
-                &coordinator.token("worker"),
-                &hidden,
-                1,
-            )
-        })
-        .collect();
+    let Hosts {
+        net,
+        coordinator,
+        mut workers,
+    } = three_hosts(&repo);
     let marks = repo.outside().join("marks");
     let plan = marked_plan(&repo, &marks, 1.5);
     let text = std::fs::read_to_string(&plan)
@@ -1327,22 +1310,11 @@ fn a_worker_given_sigterm_drains_finishing_what_it_runs_and_taking_nothing_new()
 #[test]
 fn a_worker_whose_connection_breaks_attaches_again_and_keeps_its_attempt() {
     let repo = TestRepo::init();
-    let net = Net::new();
-    let state = repo.outside().join("server");
-    let coordinator = Coordinator::start(&net, repo.outside(), &state);
-    let hidden: [&Path; 2] = [&repo.path, &state];
-    let workers: Vec<_> = (1..=3)
-        .map(|i| {
-            fleet_worker(
-                &net,
-                i,
-                repo.outside(),
-                &coordinator.token("worker"),
-                &hidden,
-                1,
-            )
-        })
-        .collect();
+    let Hosts {
+        net,
+        coordinator,
+        workers,
+    } = three_hosts(&repo);
     let marks = repo.outside().join("marks");
     let plan = marked_plan(&repo, &marks, 3.0);
     let run = submit_in_background(&net, &repo, &coordinator.token("client"), &plan);

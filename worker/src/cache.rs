@@ -186,7 +186,8 @@ pub fn head_commit(git: &Path) -> Option<String> {
     })
 }
 
-fn is_object_id(text: &str) -> bool {
+/// Whether `text` is a full object id: 40 hexadecimal digits.
+pub fn is_object_id(text: &str) -> bool {
     text.len() == 40 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 

@@ -74,11 +74,6 @@ pub fn is_repository_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Whether `id` is a full object id: 40 hexadecimal digits.
-pub fn is_commit_id(id: &str) -> bool {
-    id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 impl Mirrors {
     /// Mirrors under `<cache>/repos`, borrowing the repositories in `borrow` where they
     /// are, and fetching the rest with `fetch`.
@@ -99,7 +94,7 @@ impl Mirrors {
                 "the coordinator named the repository {repository:?}, which is not a repository id"
             ));
         }
-        if let Some(bad) = commits.iter().find(|c| !is_commit_id(c)) {
+        if let Some(bad) = commits.iter().find(|c| !crate::cache::is_object_id(c)) {
             return Err(format!(
                 "the coordinator named the commit {bad:?}, which is not a commit id"
             ));
@@ -185,7 +180,11 @@ impl Mirrors {
         let haves = read_haves(dir);
         let fetched = (self.fetch)(repository.to_owned(), missing.to_vec(), haves.clone()).await?;
         if !fetched.shallow.is_empty() {
-            if let Some(bad) = fetched.shallow.iter().find(|c| !is_commit_id(c)) {
+            if let Some(bad) = fetched
+                .shallow
+                .iter()
+                .find(|c| !crate::cache::is_object_id(c))
+            {
                 return Err(format!("the coordinator named the shallow commit {bad:?}"));
             }
             let mut all: Vec<String> = std::fs::read_to_string(dir.join("shallow"))
@@ -283,7 +282,7 @@ fn read_haves(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(haves_file(dir))
         .unwrap_or_default()
         .lines()
-        .filter(|l| is_commit_id(l))
+        .filter(|l| crate::cache::is_object_id(l))
         .map(str::to_owned)
         .take(HAVES)
         .collect()

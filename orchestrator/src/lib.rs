@@ -6,7 +6,6 @@
 //! - [`service`]: the gRPC service that turns worker streams into scheduler events.
 //! - [`merge`]: task bases from deps' winners and the final integration.
 //! - [`select`]: picking a task's winner.
-//! - [`verify`]: checks on the integrated result.
 //! - [`report`]: report.json, report.md and the summary.
 //! - [`run`]: embedded mode, everything in one process.
 //! - [`demo`], [`cli`], [`progress`], [`state`], [`error`].
@@ -34,4 +33,3 @@ pub mod select;
 pub mod serve;
 pub mod service;
 pub mod state;
-pub mod verify;

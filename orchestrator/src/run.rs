@@ -21,7 +21,6 @@ use crate::report::{Report, ResultReport, RunStatus, TaskStatus};
 use crate::scheduler::{Event, Outcome, RunContext, Scheduler, SchedulerConfig};
 use crate::service::WorkerApi;
 use crate::state;
-use crate::verify::verify;
 
 /// How long workers get to wind down after the scheduler is done.
 const WORKER_WIND_DOWN: Duration = Duration::from_secs(30);
@@ -337,12 +336,11 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
         dir: run_dir.clone(),
         log_dir: log_dir.clone(),
         log_cap: config.log_cap,
-        cache: cache.clone(),
         started,
         started_at,
         planner: options.planner.clone(),
     };
-    let (report, error) = conclude(&plan, &concluding, outcome, &interrupted, &notes_tx).await;
+    let (report, error) = conclude(&plan, &concluding, outcome, &interrupted).await;
     signals.abort();
     let status = report.status;
     let written = report.write(&run_dir);
@@ -405,30 +403,6 @@ impl Drop for Unlink {
     }
 }
 
-/// The union of the paths the integrated winners changed, each against its task's base.
-async fn winners_paths(git: &Git, outcome: &Outcome) -> Vec<String> {
-    let mut paths = std::collections::BTreeSet::new();
-    for task in outcome
-        .tasks
-        .iter()
-        .filter(|t| outcome.integrated.contains(&t.id))
-    {
-        let commit = task
-            .winner
-            .and_then(|n| task.attempts.iter().find(|a| a.n == n))
-            .and_then(|a| a.commit.as_deref());
-        if let (Some(base), Some(commit)) = (&task.base, commit) {
-            match git.diff_stat(base, commit).await {
-                Ok(stat) => paths.extend(stat.paths),
-                Err(err) => {
-                    tracing::warn!(%err, task = %task.id, "could not list a winner's paths")
-                }
-            }
-        }
-    }
-    paths.into_iter().collect()
-}
-
 /// What [`conclude`] needs to know of a run besides its plan and outcome.
 #[derive(Debug, Clone)]
 pub struct Concluding {
@@ -437,8 +411,6 @@ pub struct Concluding {
     pub dir: PathBuf,
     pub log_dir: PathBuf,
     pub log_cap: u64,
-    /// braid's cache folder, for the verification's worktree.
-    pub cache: PathBuf,
     /// When the run started.
     pub started: Instant,
     pub started_at: chrono::DateTime<chrono::Utc>,
@@ -446,16 +418,15 @@ pub struct Concluding {
     pub planner: Option<crate::planner::PlannerReport>,
 }
 
-/// After the loop: the result branch recorded, the result verified, the report made (not
-/// written), and an error that stopped the run, if one did.
+/// After the loop: the result branch recorded, the report made (not written), and an
+/// error that stopped the run, if one did.
 pub async fn conclude(
     plan: &Plan,
     run: &Concluding,
     outcome: Outcome,
     interrupted: &CancellationToken,
-    notes: &mpsc::UnboundedSender<Note>,
 ) -> (Report, Option<String>) {
-    // The scheduler integrated the winners; record the result and verify it.
+    // The scheduler integrated the winners (and a worker verified them); record the result.
     let git = Git::at(&plan.repo);
     let cancelled = outcome.cancelled || interrupted.is_cancelled();
     let run_id = run.id.clone();
@@ -478,28 +449,8 @@ pub async fn conclude(
             Err(e) => error = Some(format!("could not record the result branch: {e}")),
         }
     }
-    if let Some(commit) = result
-        .commit
-        .clone()
-        .filter(|_| !plan.merge.verify.is_empty())
-    {
-        let _ = notes.send(Note::Info("verifying the result".into()));
-        let changed = winners_paths(&git, &outcome).await;
-        let checks = verify(
-            plan,
-            &run.cache,
-            &run_id,
-            &commit,
-            &changed,
-            &run.log_dir,
-            run.log_cap,
-            interrupted,
-        );
-        match checks.await {
-            Ok(checks) => result.verify = checks,
-            Err(e) => error = Some(format!("could not verify the result: {e}")),
-        }
-    }
+    // A worker verified the result in the loop.
+    result.verify = outcome.verify.clone();
     let cancelled = cancelled || interrupted.is_cancelled();
 
     let all_won = outcome

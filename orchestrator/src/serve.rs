@@ -336,7 +336,6 @@ impl Server {
             dir: dir.clone(),
             log_dir,
             log_cap: self.config.log_cap,
-            cache: self.state.join("cache"),
             started,
             started_at,
             planner: None,
@@ -345,8 +344,7 @@ impl Server {
         task::spawn("run", async move {
             let outcome = scheduler.run(events_rx).await;
             server.fleet.remove_run(&concluding.id);
-            let (report, error) =
-                conclude(&plan, &concluding, outcome, &running.interrupted, &notes_tx).await;
+            let (report, error) = conclude(&plan, &concluding, outcome, &running.interrupted).await;
             let status = report.status;
             let text = match report.write(&concluding.dir) {
                 Ok(_) => serde_json::to_string_pretty(&report).unwrap_or_default(),

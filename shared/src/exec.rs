@@ -365,6 +365,8 @@ impl Cmd {
             source,
         })?;
         let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+        // A caller that stops waiting (its task aborted) takes the child's group with it.
+        let mut group = Group(pgid);
 
         if let (Some(bytes), Some(mut pipe)) = (self.stdin, child.stdin.take()) {
             // A child that does not read its input must not block us: write in the background
@@ -447,7 +449,7 @@ impl Cmd {
         };
         // Whatever the child left running in its group goes with it, and is gone (not just
         // signalled) before this returns.
-        if let Some(pgid) = pgid
+        if let Some(pgid) = group.0.take()
             && killpg(pgid, Signal::SIGKILL).is_ok()
         {
             wait_gone(|| group_running(pgid)).await;
@@ -492,6 +494,17 @@ fn ending_of(status: std::process::ExitStatus) -> Ending {
 }
 
 /// Asks the child's group to stop, then kills it after `grace`.
+/// A child's process group, killed when dropped unless taken.
+struct Group(Option<Pid>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
 async fn stop(child: &mut tokio::process::Child, pgid: Option<Pid>, grace: Duration) {
     if let Some(pgid) = pgid {
         let _ = killpg(pgid, Signal::SIGTERM);
@@ -826,6 +839,36 @@ mod tests {
                     .unwrap_or(true),
             "grandchild {pid} survived"
         );
+    }
+
+    #[tokio::test]
+    async fn a_run_given_up_by_its_caller_takes_its_group_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let running = crate::task::spawn("given-up", sh(&script).run());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&pidfile).map_or(true, |s| s.trim().is_empty()) {
+            assert!(Instant::now() < deadline, "the script never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        running.abort();
+        let _ = running.await;
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running_pid(pid) {
+            assert!(Instant::now() < deadline, "grandchild {pid} survived");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Whether `pid` is a live process (a zombie is not).
+    fn running_pid(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
     }
 
     #[tokio::test]

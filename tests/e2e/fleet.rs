@@ -476,6 +476,10 @@ tasks:
     requires: {gpu: "yes"}
     attempts: 2
     agent: {command: [sh, -c, 'cat note.txt src/lib.txt > both.txt']}
+merge:
+  verify:
+    - {name: on-a-worker, run: 'test -f both.txt && pwd'}
+    - {name: scoped-away, run: "false", paths: ["docs/**"]}
 "#,
     );
     let out = client(
@@ -519,6 +523,21 @@ tasks:
     )
     .unwrap();
     assert_eq!(report["status"], "succeeded");
+    // A worker verified the result, and its log came back into the server's run folder;
+    // the check whose paths the result does not touch was skipped.
+    let verify = &report["result"]["verify"];
+    assert_eq!(verify[0]["status"], "passed", "{verify:#}");
+    assert_eq!(verify[1]["status"], "skipped", "{verify:#}");
+    let log = state
+        .join("runs")
+        .join(&run)
+        .join("logs/result.1.check.on-a-worker.log");
+    let said = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    let workers_cache = repo.outside().join("worker-");
+    assert!(
+        said.trim().starts_with(workers_cache.to_str().unwrap()) && said.contains("/cache/"),
+        "the verification ran in {said:?}, not in a worker's cache"
+    );
     // All three hosts worked on it: each attempt of `first` ran on a worker of its own.
     let workers_used: std::collections::BTreeSet<_> = task(&report, "first")["attempts"]
         .as_array()

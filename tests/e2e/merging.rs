@@ -371,3 +371,183 @@ fn agent_resolution_that_leaves_markers_is_refused() {
     );
     repo.assert_untouched(&before);
 }
+
+/// A `git` in front of the real one whose `slow`th `merge-tree` (the merger's every trial
+/// merge and integration step) first says so in `merging` and then waits `secs` seconds;
+/// the wait's pid is in `sleeper`. Returns the folder to put first on `PATH`.
+fn slow_merges(repo: &TestRepo, slow: u32, secs: u32) -> std::path::PathBuf {
+    let real = braid_tests::command("sh", repo.outside())
+        .args(["-c", "command -v git"])
+        .output()
+        .expect("sh runs");
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_owned();
+    let dir = repo.outside().join("slow-git");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = repo.script(
+        "slow-git/git",
+        &format!(
+            r#"state={state}
+for arg in "$@"; do
+  if [ "$arg" = merge-tree ]; then
+    n=1
+    while ! mkdir "$state/call-$n" 2>/dev/null; do n=$((n+1)); done
+    if [ "$n" = {slow} ]; then
+      touch "$state/merging"
+      sleep {secs} & echo $! > "$state/sleeper"; wait $!
+    fi
+    break
+  fi
+done
+exec {real} "$@"
+"#,
+            state = repo.outside().display()
+        ),
+    );
+    assert!(script.starts_with(&dir));
+    dir
+}
+
+/// `braid run` with `first` put before the `PATH` the tests give braid.
+fn run_with_path_first(repo: &TestRepo, first: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = braid_tests::command(BIN, repo.outside());
+    let path = cmd
+        .get_envs()
+        .find(|(k, _)| *k == "PATH")
+        .and_then(|(_, v)| v.map(|v| v.to_owned()))
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_default();
+    let mut paths = vec![first.to_owned()];
+    paths.extend(std::env::split_paths(&path));
+    cmd.env("PATH", std::env::join_paths(paths).unwrap())
+        .env("BRAID_LOG", "warn")
+        .args(args);
+    cmd
+}
+
+fn at_ms(report: &Value, event: &str, task: &str) -> u64 {
+    report["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .find(|e| e["event"] == event && e["task"] == task)
+        .and_then(|e| e["at_ms"].as_u64())
+        .unwrap_or_else(|| panic!("no {event} of {task} in {:#}", report["timeline"]))
+}
+
+#[test]
+fn a_slow_trial_merge_holds_up_no_other_task() {
+    let repo = repo_with_shared_file();
+    let before = repo.snapshot();
+    // left and right conflict, so their trial merge runs (and takes 6 s); late ends a
+    // second and a half after it starts, well inside that merge.
+    let agent = repo.script(
+        "agent.sh",
+        r#"case "$BRAID_TASK_ID" in
+  left|right) sed -i "2s/.*/$BRAID_TASK_ID says hello/" shared.txt;;
+  late) sleep 1.5; echo late > late.txt;;
+esac
+"#,
+    );
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+defaults: {{agent: {{command: ["{agent}"]}}}}
+tasks:
+  - {{id: left, prompt: greet on line two}}
+  - {{id: right, prompt: greet on line two as well}}
+  - {{id: late, prompt: take your time}}
+"#,
+        agent = agent.display()
+    ));
+    let first = slow_merges(&repo, 1, 6);
+    let out = run_with_path_first(
+        &repo,
+        &first,
+        &["run", plan.to_str().unwrap(), "--json", "--workers", "3"],
+    )
+    .output()
+    .expect("braid runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("report.json");
+    assert!(
+        repo.outside().join("merging").exists(),
+        "the slow merge never ran"
+    );
+    let predicted = &report["result"]["predicted"];
+    assert_eq!(
+        predicted[0]["tasks"],
+        json!(["left", "right"]),
+        "{predicted:#}"
+    );
+    // late's result was taken and its winner chosen while the trial merge still ran.
+    let late_won = at_ms(&report, "winner", "late");
+    let foreseen = at_ms(&report, "predicted_conflict", "right");
+    assert!(
+        late_won < foreseen,
+        "late's winner came at {late_won} ms, after the trial merge ended at {foreseen} ms"
+    );
+    assert_eq!(task(&report, "late")["status"], "succeeded");
+    repo.assert_untouched(&before);
+}
+
+#[test]
+fn an_interrupt_during_a_slow_integration_step_ends_the_run_at_once() {
+    let repo = repo_with_shared_file();
+    let before = repo.snapshot();
+    let agent = greeting_agent(&repo, "none", "0");
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+defaults: {{agent: {{command: ["{agent}"]}}}}
+tasks:
+  - {{id: left, prompt: greet on line two}}
+  - {{id: right, prompt: greet on line two as well}}
+"#
+    ));
+    // The trial merge is the first merge-tree, the integration of right the second.
+    let first = slow_merges(&repo, 2, 60);
+    let child = run_with_path_first(
+        &repo,
+        &first,
+        &["run", plan.to_str().unwrap(), "--json", "--workers", "2"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("braid starts");
+    let merging = repo.outside().join("merging");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !merging.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the integration never merged"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let interrupted = std::time::Instant::now();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().expect("braid ends");
+    let took = interrupted.elapsed();
+    let sleeper: i32 = std::fs::read_to_string(repo.outside().join("sleeper"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let sleeper_alive = braid_tests::alive(sleeper);
+    if sleeper_alive {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(sleeper),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "the run took {took:?} to end after the interrupt: it waited for the merge"
+    );
+    assert!(!sleeper_alive, "the merge's processes outlived the run");
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("report.json");
+    assert_eq!(report["status"], "cancelled", "{report:#}");
+    repo.assert_untouched(&before);
+}

@@ -191,7 +191,8 @@ fn launch_for(spec: &AttemptSpec, lease: &str, worktree: &Worktree, root: &Path)
     }
 }
 
-/// Runs every check on the base commit itself.
+/// Runs every check on the base commit itself. With a `diff_base` (the verification of a
+/// run's result), checks with `paths` run when the commit's diff against it touches one.
 async fn run_baseline(
     spec: &AttemptSpec,
     files: &AttemptFiles,
@@ -202,13 +203,32 @@ async fn run_baseline(
     result: &mut AttemptResult,
 ) {
     let _ = updates.send(Update::Phase(Phase::Checks)).await;
+    let changed = if spec.diff_base.is_empty() {
+        None
+    } else {
+        let (from, to) = (spec.diff_base.clone(), spec.base_commit.clone());
+        let listed = in_process(worktree.repo(), move |repo| {
+            commit::diff_stat(repo, &from, &to)
+                .map_err(|e| format!("could not list what {to} changed since {from}: {e}"))
+        })
+        .await;
+        match listed {
+            Ok(stat) => Some(stat.paths),
+            Err(why) => {
+                result.status = AttemptStatus::Failed as i32;
+                result.checks = skip_all(spec, &why);
+                result.error = why;
+                return;
+            }
+        }
+    };
     result.checks = run_checks(
         &spec.checks,
         worktree.path(),
         launch,
         spec.log_cap_bytes,
         |name| files.check_log(name),
-        None,
+        changed.as_deref(),
         &cancel,
     )
     .await;

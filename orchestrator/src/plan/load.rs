@@ -150,7 +150,7 @@ struct Validator {
 }
 
 /// The task id that would clash with the result branch `braid/<run>/result`.
-const RESERVED_ID: &str = "result";
+pub const RESERVED_ID: &str = "result";
 
 /// The start of the document, for problems that have no node of their own.
 const TOP: (u64, u64) = (1, 1);

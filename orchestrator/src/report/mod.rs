@@ -356,11 +356,19 @@ pub enum AttemptKind {
     Baseline,
     /// A judge's verdict on two passing attempts; in the task's `judge`, not its attempts.
     Review,
+    /// The `merge.verify` checks on the integrated result; in the result's `verify`, never
+    /// in a report's attempts.
+    Verify,
 }
 
 impl AttemptKind {
     fn is_task(&self) -> bool {
         *self == AttemptKind::Task
+    }
+
+    /// Whether the job runs checks only, no agent: it spends nothing.
+    pub fn runs_no_agent(&self) -> bool {
+        matches!(self, AttemptKind::Baseline | AttemptKind::Verify)
     }
 }
 

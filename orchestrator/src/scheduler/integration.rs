@@ -4,13 +4,13 @@
 //! Integration runs inside the loop because two strategies need workers: `rebase` queues
 //! the task's attempts again on top of the integration so far, and `agent` queues a
 //! resolution attempt whose worktree holds the conflicted merge. The integration waits for
-//! them and goes on where it stopped.
+//! them and goes on where it stopped. Its merges, and the trial merges, run as units off
+//! the loop ([`super::units`]): a long one holds up neither results nor heartbeats.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
 
+use super::units::{self, Found, Rebased, Side, StepDone, Trials};
 use super::{AttemptPhase, AttemptState, Scheduler, TaskPhase};
-use crate::merge::footprint::Footprint;
 use crate::merge::{self, DepWinner, PathConflict, Route, Step, hunks};
 use crate::plan::OnConflict;
 use crate::progress::Note;
@@ -55,6 +55,8 @@ impl Integration {
 enum Waiting {
     /// The task's attempts run again on top of the integration.
     Rebase,
+    /// The merge of task `task`'s step runs.
+    Step { task: usize },
     /// A resolution attempt runs.
     Resolution {
         task: usize,
@@ -76,25 +78,6 @@ impl Scheduler {
             .and_then(|a| a.report.commit.clone())
     }
 
-    /// What the winner of task `t` touched against the task's base; kept until the winner
-    /// changes.
-    fn footprint(&mut self, t: usize) -> Option<Arc<Footprint>> {
-        if let Some(footprint) = &self.tasks[t].footprint {
-            return Some(Arc::clone(footprint));
-        }
-        let (base, commit) = (self.tasks[t].base.clone()?, self.winner_commit(t)?);
-        let changes = match self.merger.changes(&base, &commit) {
-            Ok(changes) => changes,
-            Err(err) => {
-                tracing::warn!(%err, "could not list a winner's paths");
-                return None;
-            }
-        };
-        let footprint = Arc::new(Footprint::of(&changes));
-        self.tasks[t].footprint = Some(Arc::clone(&footprint));
-        Some(footprint)
-    }
-
     fn dep_winner(&self, t: usize) -> Option<DepWinner> {
         Some(DepWinner {
             id: self.ctx.plan.tasks[t].id.clone(),
@@ -114,21 +97,18 @@ impl Scheduler {
     }
 
     /// Trial-merges the new winner of `task` with every winner the DAG does not order
-    /// against it. A foreseen conflict is shown at once; under `rebase` it starts the later
-    /// task again on top of the earlier one's winner, when nothing has started from the
-    /// later task's winner yet.
-    pub(super) async fn trial_merges(&mut self, task: usize) {
+    /// against it, in a unit off the loop; the task's dependents wait for it. A foreseen
+    /// conflict is shown at once; under `rebase` it starts the later task again on top of
+    /// the earlier one's winner, when nothing has started from the later task's winner yet.
+    pub(super) fn trial_merges(&mut self, task: usize) {
         if self.integration.started {
             return;
         }
-        let Some(mine) = self.winner_commit(task) else {
-            return;
-        };
-        let Some(footprint) = self.footprint(task) else {
+        let Some(mine) = self.side(task) else {
             return;
         };
         let related = self.dag.related(task);
-        let candidates: Vec<usize> = related
+        let others: Vec<(Side, bool)> = related
             .iter()
             .enumerate()
             .filter(|&(o, &ordered)| {
@@ -136,73 +116,150 @@ impl Scheduler {
                     && !ordered
                     && self.tasks[o].phase == TaskPhase::Done(TaskStatus::Succeeded)
             })
-            .map(|(o, _)| o)
+            .filter_map(|(o, _)| Some((self.side(o)?, self.positions[o] < self.positions[task])))
             .collect();
-        let mut others = Vec::new();
-        for o in candidates {
-            if self
-                .footprint(o)
-                .is_some_and(|theirs| theirs.meets(&footprint))
-            {
-                others.push(o);
-            }
+        if others.is_empty() {
+            return;
         }
-        for other in others {
-            let Some(theirs) = self.winner_commit(other) else {
-                continue;
-            };
-            let (first, second, first_commit, second_commit) =
-                if self.positions[other] < self.positions[task] {
-                    (other, task, &theirs, &mine)
-                } else {
-                    (task, other, &mine, &theirs)
-                };
-            let merged = match self.merger.merge(first_commit, second_commit).await {
-                Ok(merged) => merged,
-                Err(err) => {
-                    tracing::warn!(%err, "a trial merge failed");
-                    continue;
-                }
-            };
-            let merge::Verdict::Conflicted { conflicts, .. } = merged.verdict else {
-                continue;
-            };
-            let (a, b) = (
-                self.ctx.plan.tasks[first].id.clone(),
-                self.ctx.plan.tasks[second].id.clone(),
-            );
-            let paths: Vec<String> = conflicts.iter().map(|c| c.path.clone()).collect();
-            let early = self.rebase_early(first, second).await;
-            let rerun = early.is_ok();
-            let action = early.unwrap_or_else(|why| format!("left to the integration ({why})"));
-            self.note(Note::Info(format!(
-                "predicted conflict: {a} × {b} in {}; {action}",
-                paths.join(", ")
-            )));
-            self.mark(
-                "predicted_conflict",
-                Some(second),
-                format!(
-                    "trial merge of {a} and {b} conflicts in {}; {action}",
-                    paths.join(", ")
-                ),
-            );
-            self.predicted.push(Prediction {
-                tasks: vec![a, b],
-                paths,
-                details: conflicts,
-                at_ms: self.now_ms(),
-                action,
-            });
-            if rerun && second == task {
-                return;
-            }
+        self.tasks[task].holds += 1;
+        let merger = self.merger.clone();
+        self.offload("trial-merges", units::trials(merger, mine, others));
+    }
+
+    /// Task `t`'s winner as a side of a trial merge.
+    fn side(&self, t: usize) -> Option<Side> {
+        Some(Side {
+            task: t,
+            base: self.tasks[t].base.clone()?,
+            commit: self.winner_commit(t)?,
+            footprint: self.tasks[t].footprint.clone(),
+        })
+    }
+
+    /// Lets the dependents of `t` start once nothing holds it any more.
+    pub(super) fn unhold(&mut self, t: usize) {
+        let holds = &mut self.tasks[t].holds;
+        *holds = holds.saturating_sub(1);
+        if *holds == 0 {
+            self.start_dependents(t);
         }
     }
 
-    /// Under `rebase`, starts `later` again from its base merged with `earlier`'s winner;
-    /// says what it did, or why it did not.
-    async fn rebase_early(&mut self, earlier: usize, later: usize) -> Result<String, String> {
+    /// The trial merges of a new winner are done: keeps what was read and tells the
+    /// conflicts, those of winners that have since changed aside.
+    pub(super) fn trials_done(&mut self, trials: Trials) {
+        for (t, commit, footprint) in trials.footprints {
+            if self.winner_commit(t).as_ref() == Some(&commit) {
+                self.tasks[t].footprint = Some(footprint);
+            }
+        }
+        let found = trials
+            .found
+            .into_iter()
+            .filter(|f| self.stands(&f.first) && self.stands(&f.second))
+            .collect();
+        self.tell_conflicts(trials.task, found);
+    }
+
+    /// Whether the winner of a task is still the one a unit read.
+    fn stands(&self, (t, commit): &(usize, String)) -> bool {
+        self.tasks[*t].phase == TaskPhase::Done(TaskStatus::Succeeded)
+            && self.winner_commit(*t).as_ref() == Some(commit)
+    }
+
+    /// Tells the foreseen conflicts of `task`'s trial merges in order; one whose later
+    /// task can start again from the earlier's winner waits for that base's merge, in a
+    /// unit, and the rest after it. Releases `task` once all are told.
+    fn tell_conflicts(&mut self, task: usize, mut found: VecDeque<Found>) {
+        while let Some(f) = found.pop_front() {
+            match self.rebase_plan(f.first.0, f.second.0) {
+                Ok((base, message)) => {
+                    let later = f.second.0;
+                    self.tasks[later].holds += 1;
+                    let merger = self.merger.clone();
+                    let unit = units::rebase_base(merger, task, f, found, base, message);
+                    self.offload("rebase-base", unit);
+                    return;
+                }
+                Err(why) => self.predicted(&f, format!("left to the integration ({why})")),
+            }
+        }
+        self.unhold(task);
+    }
+
+    /// The new base of a later task is merged (or not): starts the task again from it,
+    /// tells the conflict, and goes on with the rest.
+    pub(super) fn rebased(&mut self, rebased: Rebased) {
+        let Rebased {
+            task,
+            found,
+            rest,
+            base,
+            outcome,
+        } = rebased;
+        let ((earlier, _), (later, _)) = (&found.first, &found.second);
+        let (earlier, later) = (*earlier, *later);
+        let (e, l) = (
+            self.ctx.plan.tasks[earlier].id.clone(),
+            self.ctx.plan.tasks[later].id.clone(),
+        );
+        let moved = !(self.stands(&found.first)
+            && self.stands(&found.second)
+            && self.tasks[later].base.as_ref() == Some(&base));
+        let action = match outcome {
+            _ if moved => Err(format!("the winners of {e} and {l} changed meanwhile")),
+            Ok(Step::Merged(new_base)) => {
+                let why = format!("re-running {l} on top of the winner of {e}");
+                self.rerun(later, new_base, &why);
+                Ok(why)
+            }
+            Ok(Step::Conflict { .. }) => {
+                Err(format!("the winner of {e} conflicts with the base of {l}"))
+            }
+            Err(err) => Err(format!("could not merge a new base for {l}: {err}")),
+        };
+        let rerun = action.is_ok();
+        let action = action.unwrap_or_else(|why| format!("left to the integration ({why})"));
+        self.predicted(&found, action);
+        self.unhold(later);
+        if rerun && later == task {
+            self.unhold(task);
+            return;
+        }
+        self.tell_conflicts(task, rest);
+    }
+
+    /// Records a conflict a trial merge foresaw, and what was done about it.
+    fn predicted(&mut self, found: &Found, action: String) {
+        let (a, b) = (
+            self.ctx.plan.tasks[found.first.0].id.clone(),
+            self.ctx.plan.tasks[found.second.0].id.clone(),
+        );
+        let paths: Vec<String> = found.conflicts.iter().map(|c| c.path.clone()).collect();
+        self.note(Note::Info(format!(
+            "predicted conflict: {a} × {b} in {}; {action}",
+            paths.join(", ")
+        )));
+        self.mark(
+            "predicted_conflict",
+            Some(found.second.0),
+            format!(
+                "trial merge of {a} and {b} conflicts in {}; {action}",
+                paths.join(", ")
+            ),
+        );
+        self.predicted.push(Prediction {
+            tasks: vec![a, b],
+            paths,
+            details: found.conflicts.clone(),
+            at_ms: self.now_ms(),
+            action,
+        });
+    }
+
+    /// Under `rebase`, the base to start `later` again from and the message of its merge
+    /// with `earlier`'s winner; or why it does not start again.
+    fn rebase_plan(&self, earlier: usize, later: usize) -> Result<(String, String), String> {
         let plan_task = &self.ctx.plan.tasks[later];
         let (e, l) = (&self.ctx.plan.tasks[earlier].id, &plan_task.id);
         if plan_task.on_conflict != OnConflict::Rebase {
@@ -225,23 +282,13 @@ impl Scheduler {
         {
             return Err(format!("tasks have started from the winner of {l}"));
         }
-        let (Some(base), Some(theirs)) =
-            (self.tasks[later].base.clone(), self.winner_commit(earlier))
-        else {
+        let Some(base) = self.tasks[later].base.clone() else {
             return Err(format!("{l} has no base to start again from"));
         };
-        let message = format!("braid: start {l} again from its base and the winner of {e}");
-        match self.merger.merge_commits(&base, &theirs, &message).await {
-            Ok((Step::Merged(new_base), _)) => {
-                let why = format!("re-running {l} on top of the winner of {e}");
-                self.rerun(later, new_base, &why);
-                Ok(why)
-            }
-            Ok((Step::Conflict { .. }, _)) => {
-                Err(format!("the winner of {e} conflicts with the base of {l}"))
-            }
-            Err(err) => Err(format!("could not merge a new base for {l}: {err}")),
-        }
+        Ok((
+            base,
+            format!("braid: start {l} again from its base and the winner of {e}"),
+        ))
     }
 
     /// Queues the attempts of `task` again from `base` (a rebase round).
@@ -275,24 +322,29 @@ impl Scheduler {
         self.mark("rebase", Some(task), format!("round {round}: {why}"));
     }
 
-    /// Moves the integration on as far as it can go without waiting for a worker.
-    pub(super) async fn advance_integration(&mut self) {
+    /// Moves the integration on as far as it can go without waiting for a worker or for
+    /// the merge of a step.
+    pub(super) fn advance_integration(&mut self) {
         if self.cancelling.is_some() || self.error.is_some() || self.integration.finished {
             return;
         }
         if !self
             .tasks
             .iter()
-            .all(|t| matches!(t.phase, TaskPhase::Done(_)))
+            .all(|t| matches!(t.phase, TaskPhase::Done(_)) && t.holds == 0)
         {
             return;
         }
-        if let Err(err) = self.integrate().await {
-            self.error = Some(format!("could not integrate the winners: {err}"));
+        if let Err(err) = self.integrate() {
+            self.fail_integration(err);
         }
     }
 
-    async fn integrate(&mut self) -> Result<(), merge::MergeError> {
+    fn fail_integration(&mut self, err: merge::MergeError) {
+        self.error = Some(format!("could not integrate the winners: {err}"));
+    }
+
+    fn integrate(&mut self) -> Result<(), merge::MergeError> {
         if !self.integration.started {
             self.integration.started = true;
             self.integration.order = self.dag.order();
@@ -309,6 +361,10 @@ impl Scheduler {
         }
         match self.integration.waiting.take() {
             None | Some(Waiting::Rebase) => {}
+            Some(waiting @ Waiting::Step { .. }) => {
+                self.integration.waiting = Some(waiting);
+                return Ok(());
+            }
             Some(Waiting::Resolution {
                 task,
                 attempt,
@@ -357,44 +413,77 @@ impl Scheduler {
             let base = self.tasks[t].base.clone().unwrap_or_default();
             // A winner that started from exactly what is integrated so far (a task whose
             // deps were merged just as here) goes in as it is, keeping the history linear.
-            let (step, route) = if self.merger.tree_of(&base)? == self.merger.tree_of(&current)? {
-                (Step::Merged(winner), Route::FastForward)
-            } else {
+            if self.merger.tree_of(&base)? != self.merger.tree_of(&current)? {
+                // The merge itself runs off the loop; the step goes on when it is done.
+                self.integration.waiting = Some(Waiting::Step { task: t });
                 let message = format!("braid: integrate {id}");
-                self.merger
-                    .merge_commits(&current, &winner, &message)
-                    .await?
-            };
-            match step {
-                Step::Merged(commit) => {
-                    if let Some(c) = rebased_for {
-                        let n = self.tasks[t].winner.unwrap_or_default();
-                        let conflict = &mut self.conflicts[c];
-                        conflict.resolution = Resolution::Rebased;
-                        conflict.outcome = format!(
-                            "re-ran {id} on top of the integration (round {}); its new winner #{n} went in",
-                            self.tasks[t].round
-                        );
-                    }
-                    self.integrated(t, commit, route_name(route));
-                }
-                Step::Conflict { tree, conflicts } => {
-                    if let Some(c) = rebased_for {
-                        let conflict = &mut self.conflicts[c];
-                        conflict.resolution = Resolution::LeftOut;
-                        conflict.outcome = format!(
-                            "re-ran {id} on top of the integration, and it conflicted again"
-                        );
-                    }
-                    if self.on_integration_conflict(t, tree, conflicts)? {
-                        return Ok(());
-                    }
-                    self.integration.next += 1;
-                }
+                let merger = self.merger.clone();
+                let unit = units::step(merger, t, rebased_for, current, winner, message);
+                self.offload("integration-step", unit);
+                return Ok(());
+            }
+            if self.apply_step(t, rebased_for, Step::Merged(winner), Route::FastForward)? {
+                return Ok(());
             }
         }
         self.integration.finished = true;
+        self.start_verification();
         Ok(())
+    }
+
+    /// The merge of an integration step is done: takes it in, and the integration goes
+    /// on at the loop's next settling.
+    pub(super) fn step_done(&mut self, done: StepDone) {
+        if !matches!(self.integration.waiting, Some(Waiting::Step { task }) if task == done.task) {
+            return;
+        }
+        self.integration.waiting = None;
+        let applied = done
+            .outcome
+            .and_then(|(step, route)| self.apply_step(done.task, done.rebased_for, step, route));
+        if let Err(err) = applied {
+            self.fail_integration(err);
+        }
+    }
+
+    /// Takes the step of task `t` into the integration. Returns whether the integration
+    /// now waits for workers.
+    fn apply_step(
+        &mut self,
+        t: usize,
+        rebased_for: Option<usize>,
+        step: Step,
+        route: Route,
+    ) -> Result<bool, merge::MergeError> {
+        let id = self.ctx.plan.tasks[t].id.clone();
+        match step {
+            Step::Merged(commit) => {
+                if let Some(c) = rebased_for {
+                    let n = self.tasks[t].winner.unwrap_or_default();
+                    let conflict = &mut self.conflicts[c];
+                    conflict.resolution = Resolution::Rebased;
+                    conflict.outcome = format!(
+                        "re-ran {id} on top of the integration (round {}); its new winner #{n} went in",
+                        self.tasks[t].round
+                    );
+                }
+                self.integrated(t, commit, route_name(route));
+                Ok(false)
+            }
+            Step::Conflict { tree, conflicts } => {
+                if let Some(c) = rebased_for {
+                    let conflict = &mut self.conflicts[c];
+                    conflict.resolution = Resolution::LeftOut;
+                    conflict.outcome =
+                        format!("re-ran {id} on top of the integration, and it conflicted again");
+                }
+                if self.on_integration_conflict(t, tree, conflicts)? {
+                    return Ok(true);
+                }
+                self.integration.next += 1;
+                Ok(false)
+            }
+        }
     }
 
     fn integrated(&mut self, t: usize, commit: String, route: &str) {

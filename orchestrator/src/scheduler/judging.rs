@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use braid_shared::proto::coordinator_message::Kind as Down;
 use braid_shared::proto::{self as pb, Cancel};
 
-use super::{AttemptPhase, AttemptState, Scheduler, TaskPhase, check_report};
+use super::{AttemptPhase, AttemptState, Scheduler, TaskPhase, check_report, units};
 use crate::plan::Check;
 use crate::progress::Note;
 use crate::report::{AttemptKind, AttemptReport, AttemptStatus, CheckReport, CheckStatus, word};
@@ -307,38 +307,52 @@ impl Scheduler {
         );
     }
 
-    /// Keys of the passing attempts' changes, for `vote`.
-    pub(super) fn change_keys(&self, t: usize) -> HashMap<u32, u64> {
-        let mut keys = HashMap::new();
-        for (i, state) in self.tasks[t].attempts.iter().enumerate() {
-            let report = &state.report;
-            let (true, Some(commit), Some(base)) = (
-                select::passes(report) && state.phase == AttemptPhase::Done,
-                &report.commit,
-                self.measured_from(t, i),
-            ) else {
-                continue;
-            };
-            let files = self.merger.changed_paths(&base, commit).and_then(|paths| {
-                let tree = self.merger.tree_of(commit)?;
-                paths
-                    .into_iter()
-                    .map(|p| {
-                        let content = self.merger.read_file(&tree, &p)?;
-                        Ok((p, content))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            });
-            match files {
-                Ok(files) => {
-                    keys.insert(report.n, select::change_key(&files));
-                }
-                Err(err) => {
-                    tracing::warn!(%err, n = report.n, "could not read an attempt's change")
-                }
-            }
+    /// Keys of the passing attempts' changes, for `vote`; `None` while a unit reads them.
+    pub(super) fn change_keys(&mut self, t: usize) -> Option<HashMap<u32, u64>> {
+        let attempts = self.tasks[t].attempts.len();
+        if let Some((read_with, keys)) = &self.tasks[t].votes
+            && *read_with == attempts
+        {
+            return Some(keys.clone());
         }
-        keys
+        if self.unit_running(self.tasks[t].voting) {
+            return None;
+        }
+        let changes = self.passing_changes(t, |_| true);
+        if changes.is_empty() {
+            return Some(HashMap::new());
+        }
+        let unit = units::votes(self.merger.clone(), t, attempts, changes);
+        self.tasks[t].voting = Some(self.offload("vote-reads", unit));
+        None
+    }
+
+    /// The changes of task `t`'s passing attempts that `pick` picks by number: what each
+    /// is measured from, and its commit.
+    pub(super) fn passing_changes(
+        &self,
+        t: usize,
+        pick: impl Fn(u32) -> bool,
+    ) -> Vec<units::Change> {
+        self.tasks[t]
+            .attempts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, state)| {
+                let report = &state.report;
+                let (true, Some(commit), Some(base)) = (
+                    report.kind == AttemptKind::Task
+                        && select::passes(report)
+                        && state.phase == AttemptPhase::Done
+                        && pick(report.n),
+                    &report.commit,
+                    self.measured_from(t, i),
+                ) else {
+                    return None;
+                };
+                Some((report.n, base, commit.clone()))
+            })
+            .collect()
     }
 
     /// After `first-pass` found its winner: stops the task's other attempts. Queued ones

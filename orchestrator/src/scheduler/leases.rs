@@ -93,10 +93,10 @@ impl Scheduler {
                 if let Some(progress::Kind::Logs(batch)) = p.kind {
                     let job = &self.tasks[lease.task].attempts[lease.attempt].report;
                     let id = &self.ctx.plan.tasks[lease.task].id;
-                    let task = if job.kind == AttemptKind::Review {
-                        format!("{id}.judge")
-                    } else {
-                        id.clone()
+                    let task = match job.kind {
+                        AttemptKind::Review => format!("{id}.judge"),
+                        AttemptKind::Verify => super::verification::JOB_ID.to_owned(),
+                        _ => id.clone(),
                     };
                     let n = job.n;
                     for line in batch.lines {
@@ -154,7 +154,11 @@ impl Scheduler {
         for check in &mut result.checks {
             check.log_path = local(&check.log_path);
         }
-        if self.tasks[lease.task].attempts[lease.attempt].report.kind != AttemptKind::Baseline {
+        if !self.tasks[lease.task].attempts[lease.attempt]
+            .report
+            .kind
+            .runs_no_agent()
+        {
             self.spent(lease.task, lease.attempt, &result);
         }
         // A provider that refused for now (a rate limit, a server error) costs no attempt:
@@ -179,12 +183,17 @@ impl Scheduler {
         }
         let (task, attempt) = (lease.task, lease.attempt);
         let kind = self.tasks[task].attempts[attempt].report.kind;
-        if matches!(kind, AttemptKind::Baseline | AttemptKind::Review) || result.commit.is_empty() {
+        if kind != AttemptKind::Task && kind != AttemptKind::Resolution || result.commit.is_empty()
+        {
             self.journal_result(task, attempt, &result, &Ok(Vec::new()));
         }
         match kind {
             AttemptKind::Baseline => {
                 self.baseline_done(task, attempt, &result.checks);
+                return;
+            }
+            AttemptKind::Verify => {
+                self.verification_done(task, attempt, &result.checks);
                 return;
             }
             AttemptKind::Review => {
@@ -446,7 +455,8 @@ impl Scheduler {
     /// epoch (it attached again after its stream broke, or after a restart).
     fn adopt_running(&mut self) {
         for (task, attempt) in self.queue.items() {
-            let key = crate::journal::spec_key(&self.attempt_spec(task, attempt));
+            let spec = self.attempt_spec(task, attempt);
+            let key = crate::journal::spec_key(&spec);
             let Some((worker, lease_id)) = self.adoptable.remove(&key) else {
                 continue;
             };
@@ -461,12 +471,7 @@ impl Scheduler {
             state.leases.insert(lease_id.clone());
             self.queue.retain(|item| *item != (task, attempt));
             let ports = self.port_block();
-            let spec_task = if self.tasks[task].attempts[attempt].report.kind == AttemptKind::Review
-            {
-                format!("{}.judge", self.ctx.plan.tasks[task].id)
-            } else {
-                self.ctx.plan.tasks[task].id.clone()
-            };
+            let spec_task = spec.task_id;
             let now = self.now_ms();
             let this = &mut self.tasks[task].attempts[attempt];
             this.phase = AttemptPhase::Leased;
@@ -643,6 +648,8 @@ impl Scheduler {
         }
         self.note(Note::Info("interrupted: stopping running attempts".into()));
         self.cancelling = Some(Instant::now() + self.config.cancel_grace);
+        // Nothing waits for the merges and reads in flight any more.
+        self.abort_units();
         self.queue.withdraw_all();
         while let Some((t, a)) = self.queue.pop_front() {
             let state = &mut self.tasks[t].attempts[a];
@@ -720,7 +727,13 @@ impl Scheduler {
                 self.end_unstarted(task, attempt);
                 continue;
             }
-            let requires = &self.ctx.plan.tasks[task].requires;
+            let no_requirements = Default::default();
+            let requires = if self.tasks[task].attempts[attempt].report.kind == AttemptKind::Verify
+            {
+                &no_requirements
+            } else {
+                &self.ctx.plan.tasks[task].requires
+            };
             let fits = |w: &super::WorkerState| {
                 requires
                     .iter()
@@ -849,8 +862,10 @@ impl Scheduler {
         let state = &self.tasks[task];
         let this = &state.attempts[attempt];
         let kind = this.report.kind;
-        if kind == AttemptKind::Review {
-            return self.review_spec(task, attempt);
+        match kind {
+            AttemptKind::Review => return self.review_spec(task, attempt),
+            AttemptKind::Verify => return self.verify_spec(task, attempt),
+            _ => {}
         }
         let checks: Vec<CheckSpec> = if kind == AttemptKind::Baseline {
             this.checks_only.iter().map(check_spec).collect()

@@ -34,6 +34,8 @@ mod refs;
 mod reviews;
 pub mod share;
 mod spending;
+mod units;
+mod verification;
 
 use crate::dag::Dag;
 use crate::journal::{Journal, Journaled, Resume};
@@ -120,6 +122,8 @@ pub enum Event {
     },
     /// The person pressed Ctrl-C, or braid got SIGTERM or SIGHUP (twice: stop at once).
     Interrupt,
+    /// A unit of slow work the loop handed off is done (see [`units`]).
+    Done(Box<units::Done>),
 }
 
 /// Timings and limits of the loop.
@@ -208,6 +212,8 @@ pub struct Outcome {
     /// What the run found that makes the plan a poor judge of its attempts (a check with
     /// `baseline: false` that passes on the base), each a sentence.
     pub warnings: Vec<String>,
+    /// The `merge.verify` checks on the result, as a worker ran them.
+    pub verify: Vec<CheckReport>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,6 +260,16 @@ struct TaskState {
     tournament: Option<crate::judge::Tournament>,
     /// The report of the latest tournament that ended.
     judge_report: Option<crate::judge::JudgeReport>,
+    /// Units (trial merges, a new base's merge) its dependents wait for.
+    holds: u32,
+    /// `select: vote`: the keys of its passing changes, read when it had this many
+    /// attempts; and the unit that reads them.
+    votes: Option<(usize, HashMap<u32, u64>)>,
+    voting: Option<u64>,
+    /// `select: judge`: the diffs its judge is shown, read when it had this many
+    /// attempts; and the unit that reads them.
+    diffs: Option<(usize, HashMap<u32, Arc<String>>)>,
+    diffing: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -411,6 +427,9 @@ pub struct Scheduler {
     judging: BTreeSet<usize>,
     /// Results whose objects are being imported.
     importing: usize,
+    /// Units of slow work running off the loop, by id.
+    units: HashMap<u64, tokio::task::AbortHandle>,
+    next_unit: u64,
     /// What the run spent, and what stops attempts from starting.
     spending: spending::Spending,
     /// Port blocks given back by attempts that ended, reused lowest first.
@@ -419,6 +438,10 @@ pub struct Scheduler {
     next_ports: u32,
     /// What the run found that makes the plan a poor judge of its attempts.
     warnings: Vec<String>,
+    /// The verification job of the result, once queued: its task and index.
+    verification: Option<(usize, usize)>,
+    /// What it found.
+    verified: Vec<CheckReport>,
 }
 
 impl Scheduler {
@@ -452,6 +475,11 @@ impl Scheduler {
                 footprint: None,
                 tournament: None,
                 judge_report: None,
+                holds: 0,
+                votes: None,
+                voting: None,
+                diffs: None,
+                diffing: None,
             })
             .collect();
         let dag = Dag::new(&plan.tasks);
@@ -496,10 +524,14 @@ impl Scheduler {
             baseline_jobs: Vec::new(),
             judging: BTreeSet::new(),
             importing: 0,
+            units: HashMap::new(),
+            next_unit: 1,
             spending: Default::default(),
             free_ports: BTreeSet::new(),
             next_ports: 0,
             warnings: Vec::new(),
+            verification: None,
+            verified: Vec::new(),
         })
     }
 
@@ -664,11 +696,12 @@ impl Scheduler {
             let kind = state.report.kind;
             self.clock = Some(entry.finished_ms);
             let result = entry.result;
-            if kind != AttemptKind::Baseline {
+            if !kind.runs_no_agent() {
                 self.spent(t, a, &result);
             }
             match kind {
                 AttemptKind::Baseline => self.baseline_done(t, a, &result.checks),
+                AttemptKind::Verify => self.verification_done(t, a, &result.checks),
                 AttemptKind::Review => self.review_done(t, a, result),
                 AttemptKind::Task | AttemptKind::Resolution => {
                     self.record_result(t, a, result, entry.outcome)
@@ -684,7 +717,7 @@ impl Scheduler {
         for t in 0..self.tasks.len() {
             self.try_start(t);
         }
-        self.settle().await;
+        self.settle();
         let mut tick = tokio::time::interval(self.config.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.finished() {
@@ -698,7 +731,7 @@ impl Scheduler {
                 },
                 _ = tick.tick() => self.on_tick().await,
             }
-            self.settle().await;
+            self.settle();
             self.dispatch();
             self.commit_turn();
         }
@@ -725,13 +758,13 @@ impl Scheduler {
 
     /// Ends the tasks whose attempts all ended since the last event, and moves the
     /// integration on once every task has ended.
-    async fn settle(&mut self) {
+    fn settle(&mut self) {
         self.judge_all();
         while let Some(task) = self.dirty.pop() {
-            self.finish_task_if_done(task).await;
+            self.finish_task_if_done(task);
         }
         self.drop_unneeded_baselines();
-        self.advance_integration().await;
+        self.advance_integration();
     }
 
     fn finished(&self) -> bool {
@@ -742,8 +775,11 @@ impl Scheduler {
             .tasks
             .iter()
             .all(|t| matches!(t.phase, TaskPhase::Done(_)));
-        let over = all_done && self.integration.finished;
-        (over || self.cancelling.is_some()) && self.leases.is_empty() && self.importing == 0
+        let over = all_done && self.integration.finished && self.verified();
+        (over || self.cancelling.is_some())
+            && self.leases.is_empty()
+            && self.importing == 0
+            && self.units.is_empty()
     }
 
     async fn handle(&mut self, event: Event) {
@@ -859,6 +895,7 @@ impl Scheduler {
             }
             Event::Requeue { task, attempt } => self.requeue(task, attempt),
             Event::Interrupt => self.interrupt(),
+            Event::Done(done) => self.on_done(*done),
         }
     }
 
@@ -868,10 +905,10 @@ impl Scheduler {
             return;
         }
         let deps = self.dag.deps(task);
-        if !deps
-            .iter()
-            .all(|&d| self.tasks[d].phase == TaskPhase::Done(TaskStatus::Succeeded))
-        {
+        if !deps.iter().all(|&d| {
+            self.tasks[d].phase == TaskPhase::Done(TaskStatus::Succeeded)
+                && self.tasks[d].holds == 0
+        }) {
             return;
         }
         if deps.is_empty() {
@@ -973,7 +1010,7 @@ impl Scheduler {
     }
 
     /// Ends a task whose attempts have all ended: picks the winner and moves the DAG on.
-    async fn finish_task_if_done(&mut self, task: usize) {
+    fn finish_task_if_done(&mut self, task: usize) {
         let state = &self.tasks[task];
         let policy = self.ctx.plan.tasks[task].select;
         let round: Vec<&AttemptState> = state
@@ -1004,12 +1041,16 @@ impl Scheduler {
             return;
         }
         let changes = if policy == Select::Vote {
-            self.change_keys(task)
+            match self.change_keys(task) {
+                Some(keys) => keys,
+                // Read off the loop; the task is settled again once they are in.
+                None => return,
+            }
         } else {
             HashMap::new()
         };
         let verdict = if policy == Select::Judge {
-            match self.judged(task, &reports).await {
+            match self.judged(task, &reports) {
                 reviews::Judging::Going => return,
                 reviews::Judging::Interrupted => {
                     self.end_task(
@@ -1080,13 +1121,15 @@ impl Scheduler {
             status: "succeeded".into(),
             detail,
         });
-        self.trial_merges(task).await;
+        self.trial_merges(task);
         self.start_dependents(task);
     }
 
     /// Starts the dependents of `task`, once it has ended with a winner.
     fn start_dependents(&mut self, task: usize) {
-        if self.tasks[task].phase != TaskPhase::Done(TaskStatus::Succeeded) {
+        if self.tasks[task].phase != TaskPhase::Done(TaskStatus::Succeeded)
+            || self.tasks[task].holds > 0
+        {
             return;
         }
         for next in self.dag.dependents(task) {
@@ -1135,6 +1178,7 @@ impl Scheduler {
                 "{why}; this run could not be resumed had it stopped"
             ));
         }
+        let verify = self.verification_outcome();
         let result = self.integration.commit();
         let integrated = self
             .integration
@@ -1167,7 +1211,12 @@ impl Scheduler {
                         .attempts
                         .into_iter()
                         .map(|a| a.report)
-                        .filter(|r| !matches!(r.kind, AttemptKind::Baseline | AttemptKind::Review))
+                        .filter(|r| {
+                            !matches!(
+                                r.kind,
+                                AttemptKind::Baseline | AttemptKind::Review | AttemptKind::Verify
+                            )
+                        })
                         .collect()
                 } else {
                     Vec::new()
@@ -1209,6 +1258,7 @@ impl Scheduler {
             error: self.error,
             stopped: self.spending.stopped,
             warnings: self.warnings,
+            verify,
         }
     }
 }

@@ -3,11 +3,12 @@
 //! any attempt (see [`crate::judge`] for the tournament and [`braid_worker::read_only`] for
 //! the job). A task waits for its verdicts; the task's winner comes from the tournament.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use braid_shared::proto::{self as pb, AttemptSpec};
 
-use super::{AttemptPhase, AttemptState, Scheduler, agent_spec, sandbox_spec};
+use super::{AttemptPhase, AttemptState, Scheduler, agent_spec, sandbox_spec, units};
 use crate::judge::{self, JudgeReport, Judged, Pick, Tournament, VerdictReport};
 use crate::progress::Note;
 use crate::report::{AttemptKind, AttemptReport, AttemptStatus, Usage};
@@ -26,7 +27,7 @@ pub(super) enum Judging {
 impl Scheduler {
     /// Judging of task `t`, whose current round's attempts `reports` have all ended: starts
     /// the tournament, queues its next round of verdicts, or decides.
-    pub(super) async fn judged(&mut self, t: usize, reports: &[AttemptReport]) -> Judging {
+    pub(super) fn judged(&mut self, t: usize, reports: &[AttemptReport]) -> Judging {
         let seeds = select::best_order(reports);
         if seeds.len() < 2 {
             return Judging::Done(select::best(reports).map(|mut v| {
@@ -40,11 +41,13 @@ impl Scheduler {
             let Some(judge) = self.ctx.plan.tasks[t].judge.clone() else {
                 return Judging::Done(select::best(reports));
             };
+            let Some(mut diffs) = self.judge_diffs(t, &seeds) else {
+                return Judging::Going;
+            };
             let mut tournament = Tournament::new(round, seeds.clone(), judge.max_pairs);
             for &n in &seeds {
-                tournament
-                    .diffs
-                    .insert(n, Arc::new(self.diff_of(t, n).await));
+                let diff = diffs.remove(&n).unwrap_or_default();
+                tournament.diffs.insert(n, diff);
             }
             self.tasks[t].tournament = Some(tournament);
             let possible = self.tasks[t]
@@ -193,36 +196,23 @@ impl Scheduler {
         self.queue.push_front((t, self.tasks[t].attempts.len() - 1));
     }
 
-    /// The diff of attempt `n` of task `t` against what it is measured from.
-    async fn diff_of(&self, t: usize, n: u32) -> String {
-        let Some(i) = self.tasks[t]
-            .attempts
-            .iter()
-            .position(|a| a.report.kind == AttemptKind::Task && a.report.n == n)
-        else {
-            return String::new();
-        };
-        let (Some(base), Some(commit)) = (
-            self.measured_from(t, i),
-            self.tasks[t].attempts[i].report.commit.clone(),
-        ) else {
-            return String::new();
-        };
-        let git = braid_shared::git::Git::at(&self.ctx.plan.repo);
-        match git
-            .run(&[
-                "diff",
-                "--no-color",
-                "--no-ext-diff",
-                "--no-textconv",
-                &base,
-                &commit,
-            ])
-            .await
+    /// The diffs of attempts `seeds` of task `t` against what each is measured from;
+    /// `None` while a unit reads them.
+    fn judge_diffs(&mut self, t: usize, seeds: &[u32]) -> Option<HashMap<u32, Arc<String>>> {
+        let attempts = self.tasks[t].attempts.len();
+        if let Some((read_with, diffs)) = &self.tasks[t].diffs
+            && *read_with == attempts
         {
-            Ok(diff) => diff,
-            Err(err) => format!("(braid could not show this diff: {err})"),
+            return Some(diffs.clone());
         }
+        if self.unit_running(self.tasks[t].diffing) {
+            return None;
+        }
+        let changes = self.passing_changes(t, |n| seeds.contains(&n));
+        let git = braid_shared::git::Git::at(&self.ctx.plan.repo);
+        let unit = units::diffs(git, t, attempts, changes);
+        self.tasks[t].diffing = Some(self.offload("judge-diffs", unit));
+        None
     }
 
     /// What a worker needs to run verdict job `i` of task `t`.

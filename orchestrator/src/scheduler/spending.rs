@@ -6,7 +6,7 @@ use braid_shared::proto::{self as pb, ProviderFault};
 
 use super::{AttemptPhase, Scheduler};
 use crate::plan::Agent;
-use crate::report::{AttemptKind, AttemptStatus};
+use crate::report::AttemptStatus;
 
 /// What stops attempts from starting.
 #[derive(Debug, Default)]
@@ -139,7 +139,7 @@ fn refusal(
     attempt: usize,
 ) -> Option<(AttemptStatus, String)> {
     let report = &tasks[task].attempts[attempt].report;
-    if report.kind == AttemptKind::Baseline {
+    if report.kind.runs_no_agent() {
         return None;
     }
     if let Some(why) = &spending.over {

@@ -892,11 +892,20 @@ pub async fn serve_main(options: ServeOptions) -> Result<i32, crate::error::Brai
             "http"
         };
         said(format!("{scheme}://{at}"));
+        // Each message goes out as it is written: with Nagle's algorithm on, a result
+        // and its answer wait out the peer's delayed acknowledgement (40 ms).
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |accepted| {
+                accepted.inspect(|stream| {
+                    if let Err(err) = stream.set_nodelay(true) {
+                        tracing::warn!(%err, "could not set TCP_NODELAY");
+                    }
+                })
+            },
+        );
         router
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                stop.cancelled_owned(),
-            )
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await
             .map_err(|e| BraidError::Environment(format!("serving: {e}")))?;
     }

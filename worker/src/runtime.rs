@@ -157,6 +157,7 @@ pub async fn channel(url: &str) -> Result<Channel, WorkerError> {
         url: url.to_owned(),
         detail: e.to_string(),
     })?;
+    endpoint = endpoint.tcp_nodelay(true);
     if url.starts_with("https:") {
         endpoint = endpoint
             .tls_config(tls()?)

@@ -11,6 +11,7 @@
 
 mod agent;
 mod fanout;
+mod fleet;
 mod makespan;
 mod memory;
 mod merge;
@@ -31,12 +32,13 @@ use serde::Serialize;
 use crate::repo::{BigRepo, SmallRepo};
 use crate::table::{Row, markdown, median};
 
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 9] = [
     "start",
     "sandbox",
     "fanout",
     "merge",
     "scheduler",
+    "fleet",
     "makespan",
     "memory",
     "agent",
@@ -46,8 +48,8 @@ const SCENARIOS: [&str; 8] = [
 #[derive(Debug, Parser)]
 #[command(name = "braid-bench")]
 struct Cli {
-    /// Scenarios to run: all, or any of start, sandbox, fanout, merge, scheduler, makespan,
-    /// memory, agent.
+    /// Scenarios to run: all, or any of start, sandbox, fanout, merge, scheduler, fleet,
+    /// makespan, memory, agent.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
     /// Rounds per scenario [default: 7 for start, 15 for merge, 1 for fanout (its shell
@@ -160,7 +162,7 @@ fn run(cli: Cli) -> Result<bool> {
 
     let needs_big = chosen
         .iter()
-        .any(|s| matches!(*s, "start" | "fanout" | "merge"));
+        .any(|s| matches!(*s, "start" | "fanout" | "merge" | "fleet"));
     let big = if needs_big {
         let started = Instant::now();
         let big = BigRepo::create(&dir.join("big"))?;
@@ -190,6 +192,7 @@ fn run(cli: Cli) -> Result<bool> {
             "fanout" => fanout::run(big()?, &scratch, rounds(1))?,
             "merge" => runtime.block_on(merge::run(big()?, rounds(15)))?,
             "scheduler" => runtime.block_on(scheduler::run(&small, &scratch, rounds(3)))?,
+            "fleet" => runtime.block_on(fleet::run(big()?, &small, &scratch, rounds(3)))?,
             "makespan" => makespan::run(&small, &scratch, rounds(3))?,
             "memory" => memory::run(&small, &scratch, rounds(3))?,
             "agent" => agent::run(&scratch, rounds(3))?,

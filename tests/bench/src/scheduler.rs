@@ -37,20 +37,51 @@ const SLOTS: u32 = 8;
 
 /// What one worker saw.
 #[derive(Debug, Default)]
-struct Seen {
+pub struct Seen {
     done: usize,
     first_assign: Option<Instant>,
     last_result: Option<Instant>,
     latencies: Vec<f64>,
 }
 
-/// A worker that finishes each attempt at once with its task's change from `changes`.
-async fn noop_worker(
+/// How many attempts the workers of a round are to finish in all: a server does not tell
+/// its workers that a run is over.
+#[derive(Debug)]
+pub struct Quota {
+    done: std::sync::atomic::AtomicUsize,
+    total: usize,
+    over: tokio_util::sync::CancellationToken,
+}
+
+impl Quota {
+    pub fn new(total: usize) -> Arc<Self> {
+        Arc::new(Quota {
+            done: Default::default(),
+            total,
+            over: Default::default(),
+        })
+    }
+
+    fn one_done(&self) {
+        let done = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if done >= self.total {
+            self.over.cancel();
+        }
+    }
+}
+
+/// A worker that finishes each attempt at once with its task's change from `changes`,
+/// presenting `token` when it has one, until its coordinator shuts it down or the
+/// workers' quota is met.
+pub async fn noop_worker(
     url: String,
     name: String,
     changes: Arc<HashMap<String, String>>,
+    token: Option<String>,
+    quota: Arc<Quota>,
 ) -> Result<Seen> {
     let channel = braid_worker::runtime::channel(&url).await?;
+    let bearer = braid_shared::auth::Bearer::new(token.as_deref()).map_err(anyhow::Error::msg)?;
     let (up, rx) = mpsc::channel::<WorkerMessage>(1024);
     let send = |kind: Up| {
         let up = up.clone();
@@ -66,7 +97,7 @@ async fn noop_worker(
         running: Vec::new(),
     }))
     .await;
-    let mut down = WorkerServiceClient::new(channel)
+    let mut down = WorkerServiceClient::with_interceptor(channel, bearer)
         .attach(ReceiverStream::new(rx))
         .await?
         .into_inner();
@@ -74,7 +105,13 @@ async fn noop_worker(
     // When each free slot became free.
     let mut free: VecDeque<Instant> = VecDeque::new();
     let mut heartbeat = tokio::time::interval(Duration::from_millis(500));
+    // Results the coordinator has not answered yet: a worker that goes before they are
+    // answered may take them along.
+    let mut unanswered = 0usize;
     loop {
+        if quota.over.is_cancelled() && unanswered == 0 {
+            break;
+        }
         tokio::select! {
             msg = down.message() => {
                 let Some(msg) = msg? else { break };
@@ -104,11 +141,15 @@ async fn noop_worker(
                         free.push_back(sent);
                         seen.last_result = Some(sent);
                         seen.done += 1;
+                        unanswered += 1;
+                        quota.one_done();
                     }
+                    Some(Down::ResultAck(_)) => unanswered = unanswered.saturating_sub(1),
                     Some(Down::Shutdown(_)) => break,
                     _ => {}
                 }
             }
+            () = quota.over.cancelled(), if unanswered == 0 => break,
             _ = heartbeat.tick() => {
                 send(Up::Heartbeat(Heartbeat { free_slots: free.len() as u32, running: Vec::new() })).await;
             }
@@ -117,7 +158,8 @@ async fn noop_worker(
     Ok(seen)
 }
 
-fn plan(repo: &SmallRepo) -> String {
+/// The plan of [`TASKS`] tasks of [`ATTEMPTS`] no-op attempts each on `repo`.
+pub fn plan(repo: &SmallRepo) -> String {
     let mut plan = format!(
         "version: 1\nname: bench-scheduler\nrepo: {}\nbase: main\ndefaults:\n  agent:\n    command: [\"true\"]\n  attempts: {ATTEMPTS}\ntasks:\n",
         repo.path.display()
@@ -126,6 +168,54 @@ fn plan(repo: &SmallRepo) -> String {
         let _ = writeln!(plan, "  - id: t{t}\n    prompt: nothing");
     }
     plan
+}
+
+/// Runs [`WORKERS`] no-op workers against the coordinator at `url` until they have done
+/// every attempt of the plan; what they saw, together.
+pub async fn noop_fleet(
+    url: &str,
+    token: Option<&str>,
+    changes: &Arc<HashMap<String, String>>,
+) -> Result<Seen> {
+    let quota = Quota::new(TASKS * ATTEMPTS);
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let (url, changes) = (url.to_owned(), Arc::clone(changes));
+            let (token, quota) = (token.map(str::to_owned), Arc::clone(&quota));
+            braid_shared::task::spawn(
+                "bench-worker",
+                noop_worker(url, format!("noop-{w}"), changes, token, quota),
+            )
+        })
+        .collect();
+    let mut all = Seen::default();
+    for worker in workers {
+        let seen = worker.await.context("a worker panicked")??;
+        all.done += seen.done;
+        all.latencies.extend(seen.latencies);
+        all.first_assign = match (all.first_assign, seen.first_assign) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        all.last_result = all.last_result.max(seen.last_result);
+    }
+    Ok(all)
+}
+
+/// Throughput and ready-to-assigned latency of what the workers saw: attempts/s, p50 and
+/// p99 in seconds.
+pub fn measured(all: &Seen) -> Result<(f64, f64, f64)> {
+    if all.done != TASKS * ATTEMPTS {
+        bail!("{} attempts were done, not {}", all.done, TASKS * ATTEMPTS);
+    }
+    let (Some(first), Some(last)) = (all.first_assign, all.last_result) else {
+        bail!("no attempt was assigned");
+    };
+    Ok((
+        all.done as f64 / secs(last - first),
+        quantile(&all.latencies, 0.5),
+        quantile(&all.latencies, 0.99),
+    ))
 }
 
 /// Runs the scenario `rounds` times.
@@ -152,26 +242,7 @@ pub async fn run(repo: &SmallRepo, scratch: &Path, rounds: usize) -> Result<Vec<
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let url = format!("unix:{}", socket.display());
-        let workers: Vec<_> = (0..WORKERS)
-            .map(|w| {
-                let (url, changes) = (url.clone(), Arc::clone(&changes));
-                braid_shared::task::spawn(
-                    "bench-worker",
-                    noop_worker(url, format!("noop-{w}"), changes),
-                )
-            })
-            .collect();
-        let mut all = Seen::default();
-        for worker in workers {
-            let seen = worker.await.context("a worker panicked")??;
-            all.done += seen.done;
-            all.latencies.extend(seen.latencies);
-            all.first_assign = match (all.first_assign, seen.first_assign) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            all.last_result = all.last_result.max(seen.last_result);
-        }
+        let all = noop_fleet(&url, None, &changes).await?;
         let status = tokio::task::spawn_blocking(move || coordinator.wait()).await??;
         if !status.success() {
             bail!(
@@ -179,17 +250,7 @@ pub async fn run(repo: &SmallRepo, scratch: &Path, rounds: usize) -> Result<Vec<
                 scratch.display()
             );
         }
-        if all.done != TASKS * ATTEMPTS {
-            bail!("{} attempts were done, not {}", all.done, TASKS * ATTEMPTS);
-        }
-        let (Some(first), Some(last)) = (all.first_assign, all.last_result) else {
-            bail!("no attempt was assigned");
-        };
-        let rate = all.done as f64 / secs(last - first);
-        let (p50, p99) = (
-            quantile(&all.latencies, 0.5),
-            quantile(&all.latencies, 0.99),
-        );
+        let (rate, p50, p99) = measured(&all)?;
         say(format!(
             "  {rate:.0} attempts/s, ready to assigned p50 {:.2} ms, p99 {:.2} ms",
             p50 * 1e3,

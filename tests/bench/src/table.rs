@@ -30,6 +30,8 @@ pub enum Unit {
     PerSecond,
     /// Bytes, shown in MB.
     Bytes,
+    /// A share (of a core), shown in percent.
+    Share,
 }
 
 /// The baseline a row is compared with.
@@ -120,12 +122,15 @@ impl Unit {
     /// `value` in this unit, for people.
     pub fn show(self, value: f64) -> String {
         match self {
+            // A difference of two times may come out below zero.
+            Unit::Seconds if value < 0.0 => format!("−{}", self.show(-value)),
             Unit::Seconds if value < 0.001 => format!("{:.0} µs", value * 1e6),
             Unit::Seconds if value < 0.1 => format!("{:.2} ms", value * 1e3),
             Unit::Seconds if value < 10.0 => format!("{:.0} ms", value * 1e3),
             Unit::Seconds => format!("{value:.1} s"),
             Unit::PerSecond => format!("{value:.0}/s"),
             Unit::Bytes => format!("{:.0} MB", value / 1e6),
+            Unit::Share => format!("{:.1}%", value * 100.0),
         }
     }
 }

@@ -815,7 +815,10 @@ impl Scheduler {
                     stem,
                 },
             );
-            if self.tasks[task].attempts[attempt].report.kind != AttemptKind::Review {
+            if !matches!(
+                self.tasks[task].attempts[attempt].report.kind,
+                AttemptKind::Review | AttemptKind::Verify
+            ) {
                 self.note(Note::Assigned {
                     task: self.ctx.plan.tasks[task].id.clone(),
                     n,

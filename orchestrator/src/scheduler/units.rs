@@ -46,6 +46,8 @@ pub(super) enum Unit {
         attempts: usize,
         diffs: HashMap<u32, Arc<String>>,
     },
+    /// The unit panicked: what it was.
+    Panicked(String),
 }
 
 /// One side of a trial merge: a task's winner and what it touched against its base.
@@ -106,11 +108,17 @@ impl Scheduler {
         let id = self.next_unit;
         self.next_unit += 1;
         let events = self.events.clone();
-        let handle = task::spawn(name, async move {
-            let unit = work.await;
+        let work = task::spawn(name, work);
+        self.units.insert(id, work.abort_handle());
+        // A unit that panicked says so rather than leave the loop waiting for it.
+        task::spawn("unit-answer", async move {
+            let unit = match work.await {
+                Ok(unit) => unit,
+                Err(err) if err.is_panic() => Unit::Panicked(format!("{name} failed: {err}")),
+                Err(_) => return,
+            };
             let _ = events.send(Event::Done(Box::new(Done { id, unit }))).await;
         });
-        self.units.insert(id, handle.abort_handle());
         id
     }
 
@@ -150,6 +158,9 @@ impl Scheduler {
             } => {
                 self.tasks[task].diffs = Some((attempts, diffs));
                 self.dirty.push(task);
+            }
+            Unit::Panicked(why) => {
+                self.error.get_or_insert(format!("the coordinator's {why}"));
             }
         }
     }

@@ -546,6 +546,15 @@ merge:
         .map(|a| a["worker"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(workers_used.len(), 3, "{:#}", report["workers"]);
+    // Each fetched the repository before its first job and said how long it took; one of
+    // them ran the baseline job of `first` before its attempt, and had it by then.
+    let fetched = task(&report, "first")["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["fetch_ms"].as_u64().is_some_and(|ms| ms > 0))
+        .count();
+    assert!(fetched >= 2, "{:#}", task(&report, "first"));
     // The task that needs a GPU ran only on the host that has one.
     let name_of = |id: &str| {
         report["workers"]

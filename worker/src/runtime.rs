@@ -574,11 +574,14 @@ fn start_attempt(
                 }
             })
         };
+        let fetching = std::time::Instant::now();
         let result = match prepare(&spec, &mirrors, &logs).await {
             Ok((place, folder)) => {
+                let fetch_ms = fetching.elapsed().as_millis() as u64;
                 let shipper =
                     LogShipper::start(folder.path().to_owned(), lease.clone(), up.clone());
-                let result = run_attempt(&spec, &lease, &pool, &place, cancel, updates).await;
+                let mut result = run_attempt(&spec, &lease, &pool, &place, cancel, updates).await;
+                result.fetch_ms = fetch_ms;
                 shipper.finish().await;
                 drop(folder);
                 result

@@ -285,6 +285,10 @@ pub struct AttemptReport {
     pub worker: Option<String>,
     /// Wall-clock time on the worker.
     pub duration_ms: u64,
+    /// Time the worker took, before the attempt, to fetch what it lacked of the
+    /// repository; left out when it had it all.
+    #[serde(default, skip_serializing_if = "is_zero_ms")]
+    pub fetch_ms: u64,
     /// The change against the task's base.
     pub diff: DiffReport,
     /// The checks, in plan order.
@@ -339,6 +343,10 @@ pub struct AttemptReport {
     pub continues: Option<u32>,
 }
 
+fn is_zero_ms(n: &u64) -> bool {
+    *n == 0
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -382,6 +390,7 @@ impl AttemptReport {
             commit: None,
             worker: None,
             duration_ms: 0,
+            fetch_ms: 0,
             diff: DiffReport::default(),
             checks: Vec::new(),
             agent: None,

@@ -296,6 +296,7 @@ impl Scheduler {
             .unwrap_or_default();
         report.checks = result.checks.iter().map(check_report).collect();
         report.duration_ms = result.duration_ms;
+        report.fetch_ms = result.fetch_ms;
         report.error = (!result.error.is_empty()).then(|| result.error.clone());
         if report.status == AttemptStatus::Cancelled
             && let Some(why) = &state.cancel_reason

@@ -193,7 +193,7 @@ impl Scheduler {
                 return;
             }
             AttemptKind::Verify => {
-                self.verification_done(task, attempt, &result.checks);
+                self.verification_done(task, attempt, &result);
                 return;
             }
             AttemptKind::Review => {

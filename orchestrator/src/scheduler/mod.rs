@@ -701,7 +701,7 @@ impl Scheduler {
             }
             match kind {
                 AttemptKind::Baseline => self.baseline_done(t, a, &result.checks),
-                AttemptKind::Verify => self.verification_done(t, a, &result.checks),
+                AttemptKind::Verify => self.verification_done(t, a, &result),
                 AttemptKind::Review => self.review_done(t, a, result),
                 AttemptKind::Task | AttemptKind::Resolution => {
                     self.record_result(t, a, result, entry.outcome)

@@ -76,12 +76,24 @@ impl Scheduler {
         }
     }
 
-    /// Records what the verification found.
-    pub(super) fn verification_done(&mut self, t: usize, i: usize, checks: &[pb::CheckResult]) {
+    /// Records what the verification found. A job that could not run its checks (its
+    /// worker could not read what the result changed) verified nothing.
+    pub(super) fn verification_done(&mut self, t: usize, i: usize, result: &pb::AttemptResult) {
         let job = &mut self.tasks[t].attempts[i];
         job.phase = AttemptPhase::Done;
+        if result.status() != pb::AttemptStatus::Finished {
+            let why = if result.error.is_empty() {
+                format!("the job ended {:?}", result.status()).to_lowercase()
+            } else {
+                result.error.clone()
+            };
+            job.report.status = AttemptStatus::Failed;
+            job.report.error = Some(why.clone());
+            self.mark("verified", None, format!("not verified: {why}"));
+            return;
+        }
         job.report.status = AttemptStatus::Succeeded;
-        self.verified = checks.iter().map(check_report).collect();
+        self.verified = result.checks.iter().map(check_report).collect();
         let passed = self
             .verified
             .iter()
@@ -97,7 +109,8 @@ impl Scheduler {
             return Vec::new();
         };
         let job = &self.tasks[t].attempts[i].report;
-        if self.verified.is_empty() && self.cancelling.is_none() && self.error.is_none() {
+        let nothing = self.verified.is_empty() || job.status != AttemptStatus::Succeeded;
+        if nothing && self.cancelling.is_none() && self.error.is_none() {
             let why = job
                 .error
                 .clone()

@@ -187,6 +187,13 @@ enum Command {
         /// The file holding the worker token the server takes [default: $BRAID_TOKEN].
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// A folder (with what is inside it) that a plan's `sandbox.writable` may make
+        /// writable on this machine; may be repeated [default: none].
+        #[arg(long = "allow-writable", value_name = "DIR")]
+        allow_writable: Vec<PathBuf>,
+        /// Run the attempts of plans that say `sandbox: off`, uncontained, on this machine.
+        #[arg(long)]
+        allow_unsandboxed: bool,
     },
     /// Serve runs to workers and clients on other machines: a coordinator for many runs
     /// at once, durable across restarts.
@@ -582,7 +589,12 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             name,
             labels,
             token_file,
-        } => worker(connect, slots, cache, name, labels, token_file).await,
+            allow_writable,
+            allow_unsandboxed,
+        } => {
+            let trust = worker_trust(&allow_writable, allow_unsandboxed)?;
+            worker(connect, slots, cache, name, labels, token_file, trust).await
+        }
         Command::Serve {
             listen,
             state,
@@ -1140,6 +1152,30 @@ impl From<TargetArgs> for crate::client::Target {
     }
 }
 
+/// What `braid worker` lets plans ask of its sandboxes: folders that must exist, taken
+/// as they really are (a link to elsewhere allows what it points to, and says so).
+fn worker_trust(
+    writable: &[PathBuf],
+    unsandboxed: bool,
+) -> Result<braid_worker::sandbox::Trust, BraidError> {
+    let mut folders = Vec::new();
+    for dir in writable {
+        match std::fs::canonicalize(dir) {
+            Ok(real) if real.is_dir() => folders.push(real),
+            _ => {
+                return Err(BraidError::Usage(format!(
+                    "--allow-writable {}: not an existing folder",
+                    dir.display()
+                )));
+            }
+        }
+    }
+    Ok(braid_worker::sandbox::Trust::Worker {
+        writable: folders,
+        unsandboxed,
+    })
+}
+
 /// `braid worker`: serves the coordinator at `connect` until it says the work is over, or a
 /// signal stops the worker (its running attempts are stopped and reported first).
 async fn worker(
@@ -1149,6 +1185,7 @@ async fn worker(
     name: Option<String>,
     labels: Vec<String>,
     token_file: Option<PathBuf>,
+    trust: braid_worker::sandbox::Trust,
 ) -> Result<i32, BraidError> {
     if slots == 0 {
         return Err(BraidError::Usage("--slots must be at least 1".into()));
@@ -1184,6 +1221,7 @@ async fn worker(
         .map_err(BraidError::Usage)?,
         reconnect: true,
         drain: tokio_util::sync::CancellationToken::new(),
+        trust,
     };
     // SIGTERM drains: nothing new, what runs finishes. A second SIGTERM, or SIGINT, stops
     // at once, handing back what runs.

@@ -277,6 +277,8 @@ pub async fn run_embedded(plan: Plan, options: RunOptions) -> Result<Finished, B
                 auth: Default::default(),
                 reconnect: false,
                 drain: tokio_util::sync::CancellationToken::new(),
+                // The plan is this user's own.
+                trust: braid_worker::sandbox::Trust::Plan,
             };
             task::spawn("worker", async move {
                 if let Err(err) = serve(&url, worker_options, stop).await {

@@ -33,6 +33,118 @@ fn hidden_worker(dir: &Path, url: &str, cache: &Path, hidden: &[&Path], extra: &
         .expect("unshare runs")
 }
 
+/// Runs `plan` with `braid run --workers 0` and one `braid worker` given `allow`; returns
+/// the report.
+fn run_with_worker(repo: &TestRepo, plan: &Path, allow: &[&str]) -> serde_json::Value {
+    let socket = repo.outside().join(format!("c{}.sock", fastrand_suffix()));
+    let url = format!("unix:{}", socket.display());
+    let run = braid_tests::command(BIN, repo.outside())
+        .args(["run", plan.to_str().unwrap(), "--json", "--workers", "0"])
+        .args(["--listen", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&socket);
+    let own = tempfile::tempdir().unwrap();
+    let worker = braid_tests::command(BIN, repo.outside())
+        .args(["worker", "--connect", &url, "--slots", "3", "--cache"])
+        .arg(own.path())
+        .args(allow)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = run.wait_with_output().unwrap();
+    let worked = worker.wait_with_output().unwrap();
+    assert_eq!(worked.status.code(), Some(0), "{}", stderr(&worked));
+    serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)))
+}
+
+#[test]
+fn a_worker_lets_a_plan_write_only_where_it_allows_and_run_unsandboxed_only_if_told() {
+    let repo = TestRepo::init();
+    let before = repo.snapshot();
+    let shared = repo.outside().join("shared");
+    let elsewhere = repo.outside().join("elsewhere");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    // A link inside the allowed folder that leads out of it.
+    std::os::unix::fs::symlink(&elsewhere, shared.join("out")).unwrap();
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: writes
+    prompt: Leave a note beside the repository.
+    sandbox: {{writable: [{shared}]}}
+    agent: {{command: [sh, -c, 'echo hi > {shared}/note; echo done > done.txt']}}
+  - id: escapes
+    prompt: Write through the link.
+    sandbox: {{writable: [{link}]}}
+    agent: {{command: [sh, -c, 'echo hi > {link}/note; echo done > done.txt']}}
+  - id: loose
+    prompt: Run with no sandbox.
+    sandbox: off
+    agent: {{command: [sh, -c, 'echo done > done.txt']}}
+  - id: plain
+    prompt: Nothing special.
+    agent: {{command: [sh, -c, 'echo done > done.txt']}}
+"#,
+        shared = shared.display(),
+        link = shared.join("out").display(),
+    ));
+    let error = |report: &serde_json::Value, id: &str| {
+        task(report, id)["attempts"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // A worker that allows nothing: only the plain task runs.
+    let report = run_with_worker(&repo, &plan, &[]);
+    assert_eq!(task(&report, "plain")["status"], "succeeded", "{report:#}");
+    for id in ["writes", "escapes", "loose"] {
+        assert_eq!(task(&report, id)["status"], "failed", "{id}");
+        assert_eq!(
+            task(&report, id)["attempts"][0]["lost"],
+            0,
+            "{id}: not handed back"
+        );
+    }
+    assert!(
+        error(&report, "writes").contains("--allow-writable"),
+        "{report:#}"
+    );
+    assert!(
+        error(&report, "loose").contains("--allow-unsandboxed"),
+        "{report:#}"
+    );
+    assert!(!shared.join("note").exists());
+
+    // Allowed: the folder may be written, and the plan may run unsandboxed; a link out of
+    // the allowed folder still may not.
+    let allow = shared.to_str().unwrap();
+    let report = run_with_worker(
+        &repo,
+        &plan,
+        &["--allow-writable", allow, "--allow-unsandboxed"],
+    );
+    for id in ["writes", "loose", "plain"] {
+        assert_eq!(task(&report, id)["status"], "succeeded", "{id}: {report:#}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(shared.join("note")).unwrap(),
+        "hi\n"
+    );
+    assert_eq!(task(&report, "escapes")["status"], "failed");
+    assert!(
+        error(&report, "escapes").contains("--allow-writable"),
+        "{report:#}"
+    );
+    assert!(!elsewhere.join("note").exists());
+    repo.assert_untouched(&before);
+}
+
 /// A shell script that mounts an empty tmpfs over each of its first `n` arguments (made
 /// first when missing), then runs the rest of them.
 fn hiding_script(n: usize) -> String {
@@ -399,6 +511,9 @@ fn fleet_worker_with(
         .arg(own.join("cache"))
         .arg("--token-file")
         .arg(own.join("token"))
+        // The plans of these tests keep their marks beside the repository.
+        .arg("--allow-writable")
+        .arg(dir)
         .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())

@@ -537,6 +537,7 @@ tasks:
         auth: Default::default(),
         reconnect: false,
         drain: Default::default(),
+        trust: Default::default(),
     };
     runtime
         .block_on(braid_worker::runtime::serve(

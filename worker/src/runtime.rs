@@ -99,6 +99,8 @@ pub struct WorkerOptions {
     /// When it fires, the worker drains: it takes nothing new, hands back what it is still
     /// given, finishes what it runs, and ends.
     pub drain: CancellationToken,
+    /// What plans may ask of its sandboxes.
+    pub trust: crate::sandbox::Trust,
 }
 
 /// Largest piece of a pack or log file in one message.
@@ -416,6 +418,7 @@ async fn session(
                             pool: Arc::clone(&kept.pool),
                             mirrors: Arc::clone(&kept.mirrors),
                             logs: kept.logs.clone(),
+                            trust: options.trust.clone(),
                         };
                         start_attempt(job, token, kept.outbox_tx.clone(), kept.done_tx.clone());
                     }
@@ -535,6 +538,7 @@ struct Job {
     mirrors: Arc<Mirrors>,
     /// The folder under which each attempt gets a log folder of its own.
     logs: PathBuf,
+    trust: crate::sandbox::Trust,
 }
 
 fn start_attempt(
@@ -545,11 +549,12 @@ fn start_attempt(
 ) {
     task::spawn("attempt", async move {
         let Job {
-            spec,
+            mut spec,
             lease,
             pool,
             mirrors,
             logs,
+            trust,
         } = job;
         let (updates, mut update_rx) = mpsc::channel::<Update>(64);
         let forward = {
@@ -575,7 +580,15 @@ fn start_attempt(
             })
         };
         let fetching = std::time::Instant::now();
-        let result = match prepare(&spec, &mirrors, &logs).await {
+        let prepared = match trust.admit(spec.sandbox.as_mut()) {
+            // Every worker like this one would refuse it too: the attempt fails, it is
+            // not handed back.
+            Err(why) => Err((why, false)),
+            Ok(()) => prepare(&spec, &mirrors, &logs)
+                .await
+                .map_err(|why| (why, true)),
+        };
+        let result = match prepared {
             Ok((place, folder)) => {
                 let fetch_ms = fetching.elapsed().as_millis() as u64;
                 let shipper =
@@ -586,13 +599,18 @@ fn start_attempt(
                 drop(folder);
                 result
             }
-            Err(why) => {
+            Err((why, infrastructure)) => {
                 drop(updates);
                 AttemptResult {
                     lease_id: lease.clone(),
                     status: AttemptStatus::Failed as i32,
+                    checks: spec
+                        .checks
+                        .iter()
+                        .map(|c| crate::checks::skipped(c, "the attempt did not run"))
+                        .collect(),
                     error: why,
-                    infrastructure: true,
+                    infrastructure,
                     ..Default::default()
                 }
             }

@@ -61,6 +61,72 @@ pub enum Kind {
 /// The kind [`available`] found; bubblewrap until it has looked.
 static CHOSEN: OnceLock<Kind> = OnceLock::new();
 
+/// What a worker lets a plan ask of its sandbox. The plan comes over the wire; a worker
+/// serving someone else's coordinator decides for its own machine.
+#[derive(Debug, Clone, Default)]
+pub enum Trust {
+    /// Whatever the plan says: it is the local user's own (a run's local workers).
+    #[default]
+    Plan,
+    /// Folders a plan's `sandbox.writable` may name (these or inside them), and whether
+    /// it may say `sandbox: off` (`braid worker --allow-writable`, `--allow-unsandboxed`).
+    Worker {
+        writable: Vec<PathBuf>,
+        unsandboxed: bool,
+    },
+}
+
+impl Trust {
+    /// Checks what `spec` asks of the sandbox against what this worker allows, and puts
+    /// each writable folder as it really is on this machine (links resolved), so that the
+    /// sandbox binds what was checked. Says why when the worker does not run it.
+    pub fn admit(&self, spec: Option<&mut SandboxSpec>) -> Result<(), String> {
+        let (
+            Trust::Worker {
+                writable,
+                unsandboxed,
+            },
+            Some(spec),
+        ) = (self, spec)
+        else {
+            return Ok(());
+        };
+        if spec.off && !unsandboxed {
+            return Err(
+                "this worker runs nothing unsandboxed, and the plan says `sandbox: off` \
+                 (start the worker with --allow-unsandboxed to let it)"
+                    .into(),
+            );
+        }
+        let mut refused = Vec::new();
+        for path in &mut spec.writable {
+            let real = Path::new(path.as_str())
+                .is_absolute()
+                .then(|| std::fs::canonicalize(path.as_str()).ok())
+                .flatten()
+                .filter(|real| real.is_dir() && writable.iter().any(|a| real.starts_with(a)));
+            match real {
+                Some(real) => *path = real.to_string_lossy().into_owned(),
+                None => refused.push(path.clone()),
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let allowed = if writable.is_empty() {
+            "nothing outside an attempt's own folders".to_owned()
+        } else {
+            let dirs: Vec<String> = writable.iter().map(|p| p.display().to_string()).collect();
+            format!("only inside {}", dirs.join(", "))
+        };
+        Err(format!(
+            "the plan's `sandbox.writable` names {}, and this worker's sandboxes may write \
+             {allowed} (start the worker with --allow-writable DIR to let them)",
+            refused.join(", ")
+        ))
+    }
+}
+
 /// How one attempt's processes are contained.
 #[derive(Debug, Clone)]
 pub struct Sandbox {
@@ -290,6 +356,54 @@ async fn bubblewrap() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_workers_trust_resolves_links_before_it_checks_a_writable_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let (allowed, outside) = (dir.path().join("allowed"), dir.path().join("outside"));
+        std::fs::create_dir_all(allowed.join("inner")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, allowed.join("link")).unwrap();
+        let trust = Trust::Worker {
+            writable: vec![std::fs::canonicalize(&allowed).unwrap()],
+            unsandboxed: false,
+        };
+        let spec = |paths: &[&Path]| SandboxSpec {
+            writable: paths.iter().map(|p| p.display().to_string()).collect(),
+            ..Default::default()
+        };
+        let mut inside = spec(&[&allowed.join("inner")]);
+        trust.admit(Some(&mut inside)).unwrap();
+        assert_eq!(
+            inside.writable,
+            [std::fs::canonicalize(allowed.join("inner"))
+                .unwrap()
+                .display()
+                .to_string()]
+        );
+        for bad in [
+            allowed.join("link"),
+            allowed.join("inner/../../outside"),
+            allowed.join("missing"),
+            PathBuf::from("relative"),
+        ] {
+            let mut asked = spec(&[&bad]);
+            let why = trust.admit(Some(&mut asked)).unwrap_err();
+            assert!(why.contains("--allow-writable"), "{bad:?}: {why}");
+        }
+        let mut off = SandboxSpec {
+            off: true,
+            ..Default::default()
+        };
+        assert!(
+            trust
+                .admit(Some(&mut off))
+                .unwrap_err()
+                .contains("--allow-unsandboxed")
+        );
+        // A run's own workers take the plan as it is.
+        assert!(Trust::Plan.admit(Some(&mut off)).is_ok());
+    }
 
     fn sh(dir: &Path, script: &str) -> Cmd {
         Cmd::new("sh", dir).args(["-c", script])

@@ -396,7 +396,9 @@ struct Resuming {
 fn recheck(plan: &Plan) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     for task in &plan.tasks {
-        if !crate::plan::load::valid_id(&task.id) || task.id == "result" {
+        let valid = crate::plan::load::valid_id(&task.id)
+            || crate::plan::targets::valid_target_id(&task.id);
+        if !valid || task.id == "result" {
             return Err(format!("invalid task id {:?}", task.id));
         }
         if !seen.insert(task.id.as_str()) {

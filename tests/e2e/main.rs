@@ -2,6 +2,7 @@
 //! with fake agent scripts.
 
 mod agents;
+mod batch;
 mod containment;
 mod corpus;
 mod fleet;

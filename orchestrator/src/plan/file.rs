@@ -311,6 +311,22 @@ pub struct TaskFile {
     /// Globs of paths this task's attempts must not change, beside the plan's `protect`.
     #[schemars(with = "Option<Vec<String>>")]
     pub protect: Option<Spanned<Vec<String>>>,
+    /// The targets the task is made once for: each becomes a task `<id>.<slug>` of its
+    /// own, with `{{dir}}` and `{{name}}` filled in.
+    #[schemars(with = "Option<ForEachFile>")]
+    pub for_each: Option<Spanned<ForEachFile>>,
+}
+
+/// What a task is fanned over: exactly one of its keys.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForEachFile {
+    /// The folders matching a glob, at the plan's base (`services/*`).
+    pub dirs: Option<String>,
+    /// The folders below the root holding a file of this name at the base (`Cargo.toml`).
+    pub marker: Option<String>,
+    /// Repositories, as paths or clone URLs.
+    pub repos: Option<Vec<String>>,
 }
 
 /// An agent as written: a preset name, or a map describing a command or a preset.

@@ -280,6 +280,9 @@ impl Validator {
             self.includes(&mut tasks, &task_files, &defaults, &repo)
                 .await;
         }
+        if self.errors.is_empty() {
+            tasks = self.fan_out(tasks, &task_files, &repo, &base_commit).await;
+        }
         if !self.errors.is_empty() {
             return None;
         }
@@ -311,6 +314,93 @@ impl Validator {
             overlaps,
             warnings,
         })
+    }
+
+    /// Each task with `for_each` made once for each of its targets at `base`, and the
+    /// deps on it made deps on all of them.
+    async fn fan_out(
+        &mut self,
+        tasks: Vec<Task>,
+        files: &[TaskFile],
+        repo: &Path,
+        base: &str,
+    ) -> Vec<Task> {
+        if files.iter().all(|f| f.for_each.is_none()) {
+            return tasks;
+        }
+        let listed = Git::at(repo)
+            .run(&["ls-tree", "-r", "-z", "--name-only", base])
+            .await;
+        let paths: Vec<String> = match listed {
+            Ok(out) => out
+                .split('\0')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            Err(e) => {
+                self.error(TOP, format!("cannot list the files of the base: {e}"));
+                return tasks;
+            }
+        };
+        let plain: HashMap<String, ()> = files
+            .iter()
+            .filter(|f| f.for_each.is_none())
+            .map(|f| (f.id.value.clone(), ()))
+            .collect();
+        let mut fanned: HashMap<String, Vec<String>> = HashMap::new();
+        let mut out = Vec::new();
+        for (task, file) in tasks.into_iter().zip(files) {
+            let Some(spec) = &file.for_each else {
+                out.push(task);
+                continue;
+            };
+            let at = place(&spec.referenced);
+            let targets = match super::targets::find(&spec.value, &paths) {
+                Ok(targets) => targets,
+                Err(why) => {
+                    self.error(at, format!("task {:?}: {why} at the base", task.id));
+                    continue;
+                }
+            };
+            let mut by_slug: HashMap<&str, &str> = HashMap::new();
+            let mut ids = Vec::new();
+            for target in &targets {
+                if let Some(other) = by_slug.insert(&target.slug, &target.dir) {
+                    self.error(
+                        at,
+                        format!(
+                            "task {:?}: the folders {other} and {} make the same task id {}.{}; rename one",
+                            task.id, target.dir, task.id, target.slug
+                        ),
+                    );
+                    continue;
+                }
+                let one = super::targets::task_for(&task, target);
+                if plain.contains_key(&one.id) {
+                    self.error(
+                        at,
+                        format!(
+                            "task {:?}: target {} is also a task of the plan",
+                            task.id, one.id
+                        ),
+                    );
+                    continue;
+                }
+                ids.push(one.id.clone());
+                out.push(one);
+            }
+            fanned.insert(task.id.clone(), ids);
+        }
+        for task in &mut out {
+            let deps = std::mem::take(&mut task.deps);
+            for dep in deps {
+                match fanned.get(&dep) {
+                    Some(targets) => task.deps.extend(targets.iter().cloned()),
+                    None => task.deps.push(dep),
+                }
+            }
+        }
+        out
     }
 
     /// A `sandbox` as written, resolved: `off`, or its network and writable folders.

@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod load;
+pub mod targets;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -333,6 +333,7 @@ async fn a_provider_refusing_for_now_costs_no_attempt_but_its_tokens_count() {
 /// Gives the plan's task one check, `unit`, judged against the base.
 fn with_unit_check(plan: &mut Plan) {
     plan.tasks[0].checks = vec![Check {
+        cwd: String::new(),
         name: "unit".into(),
         run: "make test".into(),
         timeout: Duration::from_secs(60),

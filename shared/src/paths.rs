@@ -107,3 +107,29 @@ mod tests {
         assert!(err.reason.contains("unclosed"), "{}", err.reason);
     }
 }
+
+/// Whether `path` is a plain relative path: not empty, not absolute, only names between
+/// its slashes (no `.`, no `..`), as a folder of a repository is written from its root.
+pub fn plain_relative(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    !path.is_empty()
+        && !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+#[cfg(test)]
+mod plain_tests {
+    use super::plain_relative;
+
+    #[test]
+    fn only_names_between_slashes() {
+        for good in ["a", "services/auth", "x/y/", "{{dir}}"] {
+            assert!(plain_relative(good), "{good}");
+        }
+        for bad in ["", "/abs", "../up", "a/../b", "./a", "a//b"] {
+            assert!(!plain_relative(bad), "{bad}");
+        }
+    }
+}

@@ -34,7 +34,7 @@ tasks:
     for_each: {dirs: "services/*"}
     prompt: "Leave a note in {{dir}}."
     agent: {command: [sh, -c, 'echo "{{name}}" > {{dir}}/NOTE']}
-    checks: [{name: noted, run: "test -f {{dir}}/NOTE"}]
+    checks: [{name: noted, run: "test -f NOTE && test -f ../../tools/run.sh", cwd: "{{dir}}"}]
   - id: after
     deps: [migrate]
     prompt: Sum the notes up.
@@ -129,5 +129,54 @@ fn markers_find_projects_and_a_glob_that_matches_nothing_is_a_located_error() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("exactly one of"), "{}", stderr(&out));
+    repo.assert_untouched(&before);
+}
+
+#[test]
+fn a_checks_folder_must_be_inside_the_worktree_when_it_runs() {
+    let repo = services();
+    let before = repo.snapshot();
+    let outside = repo.outside().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("run.sh"), "planted\n").unwrap();
+    // The agent swaps the folder the check runs in for a link out of the worktree.
+    let plan = repo.plan(&format!(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: swap
+    prompt: Replace the tools.
+    agent: {{command: [sh, -c, 'rm -rf tools && ln -s {outside} tools']}}
+    checks: [{{name: noted, run: "test -f run.sh", cwd: tools}}]
+"#,
+        outside = outside.display()
+    ));
+    let (out, report) = run_plan(&repo, &plan, &["--workers", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let check = &task(&report, "swap")["attempts"][0]["checks"][0];
+    assert_eq!(check["status"], "failed", "{check:#}");
+    assert!(
+        check["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not a folder inside the worktree"),
+        "{check:#}"
+    );
+    let bad = repo.plan(
+        "version: 1\nrepo: repo\ntasks:\n  - id: up\n    prompt: Up.\n    agent: {command: [\"true\"]}\n    checks: [{name: up, run: \"true\", cwd: ../elsewhere}]\n",
+    );
+    let out = braid(
+        Path::new(BIN),
+        repo.outside(),
+        &["validate", bad.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("plan.yaml:7:")
+            && stderr(&out)
+                .contains("`cwd` \"../elsewhere\" must be a folder inside the repository"),
+        "{}",
+        stderr(&out)
+    );
     repo.assert_untouched(&before);
 }

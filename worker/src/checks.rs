@@ -62,8 +62,19 @@ pub async fn run_checks(
                 }
             }
         }
+        let here = match folder_of(dir, &check.cwd) {
+            Ok(here) => here,
+            Err(why) => {
+                results.push(CheckResult {
+                    status: CheckStatus::Failed as i32,
+                    note: why,
+                    ..skipped(check, "")
+                });
+                continue;
+            }
+        };
         let timeout = (check.timeout_ms > 0).then(|| Duration::from_millis(check.timeout_ms));
-        let cmd = Cmd::new("sh", dir)
+        let cmd = Cmd::new("sh", &here)
             .args(["-c", &check.run])
             .output(Output::Log {
                 path: log.clone(),
@@ -110,6 +121,25 @@ pub async fn run_checks(
         results.push(result);
     }
     results
+}
+
+/// The folder a check with `cwd` runs in: inside the worktree `dir`, as it really is (an
+/// agent may have made the folder a link to elsewhere, or removed it).
+fn folder_of(dir: &Path, cwd: &str) -> Result<PathBuf, String> {
+    if cwd.is_empty() {
+        return Ok(dir.to_owned());
+    }
+    if !braid_shared::paths::plain_relative(cwd) {
+        return Err(format!("`cwd` {cwd:?} is not a folder of the repository"));
+    }
+    let root = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    match std::fs::canonicalize(dir.join(cwd)) {
+        Ok(real) if real.is_dir() && real.starts_with(&root) => Ok(real),
+        Ok(_) => Err(format!(
+            "`cwd` {cwd:?} is not a folder inside the worktree (the attempt left a link or a file there)"
+        )),
+        Err(_) => Err(format!("`cwd` {cwd:?}: no such folder in the worktree")),
+    }
 }
 
 /// The record of a check that did not run, and why.

@@ -475,6 +475,10 @@ pub struct CheckFile {
     /// Whether a check already failing on the base is `pre_existing` instead of blamed.
     #[schemars(with = "Option<bool>")]
     pub baseline: Option<Spanned<bool>>,
+    /// The folder the check runs in, relative to the worktree's root (`{{dir}}` for a
+    /// fanned task's own folder). Default: the root.
+    #[schemars(with = "Option<String>")]
+    pub cwd: Option<Spanned<String>>,
 }
 
 /// A score command as written.

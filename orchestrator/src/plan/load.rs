@@ -1250,6 +1250,20 @@ impl Validator {
                 Some(b) => b.value,
                 None => !verify,
             };
+            let cwd = match &check.cwd {
+                Some(cwd) if !braid_shared::paths::plain_relative(&cwd.value) => {
+                    self.error(
+                        place(&cwd.referenced),
+                        format!(
+                            "{owner}: check {name:?}: `cwd` {:?} must be a folder inside the repository, written from its root (no `..`, not absolute)",
+                            cwd.value
+                        ),
+                    );
+                    String::new()
+                }
+                Some(cwd) => cwd.value.trim_end_matches('/').to_owned(),
+                None => String::new(),
+            };
             if let Some(timeout) = self.duration(check.timeout.as_ref(), DEFAULT_CHECK_TIMEOUT) {
                 out.push(Check {
                     name,
@@ -1257,6 +1271,7 @@ impl Validator {
                     timeout,
                     paths: paths.flatten().unwrap_or_default(),
                     baseline,
+                    cwd,
                 });
             }
         }

@@ -305,6 +305,9 @@ pub struct Check {
     pub paths: Vec<String>,
     /// Whether a failure the base already has is `pre_existing` rather than blamed.
     pub baseline: bool,
+    /// The folder it runs in, relative to the worktree's root; empty: the root.
+    #[serde(default)]
+    pub cwd: String,
 }
 
 /// A score command.

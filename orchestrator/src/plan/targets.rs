@@ -140,6 +140,7 @@ pub fn task_for(task: &Task, target: &Target) -> Task {
     }
     for check in &mut one.checks {
         check.run = fill(&check.run);
+        check.cwd = fill(&check.cwd);
         for glob in &mut check.paths {
             *glob = fill(glob);
         }

@@ -1288,6 +1288,7 @@ fn down(kind: Down) -> CoordinatorMessage {
 /// A check as the protocol carries it.
 pub fn check_spec(check: &Check) -> CheckSpec {
     CheckSpec {
+        cwd: check.cwd.clone(),
         name: check.name.clone(),
         run: check.run.clone(),
         timeout_ms: check.timeout.as_millis() as u64,

@@ -235,6 +235,7 @@ mod tests {
 
     fn task(id: &str, deps: &[&str]) -> Task {
         Task {
+            target: None,
             id: id.into(),
             prompt: "p".into(),
             deps: deps.iter().map(|d| (*d).into()).collect(),

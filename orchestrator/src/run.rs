@@ -492,6 +492,7 @@ pub async fn conclude(
                 .chain(run.planner.as_ref().map(|p| &p.usage)),
         ),
         planner: run.planner.clone(),
+        targets: crate::report::burndown(plan, &outcome.tasks),
         tasks: outcome.tasks,
         workers: outcome.workers,
         timeline: outcome.timeline,

@@ -34,6 +34,7 @@ fn plan(repo: &TestRepo, attempts: u32) -> Plan {
         base_rev: "HEAD".into(),
         base_commit: repo.git(&["rev-parse", "HEAD"]),
         tasks: vec![Task {
+            target: None,
             id: "t".into(),
             prompt: "p".into(),
             deps: vec![],

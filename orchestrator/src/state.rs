@@ -255,6 +255,7 @@ fn mark_crashed(run_dir: &Path, lock: &Lock) -> std::io::Result<()> {
             overlaps: Vec::new(),
             warnings: Vec::new(),
             planner: None,
+            targets: Vec::new(),
             timeline: Vec::new(),
             state_dir: run_dir.to_string_lossy().into_owned(),
         },

@@ -180,3 +180,62 @@ tasks:
     );
     repo.assert_untouched(&before);
 }
+
+#[test]
+fn the_report_keeps_a_burndown_of_the_targets_and_why_each_unfinished_one_failed() {
+    let repo = services();
+    let before = repo.snapshot();
+    let plan = repo.plan(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: migrate
+    for_each: {dirs: "services/*"}
+    prompt: "Leave a note in {{dir}}."
+    agent: {command: [sh, -c, 'test {{name}} = billing || echo ok > {{dir}}/NOTE; echo tried > {{dir}}/TRIED']}
+    checks: [{name: noted, run: "test -f NOTE", cwd: "{{dir}}", baseline: false}]
+"#,
+    );
+    let (out, report) = run_plan(&repo, &plan, &["--workers", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let burndown = &report["targets"];
+    assert_eq!(burndown.as_array().map(Vec::len), Some(1), "{burndown:#}");
+    let b = &burndown[0];
+    assert_eq!(b["task"], "migrate");
+    assert_eq!(
+        (
+            b["total"].as_u64(),
+            b["succeeded"].as_u64(),
+            b["failed"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1)),
+        "{b:#}"
+    );
+    let unfinished = &b["unfinished"][0];
+    assert_eq!(unfinished["task"], "migrate.services-billing");
+    assert_eq!(unfinished["dir"], "services/billing");
+    assert_eq!(unfinished["status"], "failed");
+    assert!(
+        unfinished["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no attempt passed"),
+        "{unfinished:#}"
+    );
+    let md = std::fs::read_to_string(
+        repo.git_dir()
+            .join("braid/runs")
+            .join(report["run"].as_str().unwrap())
+            .join("report.md"),
+    )
+    .unwrap();
+    assert!(
+        md.contains("## Targets of `migrate`: 1 of 2 succeeded"),
+        "{md}"
+    );
+    assert!(
+        md.contains("`migrate.services-billing` (`services/billing`): failed"),
+        "{md}"
+    );
+    repo.assert_untouched(&before);
+}

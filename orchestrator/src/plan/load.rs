@@ -680,6 +680,7 @@ impl Validator {
             return None;
         }
         Some(Task {
+            target: None,
             on_conflict: on_conflict?,
             id,
             prompt: prompt?,

@@ -166,6 +166,9 @@ pub struct Task {
     /// Labels a worker must have to run its attempts.
     #[serde(default)]
     pub requires: BTreeMap<String, String>,
+    /// The fanned task and the target this task is for, when it is one.
+    #[serde(default)]
+    pub target: Option<TargetOf>,
 }
 
 impl Task {
@@ -290,6 +293,15 @@ impl Budget {
     pub fn is_set(&self) -> bool {
         self.usd > 0.0 || self.tokens > 0 || self.turns > 0
     }
+}
+
+/// Which fanned task a task is a target of.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TargetOf {
+    /// The task as written, with `for_each`.
+    pub task: String,
+    /// The target's folder, from the repository's root.
+    pub dir: String,
 }
 
 /// A check.

@@ -129,6 +129,10 @@ pub fn task_for(task: &Task, target: &Target) -> Task {
     };
     let mut one = task.clone();
     one.id = format!("{}.{}", task.id, target.slug);
+    one.target = Some(super::TargetOf {
+        task: task.id.clone(),
+        dir: target.dir.clone(),
+    });
     one.prompt = fill(&one.prompt);
     for agent in &mut one.agents {
         for word in agent.command.iter_mut().chain(agent.args.iter_mut()) {

@@ -129,6 +129,10 @@ pub struct Report {
     /// is in the run's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planner: Option<crate::planner::PlannerReport>,
+    /// Each fanned task's burndown: its targets counted by how they ended, and the ones
+    /// that did not succeed, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Burndown>,
 }
 
 /// The integration of the winners.
@@ -351,6 +355,70 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// How the targets of one fanned task ended.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Burndown {
+    /// The task as written, with `for_each`.
+    pub task: String,
+    /// Its targets.
+    pub total: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub blocked: u32,
+    pub cancelled: u32,
+    /// The targets that did not succeed, in plan order.
+    pub unfinished: Vec<UnfinishedTarget>,
+}
+
+/// A target that did not succeed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnfinishedTarget {
+    /// Its task's id.
+    pub task: String,
+    /// Its folder.
+    pub dir: String,
+    pub status: TaskStatus,
+    /// Why, in a sentence.
+    pub reason: Option<String>,
+}
+
+/// The burndown of each fanned task of `plan`, from how its targets' tasks ended.
+pub fn burndown(plan: &crate::plan::Plan, tasks: &[TaskReport]) -> Vec<Burndown> {
+    let mut out: Vec<Burndown> = Vec::new();
+    for (planned, ended) in plan.tasks.iter().zip(tasks) {
+        let Some(target) = &planned.target else {
+            continue;
+        };
+        let at = match out.iter().position(|b| b.task == target.task) {
+            Some(at) => at,
+            None => {
+                out.push(Burndown {
+                    task: target.task.clone(),
+                    ..Default::default()
+                });
+                out.len() - 1
+            }
+        };
+        let one = &mut out[at];
+        one.total += 1;
+        match ended.status {
+            TaskStatus::Succeeded => one.succeeded += 1,
+            TaskStatus::Failed => one.failed += 1,
+            TaskStatus::Blocked => one.blocked += 1,
+            TaskStatus::Cancelled => one.cancelled += 1,
+        }
+        if ended.status != TaskStatus::Succeeded {
+            one.unfinished.push(UnfinishedTarget {
+                task: ended.id.clone(),
+                dir: target.dir.clone(),
+                status: ended.status,
+                reason: ended.reason.clone(),
+            });
+        }
+    }
+    out
+}
+
 /// What an attempt was for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -570,6 +638,34 @@ impl Report {
             let _ = writeln!(md, "- Warning: {warning}");
         }
         md.push('\n');
+        for b in &self.targets {
+            let _ = writeln!(
+                md,
+                "## Targets of `{}`: {} of {} succeeded\n",
+                b.task, b.succeeded, b.total
+            );
+            let _ = writeln!(
+                md,
+                "{} failed, {} blocked, {} cancelled.\n",
+                b.failed, b.blocked, b.cancelled
+            );
+            for t in &b.unfinished {
+                let _ = writeln!(
+                    md,
+                    "- `{}` (`{}`): {}{}",
+                    t.task,
+                    t.dir,
+                    word(t.status),
+                    t.reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                );
+            }
+            if !b.unfinished.is_empty() {
+                md.push('\n');
+            }
+        }
         for task in &self.tasks {
             let _ = writeln!(md, "## Task `{}`: {}\n", task.id, word(task.status));
             if !task.deps.is_empty() {

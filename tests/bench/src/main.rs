@@ -10,6 +10,7 @@
 #![allow(clippy::disallowed_methods)] // a benchmark starts git and shells directly, as users do
 
 mod agent;
+mod batch;
 mod fanout;
 mod fleet;
 mod makespan;
@@ -32,13 +33,14 @@ use serde::Serialize;
 use crate::repo::{BigRepo, SmallRepo};
 use crate::table::{Row, markdown, median};
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "start",
     "sandbox",
     "fanout",
     "merge",
     "scheduler",
     "fleet",
+    "batch",
     "makespan",
     "memory",
     "agent",
@@ -49,7 +51,7 @@ const SCENARIOS: [&str; 9] = [
 #[command(name = "braid-bench")]
 struct Cli {
     /// Scenarios to run: all, or any of start, sandbox, fanout, merge, scheduler, fleet,
-    /// makespan, memory, agent.
+    /// batch, makespan, memory, agent.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
     /// Rounds per scenario [default: 7 for start, 15 for merge, 1 for fanout (its shell
@@ -162,7 +164,7 @@ fn run(cli: Cli) -> Result<bool> {
 
     let needs_big = chosen
         .iter()
-        .any(|s| matches!(*s, "start" | "fanout" | "merge" | "fleet"));
+        .any(|s| matches!(*s, "start" | "fanout" | "merge" | "fleet" | "batch"));
     let big = if needs_big {
         let started = Instant::now();
         let big = BigRepo::create(&dir.join("big"))?;
@@ -193,6 +195,7 @@ fn run(cli: Cli) -> Result<bool> {
             "merge" => runtime.block_on(merge::run(big()?, rounds(15)))?,
             "scheduler" => runtime.block_on(scheduler::run(&small, &scratch, rounds(3)))?,
             "fleet" => runtime.block_on(fleet::run(big()?, &small, &scratch, rounds(3)))?,
+            "batch" => batch::run(big()?, &scratch, rounds(1))?,
             "makespan" => makespan::run(&small, &scratch, rounds(3))?,
             "memory" => memory::run(&small, &scratch, rounds(3))?,
             "agent" => agent::run(&scratch, rounds(3))?,

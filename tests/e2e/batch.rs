@@ -33,8 +33,9 @@ tasks:
   - id: migrate
     for_each: {dirs: "services/*"}
     prompt: "Leave a note in {{dir}}."
+    touches: ["{{dir}}/**"]
     agent: {command: [sh, -c, 'echo "{{name}}" > {{dir}}/NOTE']}
-    checks: [{name: noted, run: "test -f NOTE && test -f ../../tools/run.sh", cwd: "{{dir}}"}]
+    checks: [{name: noted, run: "test -f NOTE && test -f ../../tools/run.sh", cwd: "{{dir}}", paths: ["{{dir}}/**"]}]
   - id: after
     deps: [migrate]
     prompt: Sum the notes up.
@@ -73,9 +74,11 @@ tasks:
         Some("auth\n")
     );
     assert_eq!(repo.show(result, "ALL").as_deref(), Some("auth\nbilling\n"));
-    // Each target's check ran on its own folder.
+    // Each target's check ran on its own folder, scoped to it; the targets' `touches` do
+    // not overlap.
     let checks = &task(&report, "migrate.services-billing")["attempts"][0]["checks"];
     assert_eq!(checks[0]["status"], "passed", "{checks:#}");
+    assert!(report.get("overlaps").is_none(), "{:#}", report["overlaps"]);
     repo.assert_untouched(&before);
 }
 

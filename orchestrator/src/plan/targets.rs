@@ -3,8 +3,8 @@
 //! The targets are found in the plan's base commit, not in the working tree: the folders a
 //! glob matches, or the folders holding a marker file. Each target's task is the task as
 //! written with `{{dir}}` (the folder, from the repository's root) and `{{name}}` (its last
-//! part) filled into its prompt, its agents' command, arguments and environment, its checks
-//! and its setup commands. A task that depends on a fanned task depends on every target.
+//! part) filled into its prompt, its agents' command, arguments and environment, its checks,
+//! its setup commands, its score, and its `touches` and `protect` globs. A task that depends on a fanned task depends on every target.
 
 use std::collections::BTreeSet;
 
@@ -151,6 +151,9 @@ pub fn task_for(task: &Task, target: &Target) -> Task {
     }
     for (run, _) in &mut one.setup {
         *run = fill(run);
+    }
+    for glob in one.touches.iter_mut().chain(one.protect.iter_mut()) {
+        *glob = fill(glob);
     }
     if let Some(score) = &mut one.score {
         score.run = fill(&score.run);

@@ -851,6 +851,15 @@ fn hosts_of(marks: &Path, n: u32) -> Vec<u32> {
     hosts.into_iter().map(|(_, host)| host).collect()
 }
 
+/// Waits until attempts 1 to 3 of a marked plan have each started; the host attempt 1
+/// started on.
+fn all_three_started(marks: &Path) -> u32 {
+    wait_until("all three attempts to start", || {
+        (1..=3).all(|n| !hosts_of(marks, n).is_empty())
+    });
+    hosts_of(marks, 1)[0]
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
@@ -896,10 +905,7 @@ fn a_worker_killed_mid_attempt_costs_nothing_and_its_attempt_runs_again() {
     let marks = repo.outside().join("marks");
     let plan = marked_plan(&repo, &marks, 1.5);
     let run = submit_in_background(&net, &repo, &coordinator.token("client"), &plan);
-    wait_until("all three attempts to start", || {
-        (1..=3).all(|n| !hosts_of(&marks, n).is_empty())
-    });
-    let host = hosts_of(&marks, 1)[0];
+    let host = all_three_started(&marks);
     let (worker, _) = &mut workers[host as usize - 1];
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(worker.id() as i32),
@@ -949,10 +955,7 @@ fn a_worker_cut_off_loses_its_lease_and_its_late_result_is_refused() {
     let marks = repo.outside().join("marks");
     let plan = marked_plan(&repo, &marks, 5.0);
     let run = submit_in_background(&net, &repo, &coordinator.token("client"), &plan);
-    wait_until("all three attempts to start", || {
-        (1..=3).all(|n| !hosts_of(&marks, n).is_empty())
-    });
-    let host = hosts_of(&marks, 1)[0];
+    let host = all_three_started(&marks);
     net.set_link(host, false);
     let cut = Instant::now();
     // Given up within 3 s, and its attempt given to another host.
@@ -1402,9 +1405,7 @@ fn a_worker_given_sigterm_drains_finishing_what_it_runs_and_taking_nothing_new()
         .replace("attempts: 3", "attempts: 6");
     std::fs::write(&plan, text).unwrap();
     let run = submit_in_background(&net, &repo, &coordinator.token("client"), &plan);
-    wait_until("three attempts to start", || {
-        (1..=3).all(|n| !hosts_of(&marks, n).is_empty())
-    });
+    all_three_started(&marks);
     let host = hosts_of(&marks, 1)[0];
     let (worker, log) = &mut workers[host as usize - 1];
     nix::sys::signal::kill(
@@ -1461,10 +1462,7 @@ fn a_worker_whose_connection_breaks_attaches_again_and_keeps_its_attempt() {
     let marks = repo.outside().join("marks");
     let plan = marked_plan(&repo, &marks, 3.0);
     let run = submit_in_background(&net, &repo, &coordinator.token("client"), &plan);
-    wait_until("all three attempts to start", || {
-        (1..=3).all(|n| !hosts_of(&marks, n).is_empty())
-    });
-    let host = hosts_of(&marks, 1)[0];
+    let host = all_three_started(&marks);
     // Its TCP connection to the coordinator is torn down under it.
     let killed = braid_tests::command("ip", Path::new("/"))
         .args([

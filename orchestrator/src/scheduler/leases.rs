@@ -183,7 +183,7 @@ impl Scheduler {
         }
         let (task, attempt) = (lease.task, lease.attempt);
         let kind = self.tasks[task].attempts[attempt].report.kind;
-        if kind != AttemptKind::Task && kind != AttemptKind::Resolution || result.commit.is_empty()
+        if !matches!(kind, AttemptKind::Task | AttemptKind::Resolution) || result.commit.is_empty()
         {
             self.journal_result(task, attempt, &result, &Ok(Vec::new()));
         }

@@ -169,71 +169,62 @@ impl Scheduler {
 /// A footprint read for a task's winner: the task, the commit, what it touched.
 pub(super) type Read = (usize, String, Arc<Footprint>);
 
-/// What each side touched, read where it is not known yet; a side whose paths cannot be
-/// listed is left out.
-fn footprints(merger: &Merger, sides: Vec<Side>) -> (Vec<(Side, Arc<Footprint>)>, Vec<Read>) {
-    let mut read = Vec::new();
-    let mut out = Vec::new();
-    for side in sides {
-        let footprint = match &side.footprint {
-            Some(known) => Arc::clone(known),
-            None => match merger.changes(&side.base, &side.commit) {
-                Ok(changes) => {
-                    let footprint = Arc::new(Footprint::of(&changes));
-                    read.push((side.task, side.commit.clone(), Arc::clone(&footprint)));
-                    footprint
-                }
-                Err(err) => {
-                    tracing::warn!(%err, "could not list a winner's paths");
-                    continue;
-                }
-            },
-        };
-        out.push((side, footprint));
+/// What `side` touched: known already, or read now and added to `read`; `None` when its
+/// paths cannot be listed.
+fn footprint(merger: &Merger, side: &Side, read: &mut Vec<Read>) -> Option<Arc<Footprint>> {
+    if let Some(known) = &side.footprint {
+        return Some(Arc::clone(known));
     }
-    (out, read)
+    match merger.changes(&side.base, &side.commit) {
+        Ok(changes) => {
+            let footprint = Arc::new(Footprint::of(&changes));
+            read.push((side.task, side.commit.clone(), Arc::clone(&footprint)));
+            Some(footprint)
+        }
+        Err(err) => {
+            tracing::warn!(%err, "could not list a winner's paths");
+            None
+        }
+    }
 }
 
 /// Trial-merges `mine` with each of `others` whose footprint meets its own, the one first
 /// in the DAG's order as ours (each other's flag: it comes first).
 pub(super) async fn trials(merger: Merger, mine: Side, others: Vec<(Side, bool)>) -> Unit {
     let task = mine.task;
-    let firsts: HashMap<usize, bool> = others.iter().map(|(s, f)| (s.task, *f)).collect();
-    let sides: Vec<Side> = std::iter::once(mine)
-        .chain(others.into_iter().map(|(s, _)| s))
-        .collect();
     let reader = merger.clone();
-    let (mut sides, footprints) =
-        match tokio::task::spawn_blocking(move || footprints(&reader, sides)).await {
-            Ok(read) => read,
-            Err(err) => {
-                tracing::warn!(%err, "reading winners' paths stopped");
-                return Unit::Trials(Trials {
-                    task,
-                    footprints: Vec::new(),
-                    found: Vec::new(),
-                });
-            }
+    // The other sides that can meet mine, with the footprints read on the way.
+    let meeting = tokio::task::spawn_blocking(move || {
+        let mut read = Vec::new();
+        let Some(own) = footprint(&reader, &mine, &mut read) else {
+            return (mine, Vec::new(), read);
         };
-    let mut found = Vec::new();
-    let mine = match sides.first() {
-        Some((side, _)) if side.task == task => sides.remove(0),
-        _ => {
+        let meeting: Vec<(Side, bool)> = others
+            .into_iter()
+            .filter(|(other, _)| {
+                footprint(&reader, other, &mut read).is_some_and(|theirs| theirs.meets(&own))
+            })
+            .collect();
+        (mine, meeting, read)
+    })
+    .await;
+    let (mine, meeting, footprints) = match meeting {
+        Ok(read) => read,
+        Err(err) => {
+            tracing::warn!(%err, "reading winners' paths stopped");
             return Unit::Trials(Trials {
                 task,
-                footprints,
-                found,
+                footprints: Vec::new(),
+                found: Vec::new(),
             });
         }
     };
-    for (other, theirs) in sides {
-        if !theirs.meets(&mine.1) {
-            continue;
-        }
-        let (first, second) = if firsts.get(&other.task).copied().unwrap_or(false) {
-            (&other, &mine.0)
+    let mut found = Vec::new();
+    for (other, other_first) in &meeting {
+        let (first, second) = if *other_first {
+            (other, &mine)
         } else {
-            (&mine.0, &other)
+            (&mine, other)
         };
         let merged = match merger.merge(&first.commit, &second.commit).await {
             Ok(merged) => merged,

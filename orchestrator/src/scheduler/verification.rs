@@ -109,8 +109,8 @@ impl Scheduler {
             return Vec::new();
         };
         let job = &self.tasks[t].attempts[i].report;
-        let nothing = self.verified.is_empty() || job.status != AttemptStatus::Succeeded;
-        if nothing && self.cancelling.is_none() && self.error.is_none() {
+        // Only a job that ran its checks filled `verified`.
+        if self.verified.is_empty() && self.cancelling.is_none() && self.error.is_none() {
             let why = job
                 .error
                 .clone()

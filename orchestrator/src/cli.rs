@@ -61,6 +61,10 @@ enum Command {
         /// Order the tasks whose `touches` overlap: the later waits for the earlier.
         #[arg(long)]
         serialize_overlaps: bool,
+        /// Run only what run RUN (or `latest`) did not win, from its base, and carry over
+        /// its winners: the targets that failed, and what depends on them.
+        #[arg(long, value_name = "RUN", conflicts_with = "goal")]
+        rerun_failed: Option<String>,
     },
     /// Plan a goal: a planning agent reads the repository (read-only) and writes a plan,
     /// which braid checks and gives back for another round until it is valid.
@@ -349,6 +353,7 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             json,
             verbose,
             serialize_overlaps,
+            rerun_failed,
         } => {
             let listen = listen.as_deref().map(listen_path).transpose()?;
             let workers = workers.unwrap_or_else(default_workers);
@@ -365,6 +370,23 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
                 ..RunOptions::local(workers, slots)
             };
             let mut plan = match (plan, goal) {
+                (Some(path), _) if rerun_failed.is_some() => {
+                    let run = rerun_failed.as_deref().unwrap_or_default();
+                    let plan = plan::load(&path).await?;
+                    let earlier = load_report(&plan.repo, run).await?.report;
+                    let plan = crate::rerun::plan(&path, &earlier).await?;
+                    match crate::rerun::describe(&plan) {
+                        Some(line) => eprintln!("braid: {line}"),
+                        None => {
+                            eprintln!(
+                                "braid: nothing to re-run: run {} won every task of the plan",
+                                earlier.run
+                            );
+                            return Ok(EXIT_OK);
+                        }
+                    }
+                    plan
+                }
                 (Some(plan), _) => plan::load(&plan).await?,
                 (None, Some(goal)) => {
                     match plan_goal_for_run(

@@ -25,6 +25,7 @@ pub mod plan;
 pub mod planner;
 pub mod progress;
 pub mod report;
+pub mod rerun;
 pub mod run;
 pub mod scheduler;
 #[cfg(test)]

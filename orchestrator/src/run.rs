@@ -485,13 +485,16 @@ pub async fn conclude(
         duration_ms: started.elapsed().as_millis() as u64,
         result,
         usage: crate::report::Usage::sum(
+            // A carried task's attempts were spent on in the run that won it.
             outcome
                 .tasks
                 .iter()
+                .filter(|t| t.carried_from.is_none())
                 .map(|t| &t.usage)
                 .chain(run.planner.as_ref().map(|p| &p.usage)),
         ),
         planner: run.planner.clone(),
+        rerun_of: plan.rerun_of.clone(),
         targets: crate::report::burndown(plan, &outcome.tasks),
         tasks: outcome.tasks,
         workers: outcome.workers,

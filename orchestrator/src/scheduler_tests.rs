@@ -66,6 +66,8 @@ fn plan(repo: &TestRepo, attempts: u32) -> Plan {
         budget: Default::default(),
         overlaps: vec![],
         warnings: vec![],
+        rerun_of: None,
+        carried: Default::default(),
     }
 }
 

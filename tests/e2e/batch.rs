@@ -242,3 +242,258 @@ tasks:
     );
     repo.assert_untouched(&before);
 }
+
+/// A monorepo of 12 projects of four kinds: Cargo, npm, Go and Python, three each, in
+/// `services/`, `libs/` and `tools/`. `services/etl` carries a FIXME.
+fn monorepo() -> TestRepo {
+    let repo = TestRepo::init();
+    let mut files: Vec<(String, String)> = Vec::new();
+    let projects = [
+        ("services/auth", "cargo"),
+        ("services/billing", "cargo"),
+        ("libs/core", "cargo"),
+        ("services/web", "npm"),
+        ("services/admin", "npm"),
+        ("libs/ui", "npm"),
+        ("services/gateway", "go"),
+        ("services/search", "go"),
+        ("tools/lint", "go"),
+        ("services/ml", "python"),
+        ("services/etl", "python"),
+        ("tools/report", "python"),
+    ];
+    for (dir, kind) in projects {
+        let name = dir.rsplit('/').next().unwrap();
+        let (manifest, text, source, code) = match kind {
+            "cargo" => (
+                "Cargo.toml",
+                format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
+                "src/lib.rs",
+                "pub fn run() {}\n".to_owned(),
+            ),
+            "npm" => (
+                "package.json",
+                format!("{{\"name\": \"{name}\", \"version\": \"1.0.0\"}}\n"),
+                "index.js",
+                "module.exports = {};\n".to_owned(),
+            ),
+            "go" => (
+                "go.mod",
+                format!("module example.com/{name}\n\ngo 1.19\n"),
+                "main.go",
+                "package main\n\nfunc main() {}\n".to_owned(),
+            ),
+            _ => (
+                "pyproject.toml",
+                format!("[project]\nname = \"{name}\"\nversion = \"0.1.0\"\n"),
+                "main.py",
+                if name == "etl" {
+                    "# FIXME: drop the old loader\n".to_owned()
+                } else {
+                    "print('ok')\n".to_owned()
+                },
+            ),
+        };
+        files.push((format!("{dir}/{manifest}"), text));
+        files.push((format!("{dir}/{source}"), code));
+    }
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    repo.commit(&files, "twelve projects");
+    repo
+}
+
+/// The monorepo's batch: an OWNERS file in every service (found by glob), whose check
+/// also wants no FIXME left, and Go 1.22 in every Go module (found by marker). `clean`
+/// says whether the agent also removes FIXMEs.
+fn monorepo_plan(repo: &TestRepo, clean: bool) -> std::path::PathBuf {
+    let clean = if clean {
+        " && sed -i /FIXME/d {{dir}}/*.py 2>/dev/null; true"
+    } else {
+        ""
+    };
+    repo.plan(&format!(
+        r#"version: 1
+name: owners
+repo: repo
+tasks:
+  - id: owners
+    for_each: {{dirs: "services/*"}}
+    prompt: "Give {{{{dir}}}} an OWNERS file."
+    agent: {{command: [sh, -c, 'echo "owner: team-{{{{name}}}}" > {{{{dir}}}}/OWNERS{clean}']}}
+    checks:
+      - {{name: owned, run: "grep -q '^owner: team-{{{{name}}}}$' OWNERS && ! grep -rq FIXME .", cwd: "{{{{dir}}}}", baseline: false}}
+  - id: go
+    for_each: {{marker: go.mod}}
+    prompt: "Move {{{{dir}}}} to Go 1.22."
+    agent: {{command: [sed, -i, 's/^go 1.19$/go 1.22/', '{{{{dir}}}}/go.mod']}}
+    checks: [{{name: version, run: "grep -qx 'go 1.22' go.mod", cwd: "{{{{dir}}}}"}}]
+"#
+    ))
+}
+
+fn counts(burndown: &serde_json::Value) -> (u64, u64, u64) {
+    (
+        burndown["total"].as_u64().unwrap_or(0),
+        burndown["succeeded"].as_u64().unwrap_or(0),
+        burndown["failed"].as_u64().unwrap_or(0),
+    )
+}
+
+#[test]
+fn a_monorepo_batch_finds_its_targets_and_rerun_failed_runs_only_the_failure() {
+    let repo = monorepo();
+    let plan = monorepo_plan(&repo, false);
+    let shown = braid(
+        Path::new(BIN),
+        repo.outside(),
+        &["validate", plan.to_str().unwrap()],
+    );
+    assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
+    let services = [
+        "admin", "auth", "billing", "etl", "gateway", "ml", "search", "web",
+    ];
+    for id in services.iter().map(|s| format!("owners.services-{s}")) {
+        assert!(stdout(&shown).contains(&id), "{id}: {}", stdout(&shown));
+    }
+    assert!(
+        stdout(&shown).contains("go.tools-lint"),
+        "{}",
+        stdout(&shown)
+    );
+    assert!(
+        !stdout(&shown).contains("go.libs-core") && !stdout(&shown).contains("owners.tools-"),
+        "{}",
+        stdout(&shown)
+    );
+    let before = repo.snapshot();
+    let (out, first) = run_plan(&repo, &plan, &["--workers", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let run = first["run"].as_str().unwrap().to_owned();
+    assert_eq!(
+        counts(&first["targets"][0]),
+        (8, 7, 1),
+        "{:#}",
+        first["targets"]
+    );
+    assert_eq!(
+        counts(&first["targets"][1]),
+        (3, 3, 0),
+        "{:#}",
+        first["targets"]
+    );
+    assert_eq!(first["targets"][0]["unfinished"][0]["dir"], "services/etl");
+    repo.assert_untouched(&before);
+
+    // The user's main moves on; the re-run still starts from the first run's base.
+    repo.commit(
+        &[("services/new/Cargo.toml", "[package]\nname = \"new\"\n")],
+        "a new service",
+    );
+    let before = repo.snapshot();
+    let fixed = monorepo_plan(&repo, true);
+    let (out, again) = run_plan(&repo, &fixed, &["--workers", "2", "--rerun-failed", &run]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "re-running 1 of 11 task(s) of run {run} from its base"
+        )) && stderr(&out).contains("carrying over 10 winner(s)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(again["base"], first["base"]);
+    assert_eq!(again["rerun_of"], run.as_str());
+    assert_eq!(
+        counts(&again["targets"][0]),
+        (8, 8, 0),
+        "{:#}",
+        again["targets"]
+    );
+    assert_eq!(
+        counts(&again["targets"][1]),
+        (3, 3, 0),
+        "{:#}",
+        again["targets"]
+    );
+    // Only the failed target ran: the rest are the first run's winners, attempts and all.
+    let started: Vec<&str> = again["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "task_started")
+        .map(|e| e["task"].as_str().unwrap())
+        .collect();
+    assert_eq!(started, ["owners.services-etl"], "{:#}", again["timeline"]);
+    for t in first["tasks"].as_array().unwrap() {
+        let id = t["id"].as_str().unwrap();
+        let now = task(&again, id);
+        if id == "owners.services-etl" {
+            assert!(now.get("carried_from").is_none(), "{now:#}");
+            assert_eq!(now["status"], "succeeded", "{now:#}");
+            continue;
+        }
+        assert_eq!(now["carried_from"], run.as_str(), "{now:#}");
+        assert_eq!(now["attempts"], t["attempts"], "{id}");
+        assert_eq!(
+            repo.git(&["rev-parse", now["branch"].as_str().unwrap()]),
+            repo.git(&["rev-parse", t["branch"].as_str().unwrap()]),
+            "{id}"
+        );
+    }
+    let result = again["result"]["branch"].as_str().unwrap();
+    for s in services {
+        assert_eq!(
+            repo.show(result, &format!("services/{s}/OWNERS")),
+            Some(format!("owner: team-{s}\n")),
+            "{s}"
+        );
+    }
+    assert_eq!(
+        repo.show(result, "services/etl/main.py").as_deref(),
+        Some("")
+    );
+    assert!(
+        repo.show(result, "tools/lint/go.mod")
+            .unwrap()
+            .contains("go 1.22")
+    );
+    assert_eq!(repo.show(result, "services/new/Cargo.toml"), None);
+    repo.assert_untouched(&before);
+
+    // Nothing left to run: said, and nothing runs.
+    let out = braid(
+        Path::new(BIN),
+        repo.outside(),
+        &[
+            "run",
+            fixed.to_str().unwrap(),
+            "--rerun-failed",
+            again["run"].as_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing to re-run"),
+        "{}",
+        stderr(&out)
+    );
+    let out = braid(
+        Path::new(BIN),
+        repo.outside(),
+        &[
+            "run",
+            fixed.to_str().unwrap(),
+            "--rerun-failed",
+            "20200101-000000-dead",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no report for run"),
+        "{}",
+        stderr(&out)
+    );
+    repo.assert_untouched(&before);
+}

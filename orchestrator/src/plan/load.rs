@@ -43,14 +43,21 @@ pub struct Origin {
 
 /// Reads, checks and resolves the plan at `path`.
 pub async fn load(path: &Path) -> Result<Plan, PlanErrors> {
-    load_with(path, None).await
+    load_with(path, None, None).await
+}
+
+/// Reads, checks and resolves the plan at `path` as of the commit `base`, whatever its own
+/// `base` says: a re-run of an earlier run's failures starts where that run did (its
+/// targets are found there too).
+pub async fn load_at(path: &Path, base: &str) -> Result<Plan, PlanErrors> {
+    load_with(path, None, Some(base)).await
 }
 
 /// Reads, checks and resolves the plan at `path`, written by a planning agent on `origin`:
 /// its own `repo` and `base` are set aside, and `prompt_file` is refused (the plan must
 /// hold its prompts wherever it is saved).
 pub async fn load_planned(path: &Path, origin: &Origin) -> Result<Plan, PlanErrors> {
-    load_with(path, Some(origin)).await
+    load_with(path, Some(origin), None).await
 }
 
 /// An agent as `--agent` gives it: a preset's name or an agent in YAML
@@ -76,6 +83,7 @@ pub fn agent_arg(text: &str) -> Result<(Agent, AgentFile), PlanErrors> {
         file: file.clone(),
         errors: Vec::new(),
         origin: None,
+        base: None,
     };
     match v.agent(&written, TOP) {
         Some(agent) if v.errors.is_empty() => Ok((agent, written)),
@@ -83,7 +91,11 @@ pub fn agent_arg(text: &str) -> Result<(Agent, AgentFile), PlanErrors> {
     }
 }
 
-async fn load_with(path: &Path, origin: Option<&Origin>) -> Result<Plan, PlanErrors> {
+async fn load_with(
+    path: &Path,
+    origin: Option<&Origin>,
+    base: Option<&str>,
+) -> Result<Plan, PlanErrors> {
     let shown = path.to_owned();
     let one = |message: String| {
         PlanErrors(vec![PlanError {
@@ -117,6 +129,7 @@ async fn load_with(path: &Path, origin: Option<&Origin>) -> Result<Plan, PlanErr
         file: shown.clone(),
         errors: Vec::new(),
         origin: origin.cloned(),
+        base: base.map(str::to_owned),
     };
     let plan = v.check(file, &absolute, &dir).await;
     match plan {
@@ -147,6 +160,8 @@ struct Validator {
     errors: Vec<PlanError>,
     /// Set for a planning agent's plan.
     origin: Option<Origin>,
+    /// The commit to start from instead of the plan's `base`.
+    base: Option<String>,
 }
 
 /// The task id that would clash with the result branch `braid/<run>/result`.
@@ -246,9 +261,10 @@ impl Validator {
         };
         let (repo, git_dir, base_rev, base_commit) = match repo {
             Some((repo, git_dir)) => {
-                let rev = match &planned {
-                    Some(origin) => origin.base.clone(),
-                    None => file
+                let rev = match (&planned, &self.base) {
+                    (_, Some(base)) => base.clone(),
+                    (Some(origin), None) => origin.base.clone(),
+                    (None, None) => file
                         .base
                         .as_ref()
                         .map(|b| b.value.clone())
@@ -313,6 +329,8 @@ impl Validator {
             budget: run_budget?,
             overlaps,
             warnings,
+            rerun_of: None,
+            carried: BTreeMap::new(),
         })
     }
 

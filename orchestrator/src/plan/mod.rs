@@ -79,6 +79,13 @@ pub struct Plan {
     pub overlaps: Vec<Overlap>,
     /// What may make the plan a poor judge of its attempts, each a sentence.
     pub warnings: Vec<String>,
+    /// The earlier run whose failures this one runs again (`braid run --rerun-failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<String>,
+    /// The tasks that run already won, by id, as it reported them: they run nothing, and
+    /// their winners go on as they were.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub carried: BTreeMap<String, crate::report::TaskReport>,
 }
 
 /// Two tasks the DAG does not order that expect to change the same paths.

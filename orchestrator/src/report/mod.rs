@@ -133,6 +133,10 @@ pub struct Report {
     /// that did not succeed, with why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<Burndown>,
+    /// The earlier run whose failures this one ran again (`braid run --rerun-failed`);
+    /// the tasks it had won say `carried_from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<String>,
 }
 
 /// The integration of the winners.
@@ -272,6 +276,10 @@ pub struct TaskReport {
     /// The judge's tournament, for `select: judge` with two passing attempts or more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<crate::judge::JudgeReport>,
+    /// The earlier run whose winner this task carries over (`braid run --rerun-failed`):
+    /// its attempts are that run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_from: Option<String>,
 }
 
 /// One attempt.
@@ -637,6 +645,18 @@ impl Report {
         for warning in &self.warnings {
             let _ = writeln!(md, "- Warning: {warning}");
         }
+        if let Some(run) = &self.rerun_of {
+            let carried = self
+                .tasks
+                .iter()
+                .filter(|t| t.carried_from.is_some())
+                .count();
+            let _ = writeln!(
+                md,
+                "- Re-ran what run `{run}` did not win, from its base; {carried} of {} task(s) carried over its winners",
+                self.tasks.len()
+            );
+        }
         md.push('\n');
         for b in &self.targets {
             let _ = writeln!(
@@ -673,6 +693,12 @@ impl Report {
             }
             if let Some(base) = &task.base {
                 let _ = writeln!(md, "Started from `{}`.", short(base));
+            }
+            if let Some(run) = &task.carried_from {
+                let _ = writeln!(
+                    md,
+                    "Carried over from run `{run}`: its attempts below ran there."
+                );
             }
             match (task.winner, &task.reason) {
                 (Some(n), Some(reason)) => {
@@ -803,8 +829,14 @@ impl Report {
             );
         }
         for task in &self.tasks {
-            if let Some(reason) = &task.reason {
-                let _ = writeln!(out, "  {}: {reason}", task.id);
+            match (&task.carried_from, &task.reason) {
+                (Some(run), _) => {
+                    let _ = writeln!(out, "  {}: carried over from run {run}", task.id);
+                }
+                (None, Some(reason)) => {
+                    let _ = writeln!(out, "  {}: {reason}", task.id);
+                }
+                (None, None) => {}
             }
         }
         for p in &self.result.predicted {

@@ -270,6 +270,8 @@ struct TaskState {
     /// attempts; and the unit that reads them.
     diffs: Option<(usize, HashMap<u32, Arc<String>>)>,
     diffing: Option<u64>,
+    /// The earlier run whose winner it carries over (`--rerun-failed`).
+    carried: Option<String>,
 }
 
 #[derive(Debug)]
@@ -480,6 +482,7 @@ impl Scheduler {
                 voting: None,
                 diffs: None,
                 diffing: None,
+                carried: None,
             })
             .collect();
         let dag = Dag::new(&plan.tasks);
@@ -714,6 +717,7 @@ impl Scheduler {
     /// Runs the loop until every task has ended (or the run is cancelled), then tells every
     /// worker to shut down.
     pub async fn run(mut self, mut events: mpsc::Receiver<Event>) -> Outcome {
+        self.carry_over();
         for t in 0..self.tasks.len() {
             self.try_start(t);
         }
@@ -896,6 +900,52 @@ impl Scheduler {
             Event::Requeue { task, attempt } => self.requeue(task, attempt),
             Event::Interrupt => self.interrupt(),
             Event::Done(done) => self.on_done(*done),
+        }
+    }
+
+    /// Ends the tasks an earlier run won (`braid run --rerun-failed`) with that run's
+    /// winner: their attempts are that run's, run again by nobody, and their winner branch
+    /// in this run names the same commit.
+    fn carry_over(&mut self) {
+        let plan = Arc::clone(&self.ctx.plan);
+        let (Some(run), false) = (&plan.rerun_of, plan.carried.is_empty()) else {
+            return;
+        };
+        for (task, t) in plan.tasks.iter().enumerate() {
+            let Some(old) = plan.carried.get(&t.id) else {
+                continue;
+            };
+            let Some((n, commit)) = old.winner.and_then(|n| {
+                let attempt = old.attempts.iter().find(|a| a.n == n)?;
+                Some((n, attempt.commit.clone()?))
+            }) else {
+                continue;
+            };
+            let branch = winner_branch(&self.ctx.run_id, &t.id);
+            let branch_move = self.branch_move(format!("refs/heads/{branch}"), commit, None);
+            if let Err(err) = self.refs.send(&self.merger, branch_move) {
+                self.error = Some(err);
+                return;
+            }
+            let state = &mut self.tasks[task];
+            state.attempts = old
+                .attempts
+                .iter()
+                .map(|a| AttemptState::new(a.clone(), AttemptPhase::Done))
+                .collect();
+            state.round = old.attempts.iter().map(|a| a.round).max().unwrap_or(0);
+            state.base = old.base.clone();
+            state.winner = Some(n);
+            state.phase = TaskPhase::Done(TaskStatus::Succeeded);
+            state.reason = old.reason.clone();
+            state.carried = Some(run.clone());
+            let detail = format!("winner #{n} of run {run}");
+            self.mark("carried", Some(task), detail.clone());
+            self.note(Note::TaskDone {
+                task: t.id.clone(),
+                status: "succeeded".into(),
+                detail: format!("carried over: {detail}"),
+            });
         }
     }
 
@@ -1223,6 +1273,7 @@ impl Scheduler {
                 };
                 let judge = state.judge_report;
                 TaskReport {
+                    carried_from: state.carried,
                     id: task.id.clone(),
                     status,
                     deps: task.deps.clone(),

@@ -342,6 +342,7 @@ fn with_unit_check(plan: &mut Plan) {
         timeout: Duration::from_secs(60),
         paths: vec![],
         baseline: true,
+        per_package: false,
     }];
 }
 

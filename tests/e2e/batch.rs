@@ -497,3 +497,162 @@ fn a_monorepo_batch_finds_its_targets_and_rerun_failed_runs_only_the_failure() {
     );
     repo.assert_untouched(&before);
 }
+
+/// A Cargo workspace (`cli` depends on `core`; `other` stands alone, and already fails its
+/// check on the base) beside an npm workspace (`web` depends on `@acme/ui`).
+fn workspaces() -> TestRepo {
+    let repo = TestRepo::init();
+    let krate = |name: &str, deps: &str| {
+        format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n{deps}"
+        )
+    };
+    let (core, cli, other) = (
+        krate("core", ""),
+        krate("cli", "core = { path = \"../core\" }\n"),
+        krate("other", ""),
+    );
+    repo.commit(
+        &[
+            (
+                "Cargo.toml",
+                "[workspace]\nmembers = [\"crates/*\"]\nresolver = \"2\"\n",
+            ),
+            ("Cargo.lock", "# generated\nversion = 4\n"),
+            ("crates/core/Cargo.toml", &core),
+            ("crates/core/src/lib.rs", "pub fn core() {}\n"),
+            ("crates/cli/Cargo.toml", &cli),
+            ("crates/cli/src/main.rs", "fn main() {}\n"),
+            ("crates/other/Cargo.toml", &other),
+            ("crates/other/src/lib.rs", "\n"),
+            ("crates/other/BROKEN", "since before\n"),
+            (
+                "package.json",
+                "{\"name\": \"root\", \"private\": true, \"workspaces\": [\"packages/*\"]}\n",
+            ),
+            ("packages/ui/package.json", "{\"name\": \"@acme/ui\"}\n"),
+            ("packages/ui/index.js", "module.exports = 1;\n"),
+            (
+                "packages/web/package.json",
+                "{\"name\": \"web\", \"dependencies\": {\"@acme/ui\": \"*\"}}\n",
+            ),
+            ("docs/README.md", "docs\n"),
+        ],
+        "two workspaces",
+    );
+    repo
+}
+
+#[test]
+fn a_per_package_check_runs_for_the_changed_package_its_dependents_and_all_on_a_lock_change() {
+    let repo = workspaces();
+    let before = repo.snapshot();
+    let plan = repo.plan(
+        r##"version: 1
+repo: repo
+defaults:
+  checks:
+    - {name: unit, per: package, run: 'test "$PWD" = "$(cd "$BRAID_WORKTREE/{{package_dir}}" && pwd)" && test ! -f BROKEN'}
+tasks:
+  - id: core
+    prompt: Change core.
+    agent: {command: [sh, -c, 'echo "pub fn more() {}" >> crates/core/src/lib.rs']}
+  - id: lock
+    prompt: Update the lock.
+    agent: {command: [sh, -c, 'echo "# updated" >> Cargo.lock']}
+  - id: ui
+    prompt: Change the ui.
+    agent: {command: [sh, -c, 'echo "// more" >> packages/ui/index.js']}
+  - id: breaks
+    prompt: Break the cli.
+    agent: {command: [sh, -c, 'touch crates/cli/BROKEN']}
+  - id: docs
+    prompt: Write docs.
+    agent: {command: [sh, -c, 'echo more >> docs/README.md']}
+"##,
+    );
+    let (out, report) = run_plan(&repo, &plan, &["--workers", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let ran = |id: &str| -> Vec<(String, String, String)> {
+        task(&report, id)["attempts"][0]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["package"].as_str().unwrap_or("-").to_owned(),
+                    c["status"].as_str().unwrap().to_owned(),
+                    c["affected"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let packages = |id: &str| -> Vec<String> { ran(id).into_iter().map(|(p, _, _)| p).collect() };
+    assert_eq!(packages("core"), ["cli", "core"], "{:#?}", ran("core"));
+    assert_eq!(ran("core")[0].2, "it depends on core");
+    assert_eq!(
+        ran("core")[1].2,
+        "the change touches crates/core/src/lib.rs"
+    );
+    assert_eq!(task(&report, "core")["status"], "succeeded");
+    // The lock file is the Cargo workspace's: all three crates, no npm package. `other`
+    // failed on the base too, so the lock's attempt is not blamed for it.
+    assert_eq!(
+        packages("lock"),
+        ["cli", "core", "other"],
+        "{:#?}",
+        ran("lock")
+    );
+    assert!(
+        ran("lock")[0].2.contains("Cargo.lock changed"),
+        "{:#?}",
+        ran("lock")
+    );
+    assert_eq!(ran("lock")[2].1, "pre_existing", "{:#?}", ran("lock"));
+    assert_eq!(task(&report, "lock")["status"], "succeeded");
+    assert_eq!(packages("ui"), ["@acme/ui", "web"], "{:#?}", ran("ui"));
+    // A failure in one package is that package's.
+    assert_eq!(packages("breaks"), ["cli"]);
+    assert_eq!(ran("breaks")[0].1, "failed");
+    let breaks = &task(&report, "breaks")["attempts"][0];
+    assert_eq!(
+        breaks["error"], "check unit[cli] did not pass",
+        "{breaks:#}"
+    );
+    // A change no package holds runs the check for none.
+    assert_eq!(
+        ran("docs"),
+        [("-".to_owned(), "skipped".to_owned(), String::new())]
+    );
+    let md = std::fs::read_to_string(
+        repo.git_dir()
+            .join("braid/runs")
+            .join(report["run"].as_str().unwrap())
+            .join("report.md"),
+    )
+    .unwrap();
+    assert!(
+        md.contains("- Attempt 1, check `unit`, per package: cli passed (it depends on core); core passed (the change touches crates/core/src/lib.rs)"),
+        "{md}"
+    );
+    let bad = repo.plan(
+        "version: 1\nrepo: repo\ntasks:\n  - id: up\n    prompt: Up.\n    agent: {command: [\"true\"]}\n    checks:\n      - {name: a, run: \"true\", per: packages}\n      - {name: b, run: \"make -C {{package_dir}}\"}\n",
+    );
+    let out = braid(
+        Path::new(BIN),
+        repo.outside(),
+        &["validate", bad.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let said = stderr(&out);
+    assert!(
+        said.contains("plan.yaml:8:") && said.contains("`per: packages` is not known"),
+        "{said}"
+    );
+    assert!(
+        said.contains("plan.yaml:9:")
+            && said.contains("which only a check with `per: package` has"),
+        "{said}"
+    );
+    repo.assert_untouched(&before);
+}

@@ -14,6 +14,7 @@ use braid_shared::paths::PathScope;
 use braid_shared::proto::{CheckResult, CheckSpec, CheckStatus, ScoreSpec};
 use tokio_util::sync::CancellationToken;
 
+use crate::packages::{self, Workspace};
 use crate::sandbox::Launch;
 
 /// Most bytes of a failing check's output kept for feedback.
@@ -25,7 +26,7 @@ const SCORE_OUTPUT_CAP: usize = 64 << 10;
 
 /// Runs `checks` in `dir`, each logging to the file `log_of` names for it. `changed` holds
 /// the paths the change touches; a check with `paths` none of them match is skipped. `None`
-/// runs every check (a baseline).
+/// runs every check (a baseline), and a `per_package` check for every package.
 pub async fn run_checks(
     checks: &[CheckSpec],
     dir: &Path,
@@ -36,8 +37,8 @@ pub async fn run_checks(
     cancel: &CancellationToken,
 ) -> Vec<CheckResult> {
     let mut results = Vec::with_capacity(checks.len());
+    let mut workspace: Option<Result<Workspace, String>> = None;
     for check in checks {
-        let log = log_of(&check.name);
         if cancel.is_cancelled() {
             results.push(skipped(check, "the attempt was cancelled"));
             continue;
@@ -53,74 +54,213 @@ pub async fn run_checks(
                 Err(err) => {
                     // The coordinator validates globs when it loads the plan; this is a
                     // newer or older coordinator speaking another dialect.
-                    results.push(CheckResult {
-                        status: CheckStatus::Failed as i32,
-                        note: err.to_string(),
-                        ..skipped(check, "")
-                    });
+                    results.push(failed(check, err.to_string()));
                     continue;
                 }
             }
         }
-        let here = match folder_of(dir, &check.cwd) {
-            Ok(here) => here,
+        if !check.per_package {
+            results.push(run_one(check, dir, launch, log_cap, log_of(&check.name), cancel).await);
+            continue;
+        }
+        if workspace.is_none() {
+            workspace = Some(find_workspace(dir, launch, cancel).await);
+        }
+        let ws = match workspace.as_ref().expect("just found") {
+            Ok(ws) => ws,
             Err(why) => {
-                results.push(CheckResult {
-                    status: CheckStatus::Failed as i32,
-                    note: why,
-                    ..skipped(check, "")
-                });
+                results.push(failed(check, why.clone()));
                 continue;
             }
         };
-        let timeout = (check.timeout_ms > 0).then(|| Duration::from_millis(check.timeout_ms));
-        let cmd = Cmd::new("sh", &here)
-            .args(["-c", &check.run])
-            .output(Output::Log {
-                path: log.clone(),
-                cap: log_cap,
-            })
-            .timeout(timeout)
-            .cancel(cancel.clone());
-        let result = match launch.prepare(cmd).run().await {
-            Ok(done) => {
-                let status = match done.ending {
-                    Ending::Exited(0) => CheckStatus::Passed,
-                    Ending::TimedOut | Ending::Stalled => CheckStatus::TimedOut,
-                    Ending::Cancelled => CheckStatus::Skipped,
-                    Ending::Exited(_) | Ending::Signalled(_) => CheckStatus::Failed,
-                };
-                let output_tail = if matches!(status, CheckStatus::Failed | CheckStatus::TimedOut) {
-                    tail(&log)
-                } else {
-                    String::new()
-                };
-                CheckResult {
-                    name: check.name.clone(),
-                    status: status as i32,
-                    exit_code: done.ending.code(),
-                    duration_ms: done.duration.as_millis() as u64,
-                    log_path: crate::agent::AttemptFiles::name(&log),
-                    output_tail,
-                    note: String::new(),
-                }
-            }
-            Err(err) => {
-                tracing::warn!(check = %check.name, %err, "check could not start");
-                CheckResult {
-                    name: check.name.clone(),
-                    status: CheckStatus::Failed as i32,
-                    exit_code: None,
-                    duration_ms: 0,
-                    log_path: crate::agent::AttemptFiles::name(&log),
-                    output_tail: err.to_string(),
-                    note: String::new(),
-                }
-            }
+        let affected = match changed {
+            Some(changed) => ws.affected(changed),
+            None => ws.all(),
         };
-        results.push(result);
+        if affected.is_empty() {
+            let note = match ws.packages.len() {
+                0 => "`per: package`: no package found in the worktree (Cargo, npm, pnpm, yarn, Go or Python)".to_owned(),
+                n => format!("the change affects none of the workspace's {n} package(s)"),
+            };
+            results.push(skipped(check, &note));
+            continue;
+        }
+        for one in affected {
+            let package = &ws.packages[one.package];
+            let fill = |text: &str| {
+                text.replace("{{package}}", &package.name)
+                    .replace("{{package_dir}}", &package.dir)
+            };
+            let spec = CheckSpec {
+                run: fill(&check.run),
+                cwd: if check.cwd.is_empty() {
+                    package.dir.clone()
+                } else {
+                    fill(&check.cwd)
+                },
+                ..check.clone()
+            };
+            let log = log_of(&format!("{}.{}", check.name, log_slug(&package.name)));
+            let mut result = if cancel.is_cancelled() {
+                skipped(check, "the attempt was cancelled")
+            } else {
+                run_one(&spec, dir, launch, log_cap, log, cancel).await
+            };
+            result.package = package.name.clone();
+            result.package_dir = package.dir.clone();
+            result.affected = one.why;
+            results.push(result);
+        }
     }
     results
+}
+
+/// A package's name as part of a log file's name.
+fn log_slug(name: &str) -> String {
+    name.trim_start_matches('@')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// The packages of the worktree at `dir`. A Cargo workspace at its root is read with
+/// `cargo metadata`, run in the check's sandbox: its manifests are the attempt's.
+async fn find_workspace(
+    dir: &Path,
+    launch: &Launch,
+    cancel: &CancellationToken,
+) -> Result<Workspace, String> {
+    let root = dir.to_owned();
+    let files = {
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || packages::files(&root))
+            .await
+            .map_err(|e| format!("listing the worktree's files: {e}"))?
+    };
+    let workspace_root = std::fs::read_to_string(dir.join("Cargo.toml"))
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .is_some_and(|t| t.contains_key("workspace"));
+    let members = if workspace_root {
+        let out = tempfile::NamedTempFile::new()
+            .map_err(|e| format!("a file for cargo metadata's output: {e}"))?;
+        let cmd = Cmd::new("cargo", dir)
+            .args([
+                "metadata",
+                "--no-deps",
+                "--format-version",
+                "1",
+                "--offline",
+            ])
+            .output(Output::Log {
+                path: out.path().to_owned(),
+                cap: 64 << 20,
+            })
+            .timeout(Some(Duration::from_secs(120)))
+            .cancel(cancel.clone());
+        let done = launch
+            .prepare(cmd)
+            .run()
+            .await
+            .map_err(|e| format!("`per: package`: cargo metadata could not start: {e}"))?;
+        let text = std::fs::read_to_string(out.path()).unwrap_or_default();
+        if done.ending.code() != Some(0) {
+            let said: Vec<&str> = text.lines().filter(|l| !l.starts_with('{')).collect();
+            return Err(format!(
+                "`per: package`: cargo metadata failed on the workspace: {}",
+                said.join(" ").trim()
+            ));
+        }
+        // Its JSON is one line; anything else on the log is what cargo said besides.
+        let json = text
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_default();
+        Some(packages::cargo_metadata(json, &root)?)
+    } else {
+        None
+    };
+    let read = |path: &str| -> Option<String> {
+        let full = root.join(path);
+        // A manifest that is a link is not read: it could point anywhere.
+        let meta = std::fs::symlink_metadata(&full).ok()?;
+        if !meta.is_file() || meta.len() > 4 << 20 {
+            return None;
+        }
+        std::fs::read_to_string(full).ok()
+    };
+    Ok(Workspace::find(&files, &read, members))
+}
+
+/// A check that could not run, and why.
+fn failed(check: &CheckSpec, why: String) -> CheckResult {
+    CheckResult {
+        status: CheckStatus::Failed as i32,
+        note: why,
+        ..skipped(check, "")
+    }
+}
+
+/// Runs one check in `dir`, logging to `log`.
+async fn run_one(
+    check: &CheckSpec,
+    dir: &Path,
+    launch: &Launch,
+    log_cap: u64,
+    log: PathBuf,
+    cancel: &CancellationToken,
+) -> CheckResult {
+    let here = match folder_of(dir, &check.cwd) {
+        Ok(here) => here,
+        Err(why) => return failed(check, why),
+    };
+    let timeout = (check.timeout_ms > 0).then(|| Duration::from_millis(check.timeout_ms));
+    let cmd = Cmd::new("sh", &here)
+        .args(["-c", &check.run])
+        .output(Output::Log {
+            path: log.clone(),
+            cap: log_cap,
+        })
+        .timeout(timeout)
+        .cancel(cancel.clone());
+    match launch.prepare(cmd).run().await {
+        Ok(done) => {
+            let status = match done.ending {
+                Ending::Exited(0) => CheckStatus::Passed,
+                Ending::TimedOut | Ending::Stalled => CheckStatus::TimedOut,
+                Ending::Cancelled => CheckStatus::Skipped,
+                Ending::Exited(_) | Ending::Signalled(_) => CheckStatus::Failed,
+            };
+            let output_tail = if matches!(status, CheckStatus::Failed | CheckStatus::TimedOut) {
+                tail(&log)
+            } else {
+                String::new()
+            };
+            CheckResult {
+                status: status as i32,
+                exit_code: done.ending.code(),
+                duration_ms: done.duration.as_millis() as u64,
+                log_path: crate::agent::AttemptFiles::name(&log),
+                output_tail,
+                ..skipped(check, "")
+            }
+        }
+        Err(err) => {
+            tracing::warn!(check = %check.name, %err, "check could not start");
+            CheckResult {
+                status: CheckStatus::Failed as i32,
+                log_path: crate::agent::AttemptFiles::name(&log),
+                output_tail: err.to_string(),
+                ..skipped(check, "")
+            }
+        }
+    }
 }
 
 /// The folder a check with `cwd` runs in: inside the worktree `dir`, as it really is (an
@@ -152,6 +292,9 @@ pub fn skipped(check: &CheckSpec, why: &str) -> CheckResult {
         log_path: String::new(),
         output_tail: String::new(),
         note: why.to_owned(),
+        package: String::new(),
+        package_dir: String::new(),
+        affected: String::new(),
     }
 }
 

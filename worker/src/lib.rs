@@ -26,6 +26,7 @@ pub mod checkout;
 pub mod checks;
 pub mod commit;
 pub mod mirror;
+pub mod packages;
 pub mod presets;
 pub mod read_only;
 pub mod runtime;

@@ -479,6 +479,11 @@ pub struct CheckFile {
     /// fanned task's own folder). Default: the root.
     #[schemars(with = "Option<String>")]
     pub cwd: Option<Spanned<String>>,
+    /// `package`: run once for each workspace package the attempt's change affects (and
+    /// the packages that depend on those), with `{{package}}` and `{{package_dir}}` set and
+    /// the package's folder as the default `cwd`.
+    #[schemars(with = "Option<String>")]
+    pub per: Option<Spanned<String>>,
 }
 
 /// A score command as written.

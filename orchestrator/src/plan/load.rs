@@ -1269,6 +1269,31 @@ impl Validator {
                 Some(cwd) => cwd.value.trim_end_matches('/').to_owned(),
                 None => String::new(),
             };
+            let per_package = match &check.per {
+                Some(per) if per.value == "package" => true,
+                Some(per) => {
+                    self.error(
+                        place(&per.referenced),
+                        format!(
+                            "{owner}: check {name:?}: `per: {}` is not known; the one there is is `per: package`",
+                            per.value
+                        ),
+                    );
+                    false
+                }
+                None => false,
+            };
+            let names_package = [&check.run.value, &cwd]
+                .iter()
+                .any(|t| t.contains("{{package}}") || t.contains("{{package_dir}}"));
+            if names_package && !per_package {
+                self.error(
+                    place(&check.run.referenced),
+                    format!(
+                        "{owner}: check {name:?} names `{{{{package}}}}` or `{{{{package_dir}}}}`, which only a check with `per: package` has"
+                    ),
+                );
+            }
             if let Some(timeout) = self.duration(check.timeout.as_ref(), DEFAULT_CHECK_TIMEOUT) {
                 out.push(Check {
                     name,
@@ -1277,6 +1302,7 @@ impl Validator {
                     paths: paths.flatten().unwrap_or_default(),
                     baseline,
                     cwd,
+                    per_package,
                 });
             }
         }

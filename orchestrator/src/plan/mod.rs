@@ -327,6 +327,9 @@ pub struct Check {
     /// The folder it runs in, relative to the worktree's root; empty: the root.
     #[serde(default)]
     pub cwd: String,
+    /// `per: package`: once for each workspace package the change affects.
+    #[serde(default)]
+    pub per_package: bool,
 }
 
 /// A score command.

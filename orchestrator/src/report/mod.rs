@@ -518,6 +518,14 @@ pub struct CheckReport {
     /// Why it was skipped or counts as `pre_existing`, in a sentence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// A `per: package` check: the package it ran for, its folder, and why the change
+    /// affects it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affected: Option<String>,
 }
 
 /// Tokens, turns and cost; `null` where unknown. Cached input tokens are part of the input
@@ -745,6 +753,33 @@ impl Report {
                         note.join("; ").replace('|', "\\|"),
                     );
                 }
+                let mut affected = String::new();
+                for a in &task.attempts {
+                    let mut by_check: Vec<(&str, Vec<String>)> = Vec::new();
+                    for c in a.checks.iter().filter(|c| c.package.is_some()) {
+                        let line = format!(
+                            "{} {} ({})",
+                            c.package.as_deref().unwrap_or_default(),
+                            word(c.status),
+                            c.affected.as_deref().unwrap_or_default()
+                        );
+                        match by_check.iter_mut().find(|(name, _)| *name == c.name) {
+                            Some((_, lines)) => lines.push(line),
+                            None => by_check.push((&c.name, vec![line])),
+                        }
+                    }
+                    for (name, lines) in by_check {
+                        let _ = writeln!(
+                            affected,
+                            "- Attempt {}, check `{name}`, per package: {}",
+                            a.n,
+                            lines.join("; ")
+                        );
+                    }
+                }
+                if !affected.is_empty() {
+                    let _ = write!(md, "\nPackages the change affected:\n\n{affected}");
+                }
             }
             md.push('\n');
         }
@@ -958,9 +993,19 @@ fn checks_text(checks: &[CheckReport]) -> String {
     }
     checks
         .iter()
-        .map(|c| format!("{} {}", c.name, word(c.status)))
+        .map(|c| format!("{} {}", c.label(), word(c.status)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+impl CheckReport {
+    /// Its name, and the package it ran for: `unit[auth]`.
+    pub fn label(&self) -> String {
+        match &self.package {
+            Some(package) => format!("{}[{package}]", self.name),
+            None => self.name.clone(),
+        }
+    }
 }
 
 fn diff_text(diff: &DiffReport, has_commit: bool) -> String {

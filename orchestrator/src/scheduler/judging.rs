@@ -39,6 +39,12 @@ pub(super) fn key(base: &str, check: &Check) -> (String, String) {
     (base.to_owned(), format!("{}\0{}", check.name, check.run))
 }
 
+/// The cache key of a `per: package` check's run for one package on `base`.
+fn package_key(base: &str, check: &Check, package: &str) -> (String, String) {
+    let (base, whole) = key(base, check);
+    (base, format!("{whole}\0{package}"))
+}
+
 fn failing(status: CheckStatus) -> bool {
     matches!(status, CheckStatus::Failed | CheckStatus::TimedOut)
 }
@@ -127,6 +133,12 @@ impl Scheduler {
                         self.warnings.push(warning);
                     }
                 }
+                if let Some(package) = &report.package {
+                    self.baselines.insert(
+                        package_key(&base, check, package),
+                        BaselineEntry::Known(report.clone()),
+                    );
+                }
                 self.baselines
                     .insert(key(&base, check), BaselineEntry::Known(report));
             }
@@ -184,7 +196,14 @@ impl Scheduler {
             else {
                 continue;
             };
-            match self.baselines.get(&key(&base, planned)) {
+            let entry = match (self.baselines.get(&key(&base, planned)), &check.package) {
+                // A package's own run on the base, once the baseline job is done.
+                (Some(BaselineEntry::Known(_)), Some(package)) => {
+                    self.baselines.get(&package_key(&base, planned, package))
+                }
+                (entry, _) => entry,
+            };
+            match entry {
                 Some(BaselineEntry::Known(on_base)) if failing(on_base.status) => {
                     let how = match on_base.exit_code {
                         Some(code) => format!("exit code {code}"),
@@ -218,11 +237,11 @@ impl Scheduler {
             report.checks[index].note = Some(note);
         }
         if report.status == AttemptStatus::Succeeded {
-            let failed: Vec<&str> = report
+            let failed: Vec<String> = report
                 .checks
                 .iter()
                 .filter(|c| failing(c.status))
-                .map(|c| c.name.as_str())
+                .map(|c| c.label())
                 .collect();
             if !failed.is_empty() {
                 let why = format!("check {} did not pass", failed.join(", "));
@@ -449,14 +468,18 @@ fn feedback(task: &str, failed: &AttemptState, checks: &[Check]) -> String {
             (_, Some(code)) => format!("failed with exit code {code}"),
             (_, None) => "failed".to_owned(),
         };
-        let _ = write!(text, "\n## Check `{}`: {how}\n\n", check.name);
+        let label = check.label();
+        let _ = write!(text, "\n## Check `{label}`: {how}\n\n");
         if let Some(planned) = checks.iter().find(|c| c.name == check.name) {
             let _ = writeln!(text, "Command: `{}`\n", planned.run);
+        }
+        if let (Some(dir), Some(why)) = (&check.package_dir, &check.affected) {
+            let _ = writeln!(text, "It ran for the package in `{dir}/`: {why}.\n");
         }
         let tail = failed
             .tails
             .iter()
-            .find(|(name, _)| *name == check.name)
+            .find(|(name, _)| *name == label)
             .map(|(_, tail)| tail.as_str())
             .unwrap_or("");
         if tail.is_empty() {

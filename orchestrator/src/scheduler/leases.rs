@@ -261,7 +261,7 @@ impl Scheduler {
             .checks
             .iter()
             .filter(|c| !c.output_tail.is_empty())
-            .map(|c| (c.name.clone(), c.output_tail.clone()))
+            .map(|c| (check_report(c).label(), c.output_tail.clone()))
             .collect();
         let report = &mut state.report;
         report.status = match result.status() {

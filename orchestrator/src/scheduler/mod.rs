@@ -1344,6 +1344,7 @@ pub fn check_spec(check: &Check) -> CheckSpec {
         run: check.run.clone(),
         timeout_ms: check.timeout.as_millis() as u64,
         paths: check.paths.clone(),
+        per_package: check.per_package,
     }
 }
 
@@ -1361,5 +1362,8 @@ pub fn check_report(check: &pb::CheckResult) -> CheckReport {
         duration_ms: check.duration_ms,
         log: (!check.log_path.is_empty()).then(|| check.log_path.clone()),
         note: (!check.note.is_empty()).then(|| check.note.clone()),
+        package: (!check.package.is_empty()).then(|| check.package.clone()),
+        package_dir: (!check.package.is_empty()).then(|| check.package_dir.clone()),
+        affected: (!check.affected.is_empty()).then(|| check.affected.clone()),
     }
 }

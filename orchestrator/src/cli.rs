@@ -65,6 +65,10 @@ enum Command {
         /// its winners: the targets that failed, and what depends on them.
         #[arg(long, value_name = "RUN", conflicts_with = "goal")]
         rerun_failed: Option<String>,
+        /// Also give each target of a fanned task its own branch from the base,
+        /// `braid/<run>/<task>/target`: its change alone, to publish one by one.
+        #[arg(long)]
+        per_target: bool,
     },
     /// Plan a goal: a planning agent reads the repository (read-only) and writes a plan,
     /// which braid checks and gives back for another round until it is valid.
@@ -354,6 +358,7 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             verbose,
             serialize_overlaps,
             rerun_failed,
+            per_target,
         } => {
             let listen = listen.as_deref().map(listen_path).transpose()?;
             let workers = workers.unwrap_or_else(default_workers);
@@ -410,6 +415,7 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             for line in plan_notes(&mut plan, serialize_overlaps) {
                 eprintln!("{line}");
             }
+            plan.per_target = per_target;
             run_and_print(plan, options, json).await
         }
         Command::Plan {

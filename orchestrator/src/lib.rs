@@ -13,6 +13,7 @@
 //! Invariant: the coordinator never touches the user's checkout, index, HEAD or branches;
 //! it writes objects, refs under `refs/heads/braid/<run>/`, and files under `<git-dir>/braid/`.
 
+pub mod batch;
 pub mod cli;
 pub mod client;
 pub mod dag;

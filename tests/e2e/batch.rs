@@ -656,3 +656,48 @@ tasks:
     );
     repo.assert_untouched(&before);
 }
+
+#[test]
+fn per_target_gives_each_target_its_own_change_on_the_base() {
+    let repo = services();
+    let before = repo.snapshot();
+    // `prep` adds a shared file first; billing's change edits it, so billing's change
+    // alone does not apply to the base.
+    let plan = repo.plan(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: prep
+    prompt: Add a shared list.
+    agent: {command: [sh, -c, 'echo "services:" > SERVICES']}
+  - id: note
+    deps: [prep]
+    for_each: {dirs: "services/*"}
+    prompt: "Leave a note in {{dir}}."
+    agent: {command: [sh, -c, 'echo "{{name}}" > {{dir}}/NOTE; test {{name}} = auth || echo "- {{name}}" >> SERVICES']}
+"#,
+    );
+    let (out, report) = run_plan(&repo, &plan, &["--workers", "2", "--per-target"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let base = report["base"].as_str().unwrap();
+    let run = report["run"].as_str().unwrap();
+    let auth = &task(&report, "note.services-auth")["own_branch"];
+    let branch = format!("braid/{run}/note.services-auth/target");
+    assert_eq!(auth["branch"], branch.as_str(), "{auth:#}");
+    assert_eq!(repo.git(&["rev-parse", &format!("{branch}^")]), base);
+    assert_eq!(
+        repo.git(&["diff", "--name-only", base, &branch]),
+        "services/auth/NOTE"
+    );
+    let billing = &task(&report, "note.services-billing")["own_branch"];
+    assert!(billing["commit"].is_null(), "{billing:#}");
+    assert_eq!(billing["conflicts"], json!(["SERVICES"]), "{billing:#}");
+    // The result integrates them all, as without --per-target.
+    let result = report["result"]["branch"].as_str().unwrap();
+    assert_eq!(
+        repo.show(result, "SERVICES").as_deref(),
+        Some("services:\n- billing\n")
+    );
+    assert!(task(&report, "prep").get("own_branch").is_none());
+    repo.assert_untouched(&before);
+}

@@ -329,6 +329,7 @@ impl Validator {
             budget: run_budget?,
             overlaps,
             warnings,
+            per_target: false,
             rerun_of: None,
             carried: BTreeMap::new(),
         })

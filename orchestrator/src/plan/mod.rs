@@ -79,6 +79,9 @@ pub struct Plan {
     pub overlaps: Vec<Overlap>,
     /// What may make the plan a poor judge of its attempts, each a sentence.
     pub warnings: Vec<String>,
+    /// Each target also gets its own branch from the base (`braid run --per-target`).
+    #[serde(default)]
+    pub per_target: bool,
     /// The earlier run whose failures this one runs again (`braid run --rerun-failed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun_of: Option<String>,

@@ -280,6 +280,21 @@ pub struct TaskReport {
     /// its attempts are that run's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carried_from: Option<String>,
+    /// A target's own branch from the run's base (`braid run --per-target`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_branch: Option<OwnBranch>,
+}
+
+/// A target's change alone, on the run's base.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwnBranch {
+    /// `braid/<run>/<task>/target`.
+    pub branch: String,
+    /// Its commit; `null` when the change does not apply to the base without its deps'.
+    pub commit: Option<String>,
+    /// Where it conflicts with the base then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
 }
 
 /// One attempt.

@@ -1273,6 +1273,7 @@ impl Scheduler {
                 };
                 let judge = state.judge_report;
                 TaskReport {
+                    own_branch: None,
                     carried_from: state.carried,
                     id: task.id.clone(),
                     status,

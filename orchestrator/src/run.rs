@@ -454,10 +454,12 @@ pub async fn conclude(
     // A worker verified the result in the loop.
     result.verify = outcome.verify.clone();
     let mut outcome = outcome;
-    if plan.per_target && !cancelled && error.is_none() {
-        if let Err(why) = crate::batch::own_branches(plan, &run_id, &mut outcome.tasks).await {
-            error = Some(format!("could not make the targets' own branches: {why}"));
-        }
+    if plan.per_target
+        && !cancelled
+        && error.is_none()
+        && let Err(why) = crate::batch::own_branches(plan, &run_id, &mut outcome.tasks).await
+    {
+        error = Some(format!("could not make the targets' own branches: {why}"));
     }
     let cancelled = cancelled || interrupted.is_cancelled();
 

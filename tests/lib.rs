@@ -5,6 +5,8 @@
 //! identity, so tests behave the same on every machine.
 #![allow(clippy::disallowed_methods)] // tests start processes directly, through `command`
 
+pub mod forge;
+pub mod http;
 pub mod model;
 
 use std::path::{Path, PathBuf};

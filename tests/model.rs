@@ -12,7 +12,6 @@
 //! error, a reply that hangs.
 #![allow(clippy::disallowed_methods)]
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,10 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 /// Token counts of one reply, as the server reports them (cached tokens are part of input).
@@ -129,7 +125,7 @@ pub struct Seen {
 
 #[derive(Debug, Default)]
 struct State {
-    port: u16,
+    port: std::sync::atomic::AtomicU16,
     seen: Mutex<Vec<Seen>>,
     conversation: AtomicU64,
     ids: AtomicU64,
@@ -141,58 +137,25 @@ pub struct ModelServer {
     /// Where it listens.
     pub addr: SocketAddr,
     state: Arc<State>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: crate::http::Loopback,
 }
 
 impl ModelServer {
     /// Starts a server on a free loopback port.
     pub fn start(script: Script) -> ModelServer {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("local addr");
-        let state = Arc::new(State {
-            port: addr.port(),
-            ..State::default()
-        });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = Arc::new(State::default());
         let shared = state.clone();
         let script = Arc::new(script);
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                let mut stopped = stopped;
-                loop {
-                    let conn = tokio::select! {
-                        _ = &mut stopped => break,
-                        conn = listener.accept() => conn,
-                    };
-                    let Ok((stream, _)) = conn else { continue };
-                    let state = shared.clone();
-                    let script = script.clone();
-                    tokio::spawn(async move {
-                        let service = service_fn(move |req| {
-                            let state = state.clone();
-                            let script = script.clone();
-                            async move { Ok::<_, Infallible>(answer(req, &script, &state).await) }
-                        });
-                        let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-            });
+        let server = crate::http::Loopback::start(move |req| {
+            let state = shared.clone();
+            let script = script.clone();
+            async move { answer(req, &script, &state).await }
         });
+        state.port.store(server.addr.port(), Ordering::Relaxed);
         ModelServer {
-            addr,
+            addr: server.addr,
             state,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -224,17 +187,6 @@ impl ModelServer {
     }
 }
 
-impl Drop for ModelServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// The wire formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Api {
@@ -244,7 +196,7 @@ enum Api {
     Gemini,
 }
 
-type Reply = Response<Full<Bytes>>;
+use crate::http::Reply;
 
 async fn answer(req: Request<Incoming>, script: &Script, state: &State) -> Reply {
     let target = format!(
@@ -361,7 +313,7 @@ async fn answer(req: Request<Incoming>, script: &Script, state: &State) -> Reply
             command: script
                 .command
                 .as_ref()
-                .map(|c| c.replace("{port}", &state.port.to_string())),
+                .map(|c| c.replace("{port}", &state.port.load(Ordering::Relaxed).to_string())),
             ..script.clone()
         };
         write_call(&tools, &script, cwd.as_deref())

@@ -126,6 +126,40 @@ enum Command {
         #[arg(long)]
         repo: Option<PathBuf>,
     },
+    /// Push a run's result (or, with --per-target, each target's own branch) to a remote,
+    /// and with --pr open or update its pull requests.
+    Publish {
+        /// The run id, or `latest`.
+        run: String,
+        /// The remote to push to.
+        #[arg(long, default_value = "origin")]
+        remote: String,
+        /// The remote branch [default: braid/<plan name>; per target braid/<plan name>/<slug>].
+        #[arg(long)]
+        branch: Option<String>,
+        /// Open a pull request for each branch, or update the one that is open (token from
+        /// GITHUB_TOKEN or GH_TOKEN, GITLAB_TOKEN).
+        #[arg(long)]
+        pr: bool,
+        /// Publish each target's own branch (a run made with `braid run --per-target`).
+        #[arg(long)]
+        per_target: bool,
+        /// The branch pull requests go into [default: the remote's default branch].
+        #[arg(long)]
+        base: Option<String>,
+        /// `github` or `gitlab`, when the remote's URL does not tell.
+        #[arg(long)]
+        forge: Option<String>,
+        /// The repository on the forge, `owner/name`, when the remote's URL does not tell.
+        #[arg(long, value_name = "OWNER/NAME")]
+        forge_repo: Option<String>,
+        /// Print what was published as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The repository the run belongs to [default: the one holding the current folder].
+        #[arg(long)]
+        repo: Option<PathBuf>,
+    },
     /// Show a task's attempts side by side: checks, score, diff size, time, cost, the
     /// winner and why, and how alike their changes are.
     Compare {
@@ -486,6 +520,36 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             let dir = repo_dir(repo)?;
             print!("{}", show_report(&dir, &run, &format, conflicts).await?);
             Ok(EXIT_OK)
+        }
+        Command::Publish {
+            run,
+            remote,
+            branch,
+            pr,
+            per_target,
+            base,
+            forge,
+            forge_repo,
+            json,
+            repo,
+        } => {
+            let dir = repo_dir(repo)?;
+            let stored = load_report(&dir, &run).await?;
+            let git_dir = braid_shared::git::Git::at(&stored.report.repo)
+                .common_dir()
+                .await
+                .map_err(|e| BraidError::Environment(e.to_string()))?;
+            let options = crate::publish::Options {
+                remote,
+                branch,
+                pr,
+                per_target,
+                base,
+                forge,
+                forge_repo,
+                json,
+            };
+            crate::publish::publish(&stored.report, &git_dir, &options).await
         }
         Command::Compare {
             run,

@@ -503,6 +503,7 @@ pub async fn conclude(
         ),
         planner: run.planner.clone(),
         rerun_of: plan.rerun_of.clone(),
+        publish: plan.publish,
         targets: crate::report::burndown(plan, &outcome.tasks),
         tasks: outcome.tasks,
         workers: outcome.workers,

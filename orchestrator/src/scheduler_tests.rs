@@ -66,6 +66,7 @@ fn plan(repo: &TestRepo, attempts: u32) -> Plan {
         budget: Default::default(),
         overlaps: vec![],
         warnings: vec![],
+        publish: None,
         per_target: false,
         rerun_of: None,
         carried: Default::default(),

@@ -257,6 +257,7 @@ fn mark_crashed(run_dir: &Path, lock: &Lock) -> std::io::Result<()> {
             planner: None,
             targets: Vec::new(),
             rerun_of: None,
+            publish: None,
             timeline: Vec::new(),
             state_dir: run_dir.to_string_lossy().into_owned(),
         },

@@ -26,3 +26,18 @@ pub mod proto {
 
 /// The version every braid binary reports, on the wire and in reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// An error and what caused it, in one line: a transport error alone says little.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let said = next.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = next.source();
+    }
+    text
+}

@@ -10,6 +10,7 @@ mod judging;
 mod merging;
 mod planner;
 mod plans;
+mod publish;
 mod resume;
 mod reviews;
 mod runs;

@@ -42,7 +42,10 @@ pub enum WorkerError {
         detail: String,
     },
     /// The coordinator could not be reached.
-    #[error("could not connect to the coordinator at {url}: {}", chain(source))]
+    #[error(
+        "could not connect to the coordinator at {url}: {}",
+        braid_shared::error_chain(source)
+    )]
     Connect {
         /// The address.
         url: String,
@@ -59,21 +62,6 @@ pub enum WorkerError {
     /// The coordinator broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
-}
-
-/// An error and what caused it, in one line: a transport error alone says little.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(next) = cause {
-        let said = next.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        cause = next.source();
-    }
-    text
 }
 
 /// How a worker presents itself.

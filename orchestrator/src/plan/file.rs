@@ -71,6 +71,19 @@ pub struct PlanFile {
     /// Limits for the whole run: once one is spent no new attempt starts.
     #[schemars(with = "Option<BudgetFile>")]
     pub budget: Option<Spanned<BudgetFile>>,
+    /// How `braid publish` paces itself: `{per_hour: N}` branches (and pull requests) an
+    /// hour at most, apart from the forge's own limits.
+    #[schemars(with = "Option<PublishFile>")]
+    pub publish: Option<Spanned<PublishFile>>,
+}
+
+/// `publish:` as written.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishFile {
+    /// Most branches published an hour.
+    #[schemars(with = "Option<Scalar>")]
+    pub per_hour: Option<Spanned<Scalar>>,
 }
 
 /// A sandbox as written: `off`, or a map.

@@ -13,12 +13,13 @@ use braid_shared::git::Git;
 use serde_saphyr::{Location, Spanned};
 
 use super::file::{
-    AgentFile, BudgetFile, CheckFile, PlanFile, SandboxFile, Scalar, ScoreFile, Settings, TaskFile,
+    AgentFile, BudgetFile, CheckFile, PlanFile, PublishFile, SandboxFile, Scalar, ScoreFile,
+    Settings, TaskFile,
 };
 use super::{
     Agent, Budget, Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_GRACE, DEFAULT_MAX_REBASES,
     DEFAULT_TIMEOUT, Judge, MAX_ATTEMPTS, MAX_REBASES, MAX_RETRIES, MergeConfig, Network,
-    OnConflict, Plan, PlanError, PlanErrors, Sandbox, Score, Select, Task, parse_duration,
+    OnConflict, Plan, PlanError, PlanErrors, Publish, Sandbox, Score, Select, Task, parse_duration,
 };
 use crate::dag;
 
@@ -329,6 +330,7 @@ impl Validator {
             budget: run_budget?,
             overlaps,
             warnings,
+            publish: self.publish(file.publish.as_ref())?,
             per_target: false,
             rerun_of: None,
             carried: BTreeMap::new(),
@@ -1065,6 +1067,35 @@ impl Validator {
     }
 
     /// A `budget` as written; `owner` says whose it is in errors.
+    /// `publish: {per_hour: N}`; `Some(None)` when it is not there, `None` when it is wrong.
+    fn publish(&mut self, value: Option<&Spanned<PublishFile>>) -> Option<Option<Publish>> {
+        let Some(value) = value else {
+            return Some(None);
+        };
+        let Some(per_hour) = &value.value.per_hour else {
+            self.error(
+                place(&value.referenced),
+                "`publish` has nothing to say: give `per_hour: N`, or leave it out".to_owned(),
+            );
+            return None;
+        };
+        match per_hour.value {
+            Scalar::Int(n) if (1..=u32::MAX as i64).contains(&n) => {
+                Some(Some(Publish { per_hour: n as u32 }))
+            }
+            _ => {
+                self.error(
+                    place(&per_hour.referenced),
+                    format!(
+                        "`publish.per_hour` must be a whole number of branches an hour, at least 1, not {}",
+                        shown(&per_hour.value)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     fn budget(&mut self, value: Option<&Spanned<BudgetFile>>, owner: &str) -> Option<Budget> {
         let Some(value) = value else {
             return Some(Budget::default());

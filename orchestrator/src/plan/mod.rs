@@ -79,6 +79,9 @@ pub struct Plan {
     pub overlaps: Vec<Overlap>,
     /// What may make the plan a poor judge of its attempts, each a sentence.
     pub warnings: Vec<String>,
+    /// How `braid publish` paces itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Publish>,
     /// Each target also gets its own branch from the base (`braid run --per-target`).
     #[serde(default)]
     pub per_target: bool,
@@ -89,6 +92,13 @@ pub struct Plan {
     /// their winners go on as they were.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub carried: BTreeMap<String, crate::report::TaskReport>,
+}
+
+/// `publish: {per_hour: N}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Publish {
+    /// Most branches (and their pull requests) published an hour.
+    pub per_hour: u32,
 }
 
 /// Two tasks the DAG does not order that expect to change the same paths.

@@ -137,6 +137,9 @@ pub struct Report {
     /// the tasks it had won say `carried_from`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun_of: Option<String>,
+    /// How `braid publish` paces itself, as the plan said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<crate::plan::Publish>,
 }
 
 /// The integration of the winners.

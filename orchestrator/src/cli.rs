@@ -408,6 +408,54 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
                 listen,
                 ..RunOptions::local(workers, slots)
             };
+            if let Some(path) = &plan
+                && let Some(repos) = crate::plan::repos::repos_of(path).await?
+            {
+                let rerun = match &rerun_failed {
+                    Some(run) => Some(load_report(&repo_dir(None)?, run).await?.report),
+                    None => None,
+                };
+                if let Some(earlier) = &rerun
+                    && earlier.repos.is_empty()
+                {
+                    return Err(BraidError::Usage(format!(
+                        "run {} was not a batch over repositories; this plan is one",
+                        earlier.run
+                    )));
+                }
+                if rerun.as_ref().is_some_and(|r| {
+                    r.repos
+                        .iter()
+                        .all(|r| r.status == crate::report::TaskStatus::Succeeded)
+                }) {
+                    eprintln!(
+                        "braid: nothing to re-run: every repository of run {} succeeded",
+                        rerun_failed.unwrap_or_default()
+                    );
+                    return Ok(EXIT_OK);
+                }
+                let (report, written, code) = crate::batch::run_repos(
+                    path,
+                    &repos,
+                    crate::batch::ReposRun {
+                        options,
+                        per_target,
+                        rerun,
+                    },
+                )
+                .await?;
+                let summary = report.summary();
+                if json {
+                    eprint!("\n{summary}");
+                    let text = serde_json::to_string_pretty(&report)
+                        .map_err(|e| BraidError::Internal(e.to_string()))?;
+                    println!("{text}");
+                } else {
+                    print!("\n{summary}");
+                }
+                tracing::debug!(path = %written.display(), "report written");
+                return Ok(code);
+            }
             let mut plan = match (plan, goal) {
                 (Some(path), _) if rerun_failed.is_some() => {
                     let run = rerun_failed.as_deref().unwrap_or_default();
@@ -503,6 +551,10 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             plan,
             serialize_overlaps,
         } => {
+            if let Some(repos) = crate::plan::repos::repos_of(&plan).await? {
+                print!("{}", validate_repos(&plan, &repos).await?);
+                return Ok(EXIT_OK);
+            }
             let mut plan = plan::load(&plan).await?;
             let notes = plan_notes(&mut plan, serialize_overlaps);
             print!("{}", describe(&plan));
@@ -535,11 +587,7 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
         } => {
             let dir = repo_dir(repo)?;
             let stored = load_report(&dir, &run).await?;
-            let git_dir = braid_shared::git::Git::at(&stored.report.repo)
-                .common_dir()
-                .await
-                .map_err(|e| BraidError::Environment(e.to_string()))?;
-            let options = crate::publish::Options {
+            let mut options = crate::publish::Options {
                 remote,
                 branch,
                 pr,
@@ -548,8 +596,18 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
                 forge,
                 forge_repo,
                 json,
+                url: None,
             };
-            crate::publish::publish(&stored.report, &git_dir, &options).await
+            let report = &stored.report;
+            if report.repos.is_empty() {
+                let git_dir = braid_shared::git::Git::at(&report.repo)
+                    .common_dir()
+                    .await
+                    .map_err(|e| BraidError::Environment(e.to_string()))?;
+                let out = crate::publish::publish(report, &git_dir, &options).await?;
+                return crate::publish::conclude(&report.run, &options.remote, &out, json);
+            }
+            crate::batch::publish_repos(report, &mut options).await
         }
         Command::Compare {
             run,
@@ -1025,6 +1083,26 @@ struct Stored {
 
 /// Reads the report of run `run` (or `latest`) of the repository at `dir`.
 async fn load_report(dir: &std::path::Path, run: &str) -> Result<Stored, BraidError> {
+    // A batch over repositories keeps its report in braid's cache.
+    let cached = braid_worker::cache::root().join("runs");
+    let in_repo = braid_shared::git::Git::at(dir).common_dir().await.is_ok();
+    let run_dir = match run {
+        "latest" if !in_repo => latest_in(&cached),
+        "latest" => None,
+        run => Some(cached.join(run)),
+    };
+    if let Some(run_dir) = run_dir.filter(|d| d.join("report.json").is_file()) {
+        let path = run_dir.join("report.json");
+        let text = std::fs::read_to_string(&path)
+            .map_err(BraidError::io(format!("reading {}", path.display())))?;
+        let report = serde_json::from_str(&text)
+            .map_err(|e| BraidError::Internal(format!("cannot read {}: {e}", path.display())))?;
+        return Ok(Stored {
+            dir: run_dir,
+            text,
+            report,
+        });
+    }
     let git_dir = braid_shared::git::Git::at(dir)
         .common_dir()
         .await
@@ -1059,6 +1137,75 @@ async fn load_report(dir: &std::path::Path, run: &str) -> Result<Stored, BraidEr
         text,
         report,
     })
+}
+
+/// The newest run folder under `runs` that holds a report.
+fn latest_in(runs: &std::path::Path) -> Option<PathBuf> {
+    let mut ids: Vec<PathBuf> = std::fs::read_dir(runs)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("report.json").is_file())
+        .collect();
+    ids.sort();
+    ids.pop()
+}
+
+/// `braid validate` of a plan fanned over repositories: its targets, and each local
+/// repository's plan checked against it as it is (nothing is cloned).
+async fn validate_repos(
+    path: &std::path::Path,
+    repos: &crate::plan::repos::ReposPlan,
+) -> Result<String, BraidError> {
+    use crate::plan::repos::{ForRepo, Source};
+    let mut out = format!(
+        "plan {}: task {} over {} repositories\n",
+        path.display(),
+        repos.task,
+        repos.repos.len()
+    );
+    let mut errors = Vec::new();
+    for repo in &repos.repos {
+        let id = format!("{}.{}", repos.task, repo.slug);
+        match &repo.source {
+            Source::Path(dir) => {
+                let rev = repos.base.clone().unwrap_or_else(|| "HEAD".into());
+                let base = braid_shared::git::Git::at(dir)
+                    .resolve_commit(&rev)
+                    .await
+                    .ok()
+                    .flatten();
+                let Some(base) = base else {
+                    out.push_str(&format!(
+                        "  {id}  {}: base {rev:?} names no commit there\n",
+                        repo.text
+                    ));
+                    continue;
+                };
+                let one = ForRepo {
+                    repo: repo.clone(),
+                    clone: dir.clone(),
+                    base: base.clone(),
+                };
+                match plan::load::load_for_repo(path, &one).await {
+                    Ok(_) => out.push_str(&format!(
+                        "  {id}  {} at {}\n",
+                        repo.text,
+                        crate::report::short(&base)
+                    )),
+                    Err(e) => errors.extend(e.0),
+                }
+            }
+            Source::Url(url) => {
+                out.push_str(&format!("  {id}  {url} (checked once it is cloned)\n"));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        errors.dedup();
+        return Err(BraidError::Plan(crate::plan::PlanErrors(errors)));
+    }
+    Ok(out)
 }
 
 /// The report of run `run` of the repository at `dir`, as `braid report` prints it. For

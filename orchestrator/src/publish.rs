@@ -34,6 +34,9 @@ pub struct Options {
     /// `owner/name` on the forge, when the remote's URL does not say.
     pub forge_repo: Option<String>,
     pub json: bool,
+    /// Push here rather than to the remote of that name (a batch over repositories pushes
+    /// from its clones to each repository's own remote).
+    pub url: Option<String>,
 }
 
 /// How one branch's publishing went.
@@ -160,22 +163,17 @@ pub async fn publish(
     report: &Report,
     git_dir: &Path,
     options: &Options,
-) -> Result<i32, BraidError> {
+) -> Result<Vec<Published>, BraidError> {
     let repo = PathBuf::from(&report.repo);
     let git = Git::at(&repo);
-    let url = match git
-        .raw(&["config", "--get", &format!("remote.{}.url", options.remote)])
-        .await
-    {
-        Ok((0, url, _)) => url.trim().to_owned(),
-        _ => {
-            return Err(BraidError::Usage(format!(
-                "{} has no remote {:?}; name one with --remote",
-                repo.display(),
-                options.remote
-            )));
-        }
+    let url = match &options.url {
+        Some(url) => url.clone(),
+        None => remote_url(&git, &repo, &options.remote).await?,
     };
+    let remote = options
+        .url
+        .clone()
+        .unwrap_or_else(|| options.remote.clone());
     let name = plan_name(report);
     let root = options
         .branch
@@ -196,7 +194,7 @@ pub async fn publish(
     };
     let base = match &options.base {
         Some(base) => base.clone(),
-        None => default_branch(&git, &options.remote, report).await,
+        None => default_branch(&git, &remote, report).await,
     };
     let mut records = Records::read(git_dir);
     let spacing = report
@@ -220,7 +218,7 @@ pub async fn publish(
         }
         let mut published = push(
             &git,
-            &options.remote,
+            &remote,
             &url,
             item,
             &commit,
@@ -254,18 +252,25 @@ pub async fn publish(
         }
         out.push(published);
     }
-    if options.json {
+    if !options.json {
+        for p in out.iter().filter(|p| p.outcome == Outcome::Skipped) {
+            eprintln!("{}", line(p));
+        }
+    }
+    Ok(out)
+}
+
+/// Prints what was published (as JSON with `--json`) and gives the exit code: 0 when every
+/// branch (and its pull request) is where braid wanted it.
+pub fn conclude(run: &str, remote: &str, out: &[Published], json: bool) -> Result<i32, BraidError> {
+    if json {
         let text = serde_json::to_string_pretty(&serde_json::json!({
-            "run": report.run,
-            "remote": options.remote,
+            "run": run,
+            "remote": remote,
             "branches": out,
         }))
         .map_err(|e| BraidError::Internal(e.to_string()))?;
         println!("{text}");
-    } else {
-        for p in out.iter().filter(|p| p.outcome == Outcome::Skipped) {
-            eprintln!("{}", line(p));
-        }
     }
     let clean = out.iter().all(|p| {
         matches!(
@@ -274,6 +279,30 @@ pub async fn publish(
         ) && p.pr.as_ref().is_none_or(|pr| pr.error.is_none())
     });
     Ok(if clean { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// The URL of `remote` of the repository at `repo`, as configured (a relative path made
+/// absolute).
+pub async fn remote_url(git: &Git, repo: &Path, remote: &str) -> Result<String, BraidError> {
+    match git
+        .raw(&["config", "--get", &format!("remote.{remote}.url")])
+        .await
+    {
+        Ok((0, url, _)) => {
+            let url = url.trim();
+            let remote = url.contains("://") || (url.contains('@') && url.contains(':'));
+            let local = !remote;
+            Ok(if local && !url.starts_with('/') {
+                repo.join(url).display().to_string()
+            } else {
+                url.to_owned()
+            })
+        }
+        _ => Err(BraidError::Usage(format!(
+            "{} has no remote {remote:?}; name one with --remote",
+            repo.display()
+        ))),
+    }
 }
 
 /// The branches a run publishes.
@@ -685,7 +714,7 @@ fn task_text(body: &mut String, task: &TaskReport) {
 }
 
 /// One branch's outcome, as a line for the terminal.
-fn line(p: &Published) -> String {
+pub fn line(p: &Published) -> String {
     let what = match p.outcome {
         Outcome::Created => "created",
         Outcome::Updated => "updated",

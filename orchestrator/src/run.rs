@@ -504,6 +504,7 @@ pub async fn conclude(
         planner: run.planner.clone(),
         rerun_of: plan.rerun_of.clone(),
         publish: plan.publish,
+        repos: Vec::new(),
         targets: crate::report::burndown(plan, &outcome.tasks),
         tasks: outcome.tasks,
         workers: outcome.workers,

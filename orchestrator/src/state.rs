@@ -258,6 +258,7 @@ fn mark_crashed(run_dir: &Path, lock: &Lock) -> std::io::Result<()> {
             targets: Vec::new(),
             rerun_of: None,
             publish: None,
+            repos: Vec::new(),
             timeline: Vec::new(),
             state_dir: run_dir.to_string_lossy().into_owned(),
         },

@@ -338,3 +338,216 @@ fn pull_requests_are_opened_once_updated_after_and_a_rate_limit_is_waited_out() 
         stderr(&out)
     );
 }
+
+/// A repository `name` beside the test's plan, with a bare remote `<name>.git` holding its
+/// main, and a file that says whether its check passes.
+fn service(holder: &TestRepo, name: &str, fixme: bool) -> PathBuf {
+    let dir = holder.outside().join(name);
+    let bare = holder.outside().join(format!("{name}.git"));
+    let run = |dir: &Path, args: &[&str]| {
+        let out = command("git", dir).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    run(&dir, &["init", "--quiet", "--initial-branch=main"]);
+    std::fs::write(dir.join("VERSION"), "1\n").unwrap();
+    std::fs::write(dir.join("main.py"), if fixme { "# FIXME\n" } else { "\n" }).unwrap();
+    run(&dir, &["add", "--all"]);
+    run(&dir, &["commit", "--quiet", "-m", "first"]);
+    run(
+        holder.outside(),
+        &["init", "--quiet", "--bare", bare.to_str().unwrap()],
+    );
+    run(&dir, &["remote", "add", "origin", bare.to_str().unwrap()]);
+    run(&dir, &["push", "--quiet", "origin", "main"]);
+    bare
+}
+
+fn braid_in(dir: &Path, args: &[&str]) -> (Output, Value) {
+    let out = command(BIN, dir)
+        .args(args)
+        .env("BRAID_LOG", "warn")
+        .output()
+        .expect("braid runs");
+    let value = serde_json::from_str(&stdout(&out)).unwrap_or(Value::Null);
+    (out, value)
+}
+
+fn refs(dir: &Path) -> String {
+    let out = command("git", dir)
+        .args(["for-each-ref", "--format=%(refname) %(objectname)"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_batch_over_three_repositories_is_published_to_their_remotes_and_again_moves_the_same_branches()
+{
+    let holder = TestRepo::init();
+    let names = ["svc-a", "svc-b", "svc-c"];
+    let bares: Vec<PathBuf> = names
+        .iter()
+        .map(|n| service(&holder, n, *n == "svc-c"))
+        .collect();
+    let before: Vec<String> = names
+        .iter()
+        .map(|n| refs(&holder.outside().join(n)))
+        .collect();
+    let plan = |version: u32, clean: bool| {
+        let clean = if clean {
+            " && sed -i /FIXME/d main.py"
+        } else {
+            ""
+        };
+        holder.plan(&format!(
+            r#"version: 1
+name: bump
+tasks:
+  - id: bump
+    for_each: {{repos: [svc-a, svc-b, svc-c]}}
+    prompt: "Bump {{{{name}}}} ({{{{repo}}}})."
+    agent: {{command: [sh, -c, 'echo {version} > VERSION{clean}']}}
+    checks: [{{name: clean, run: "! grep -q FIXME main.py && grep -qx {version} VERSION", baseline: false}}]
+"#
+        ))
+    };
+    let dir = holder.outside();
+    let (out, _) = braid_in(dir, &["validate", plan(2, false).to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for id in ["bump.svc-a", "bump.svc-b", "bump.svc-c"] {
+        assert!(stdout(&out).contains(id), "{}", stdout(&out));
+    }
+
+    // First run: svc-c's check fails.
+    let (out, first) = braid_in(
+        dir,
+        &[
+            "run",
+            plan(2, false).to_str().unwrap(),
+            "--json",
+            "--workers",
+            "2",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let run = first["run"].as_str().unwrap().to_owned();
+    let cached = holder.cache().join("runs").join(&run).join("report.json");
+    assert!(cached.is_file(), "{} missing", cached.display());
+    let statuses: Vec<&str> = first["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["succeeded", "succeeded", "failed"],
+        "{:#}",
+        first["repos"]
+    );
+    let b = &first["targets"][0];
+    assert_eq!(
+        (
+            b["total"].as_u64(),
+            b["succeeded"].as_u64(),
+            b["failed"].as_u64()
+        ),
+        (Some(3), Some(2), Some(1))
+    );
+    // Each repository's result branch is in braid's clone, not in the repository.
+    let a = &first["repos"][0];
+    let clone = PathBuf::from(a["clone"].as_str().unwrap());
+    assert!(clone.starts_with(holder.cache()), "{}", clone.display());
+    let show = command("git", &clone)
+        .args([
+            "show",
+            &format!("{}:VERSION", a["branch"].as_str().unwrap()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&show.stdout), "2\n");
+    for (name, refs_before) in names.iter().zip(&before) {
+        assert_eq!(&refs(&dir.join(name)), refs_before, "{name} was touched");
+    }
+    let (out, _) = braid_in(dir, &["report", &run]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Repositories: 3"), "{}", stdout(&out));
+
+    // The fix, for the failure only.
+    let (out, again) = braid_in(
+        dir,
+        &[
+            "run",
+            plan(2, true).to_str().unwrap(),
+            "--json",
+            "--rerun-failed",
+            &run,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("re-running 1 of 3 repositories"),
+        "{}",
+        stderr(&out)
+    );
+    let carried: Vec<&Value> = again["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["carried_from"])
+        .collect();
+    assert_eq!(
+        carried,
+        [
+            &Value::from(run.as_str()),
+            &Value::from(run.as_str()),
+            &Value::Null
+        ]
+    );
+
+    // Published: each repository's remote gets braid/bump.
+    let rerun = again["run"].as_str().unwrap().to_owned();
+    let (out, published) = braid_in(dir, &["publish", &rerun, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        outcomes(&published),
+        [
+            ("braid/bump".to_owned(), "created".to_owned()),
+            ("braid/bump".to_owned(), "created".to_owned()),
+            ("braid/bump".to_owned(), "created".to_owned()),
+        ]
+    );
+    let firsts: Vec<Vec<(String, String)>> = bares.iter().map(|b| remote_branches(b)).collect();
+    for (branches, r) in firsts.iter().zip(again["repos"].as_array().unwrap()) {
+        assert_eq!(branches.len(), 1, "{branches:?}");
+        assert_eq!(branches[0].1, r["commit"].as_str().unwrap());
+    }
+
+    // A later run of the plan: publishing moves the same branches and makes none.
+    let (out, later) = braid_in(dir, &["run", plan(3, true).to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (out, published) = braid_in(dir, &["publish", later["run"].as_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        outcomes(&published).iter().all(|(_, o)| o == "updated"),
+        "{published:#}"
+    );
+    for (bare, before) in bares.iter().zip(&firsts) {
+        let now = remote_branches(bare);
+        assert_eq!(now.len(), 1, "{now:?}");
+        assert_ne!(now[0].1, before[0].1);
+        let version = command("git", bare)
+            .args(["show", "braid/bump:VERSION"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&version.stdout), "3\n");
+    }
+    for (name, refs_before) in names.iter().zip(&before) {
+        assert_eq!(&refs(&dir.join(name)), refs_before, "{name} was touched");
+    }
+}

@@ -44,21 +44,28 @@ pub struct Origin {
 
 /// Reads, checks and resolves the plan at `path`.
 pub async fn load(path: &Path) -> Result<Plan, PlanErrors> {
-    load_with(path, None, None).await
+    load_with(path, None, None, None).await
+}
+
+/// Reads, checks and resolves the plan at `path`, fanned over repositories, for one of
+/// them: its clone is the repository and its base the base, and the task is that
+/// repository's target alone.
+pub async fn load_for_repo(path: &Path, repo: &super::repos::ForRepo) -> Result<Plan, PlanErrors> {
+    load_with(path, None, Some(&repo.base), Some(repo)).await
 }
 
 /// Reads, checks and resolves the plan at `path` as of the commit `base`, whatever its own
 /// `base` says: a re-run of an earlier run's failures starts where that run did (its
 /// targets are found there too).
 pub async fn load_at(path: &Path, base: &str) -> Result<Plan, PlanErrors> {
-    load_with(path, None, Some(base)).await
+    load_with(path, None, Some(base), None).await
 }
 
 /// Reads, checks and resolves the plan at `path`, written by a planning agent on `origin`:
 /// its own `repo` and `base` are set aside, and `prompt_file` is refused (the plan must
 /// hold its prompts wherever it is saved).
 pub async fn load_planned(path: &Path, origin: &Origin) -> Result<Plan, PlanErrors> {
-    load_with(path, Some(origin), None).await
+    load_with(path, Some(origin), None, None).await
 }
 
 /// An agent as `--agent` gives it: a preset's name or an agent in YAML
@@ -85,6 +92,7 @@ pub fn agent_arg(text: &str) -> Result<(Agent, AgentFile), PlanErrors> {
         errors: Vec::new(),
         origin: None,
         base: None,
+        for_repo: None,
     };
     match v.agent(&written, TOP) {
         Some(agent) if v.errors.is_empty() => Ok((agent, written)),
@@ -96,6 +104,7 @@ async fn load_with(
     path: &Path,
     origin: Option<&Origin>,
     base: Option<&str>,
+    for_repo: Option<&super::repos::ForRepo>,
 ) -> Result<Plan, PlanErrors> {
     let shown = path.to_owned();
     let one = |message: String| {
@@ -131,6 +140,7 @@ async fn load_with(
         errors: Vec::new(),
         origin: origin.cloned(),
         base: base.map(str::to_owned),
+        for_repo: for_repo.cloned(),
     };
     let plan = v.check(file, &absolute, &dir).await;
     match plan {
@@ -163,6 +173,8 @@ struct Validator {
     origin: Option<Origin>,
     /// The commit to start from instead of the plan's `base`.
     base: Option<String>,
+    /// The repository of a batch over repositories this plan is loaded for.
+    for_repo: Option<super::repos::ForRepo>,
 }
 
 /// The task id that would clash with the result branch `braid/<run>/result`.
@@ -256,9 +268,13 @@ impl Validator {
         self.cycles(&task_files, &seen);
 
         let planned = self.origin.clone();
-        let repo = match &planned {
-            Some(origin) => self.repo(None, &origin.repo).await,
-            None => self.repo(file.repo.as_ref(), dir).await,
+        let repo = match (&planned, &self.for_repo) {
+            (_, Some(one)) => {
+                let clone = one.clone.clone();
+                self.repo(None, &clone).await
+            }
+            (Some(origin), None) => self.repo(None, &origin.repo).await,
+            (None, None) => self.repo(file.repo.as_ref(), dir).await,
         };
         let (repo, git_dir, base_rev, base_commit) = match repo {
             Some((repo, git_dir)) => {
@@ -372,13 +388,29 @@ impl Validator {
                 continue;
             };
             let at = place(&spec.referenced);
-            let targets = match super::targets::find(&spec.value, &paths) {
+            let found = match (&spec.value.repos, &self.for_repo) {
+                (Some(_), Some(one)) => Ok(vec![super::targets::Target {
+                    dir: String::new(),
+                    name: one.repo.name.clone(),
+                    slug: one.repo.slug.clone(),
+                    repo: one.repo.text.clone(),
+                }]),
+                _ => super::targets::find(&spec.value, &paths),
+            };
+            let mut targets = match found {
                 Ok(targets) => targets,
+                Err(why) if spec.value.repos.is_some() => {
+                    self.error(at, format!("task {:?}: {why}", task.id));
+                    continue;
+                }
                 Err(why) => {
                     self.error(at, format!("task {:?}: {why} at the base", task.id));
                     continue;
                 }
             };
+            for target in targets.iter_mut().filter(|t| t.repo.is_empty()) {
+                target.repo = repo.display().to_string();
+            }
             let mut by_slug: HashMap<&str, &str> = HashMap::new();
             let mut ids = Vec::new();
             for target in &targets {

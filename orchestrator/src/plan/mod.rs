@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod load;
+pub mod repos;
 pub mod targets;
 
 use std::collections::BTreeMap;

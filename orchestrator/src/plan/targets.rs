@@ -22,6 +22,8 @@ pub struct Target {
     pub name: String,
     /// What the target's task id ends with.
     pub slug: String,
+    /// Its repository as the plan names it (`{{repo}}`).
+    pub repo: String,
 }
 
 /// Longest slug: a task id is at most 63 characters, and so is this.
@@ -100,7 +102,7 @@ pub fn find(spec: &ForEachFile, paths: &[String]) -> Result<Vec<Target>, String>
         }
         (None, None, Some(_)) => {
             return Err(
-                "`for_each: {repos: …}` is not supported by this braid yet; fan over `dirs` or `marker`"
+                "`for_each: {repos: …}` fans a plan over repositories, which `braid run` and `braid validate` do; this command takes a plan of one repository"
                     .into(),
             );
         }
@@ -117,6 +119,7 @@ pub fn find(spec: &ForEachFile, paths: &[String]) -> Result<Vec<Target>, String>
             name: dir.rsplit('/').next().unwrap_or(&dir).to_owned(),
             slug: slug(&dir),
             dir,
+            repo: String::new(),
         })
         .collect())
 }
@@ -126,6 +129,7 @@ pub fn task_for(task: &Task, target: &Target) -> Task {
     let fill = |text: &str| {
         text.replace("{{dir}}", &target.dir)
             .replace("{{name}}", &target.name)
+            .replace("{{repo}}", &target.repo)
     };
     let mut one = task.clone();
     one.id = format!("{}.{}", task.id, target.slug);

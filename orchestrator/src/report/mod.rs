@@ -140,6 +140,35 @@ pub struct Report {
     /// How `braid publish` paces itself, as the plan said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<crate::plan::Publish>,
+    /// A batch over repositories: each repository's run and result. Such a run belongs to
+    /// no one repository; its report is in braid's cache (`$BRAID_CACHE/runs/<run>/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repos: Vec<RepoResult>,
+}
+
+/// One repository of a batch over repositories.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepoResult {
+    /// As the plan names it.
+    pub repo: String,
+    /// Its target's task.
+    pub task: String,
+    /// braid's clone of it, in the cache, where the run's branches are.
+    pub clone: String,
+    /// The run in that clone (`<run>-<slug>`); its report is in the clone's state folder.
+    pub run: Option<String>,
+    pub status: TaskStatus,
+    /// The commit its run started from.
+    pub base: Option<String>,
+    /// Its result branch in the clone, and commit.
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+    /// Why it did not run or did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The earlier run whose result this one carries over (`--rerun-failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_from: Option<String>,
 }
 
 /// The integration of the winners.
@@ -638,8 +667,30 @@ impl Report {
             self.run,
             word(self.status)
         );
-        let _ = writeln!(md, "- Repository: `{}`", self.repo);
-        let _ = writeln!(md, "- Base: `{}` ({})", short(&self.base), self.base_rev);
+        if self.repos.is_empty() {
+            let _ = writeln!(md, "- Repository: `{}`", self.repo);
+        } else {
+            let _ = writeln!(md, "- Repositories: {}", self.repos.len());
+            for r in &self.repos {
+                let _ = writeln!(
+                    md,
+                    "  - `{}`: {}{}{}",
+                    r.repo,
+                    word(r.status),
+                    match (&r.branch, &r.commit) {
+                        (Some(b), Some(c)) => format!(", `{b}` at {} in `{}`", short(c), r.clone),
+                        _ => String::new(),
+                    },
+                    r.error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        if self.repos.is_empty() {
+            let _ = writeln!(md, "- Base: `{}` ({})", short(&self.base), self.base_rev);
+        }
         let _ = writeln!(md, "- Plan: `{}`", self.plan);
         let _ = writeln!(
             md,
@@ -647,12 +698,14 @@ impl Report {
             self.started_at,
             seconds(self.duration_ms)
         );
-        let _ = writeln!(
-            md,
-            "- Result: `{}` at {}",
-            self.result.branch,
-            self.result.commit.as_deref().map(short).unwrap_or("(none)")
-        );
+        if self.repos.is_empty() {
+            let _ = writeln!(
+                md,
+                "- Result: `{}` at {}",
+                self.result.branch,
+                self.result.commit.as_deref().map(short).unwrap_or("(none)")
+            );
+        }
         if self.usage != Usage::default() {
             let _ = writeln!(md, "- Spent: {}", self.usage.text());
         }
@@ -917,15 +970,44 @@ impl Report {
         if self.usage != Usage::default() {
             let _ = writeln!(out, "spent: {}", self.usage.text());
         }
-        let _ = writeln!(
-            out,
-            "run {} {} in {}; result {} at {}",
-            self.run,
-            word(self.status),
-            seconds(self.duration_ms),
-            self.result.branch,
-            self.result.commit.as_deref().map(short).unwrap_or("(none)")
-        );
+        for r in &self.repos {
+            match (&r.branch, &r.commit) {
+                (Some(branch), Some(commit)) => {
+                    let _ = writeln!(
+                        out,
+                        "{}: result {branch} at {} in {}",
+                        r.repo,
+                        short(commit),
+                        r.clone
+                    );
+                }
+                _ => {
+                    let _ = writeln!(out, "{}: {}, no result", r.repo, word(r.status));
+                }
+            }
+        }
+        if self.repos.is_empty() {
+            let _ = writeln!(
+                out,
+                "run {} {} in {}; result {} at {}",
+                self.run,
+                word(self.status),
+                seconds(self.duration_ms),
+                self.result.branch,
+                self.result.commit.as_deref().map(short).unwrap_or("(none)")
+            );
+        } else {
+            let done = self.repos.iter().filter(|r| r.commit.is_some()).count();
+            let _ = writeln!(
+                out,
+                "run {} {} in {}; {done} of {} repositories have a result (publish them with `braid publish {}`)",
+                self.run,
+                word(self.status),
+                seconds(self.duration_ms),
+                self.repos.len(),
+                self.run
+            );
+        }
         let _ = writeln!(out, "report: {}/report.md", self.state_dir);
         out
     }

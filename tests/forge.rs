@@ -1,6 +1,7 @@
-//! A scripted forge for tests: the subset of GitHub's REST API that `braid publish --pr`
-//! uses (find a repository's open pull requests by head branch, create one, update one),
-//! on loopback, with a token it wants and rate limits it can be told to answer with.
+//! A scripted forge for tests: the subsets of GitHub's and GitLab's REST APIs that
+//! `braid publish --pr` uses (find a repository's open pull or merge requests by branch,
+//! create one, update one), on loopback, with a token it wants and rate limits it can be
+//! told to answer with.
 #![allow(clippy::disallowed_methods)]
 
 use std::sync::{Arc, Mutex};
@@ -122,12 +123,15 @@ async fn answer(req: Request<hyper::body::Incoming>, state: &Mutex<State>) -> Re
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    let auth = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let auth = header("authorization");
+    let private = header("private-token");
     let body = req
         .into_body()
         .collect()
@@ -136,7 +140,11 @@ async fn answer(req: Request<hyper::body::Incoming>, state: &Mutex<State>) -> Re
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut state = state.lock().expect("forge");
-    let (status, value, retry) = route(&mut state, &method, &path, &auth, &body);
+    let (status, value, retry) = if path.starts_with("/projects/") {
+        gitlab(&mut state, &method, &path, &private, &body)
+    } else {
+        route(&mut state, &method, &path, &auth, &body)
+    };
     let at_ms = state.started.elapsed().as_millis();
     state.calls.push(Call {
         method,
@@ -274,5 +282,105 @@ fn route(
             (StatusCode::OK, value, None)
         }
         _ => (StatusCode::NOT_FOUND, json!({"message": "Not Found"}), None),
+    }
+}
+
+fn merge_json(pull: &Pull) -> Value {
+    json!({
+        "iid": pull.number,
+        "web_url": format!("https://forge.test/{}/-/merge_requests/{}", pull.repo, pull.number),
+        "state": "opened",
+        "title": pull.title,
+        "description": pull.body,
+        "source_branch": pull.head,
+        "target_branch": pull.base,
+    })
+}
+
+/// GitLab's merge requests: `GET|POST /projects/:id/merge_requests`,
+/// `PUT /projects/:id/merge_requests/:iid`, with `PRIVATE-TOKEN`.
+fn gitlab(
+    state: &mut State,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &Value,
+) -> (StatusCode, Value, Option<u32>) {
+    if token != state.token {
+        return (
+            StatusCode::UNAUTHORIZED,
+            json!({"message": "401 Unauthorized"}),
+            None,
+        );
+    }
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let ["projects", project, "merge_requests", rest @ ..] = parts.as_slice() else {
+        return (
+            StatusCode::NOT_FOUND,
+            json!({"message": "404 Not found"}),
+            None,
+        );
+    };
+    let repo = decoded(project);
+    if method != "GET" && state.limited > 0 {
+        state.limited -= 1;
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"message": "429 Too Many Requests"}),
+            Some(state.retry_after),
+        );
+    }
+    let field = |key: &str| body[key].as_str().unwrap_or_default().to_owned();
+    match (method, rest) {
+        ("GET", []) => {
+            let branch = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("source_branch="))
+                .map(decoded);
+            let found: Vec<Value> = state
+                .pulls
+                .iter()
+                .filter(|p| p.repo == repo && branch.as_ref().is_none_or(|b| *b == p.head))
+                .map(merge_json)
+                .collect();
+            (StatusCode::OK, Value::Array(found), None)
+        }
+        ("POST", []) => {
+            let pull = Pull {
+                number: state.pulls.len() as u64 + 1,
+                repo,
+                head: field("source_branch"),
+                base: field("target_branch"),
+                title: field("title"),
+                body: field("description"),
+            };
+            let value = merge_json(&pull);
+            state.pulls.push(pull);
+            (StatusCode::CREATED, value, None)
+        }
+        ("PUT", [iid]) => {
+            let iid: u64 = iid.parse().unwrap_or(0);
+            let Some(pull) = state
+                .pulls
+                .iter_mut()
+                .find(|p| p.repo == repo && p.number == iid)
+            else {
+                return (
+                    StatusCode::NOT_FOUND,
+                    json!({"message": "404 Not found"}),
+                    None,
+                );
+            };
+            pull.title = field("title");
+            pull.body = field("description");
+            let value = merge_json(pull);
+            (StatusCode::OK, value, None)
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            json!({"message": "404 Not found"}),
+            None,
+        ),
     }
 }

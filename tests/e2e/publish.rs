@@ -551,3 +551,56 @@ tasks:
         assert_eq!(&refs(&dir.join(name)), refs_before, "{name} was touched");
     }
 }
+
+#[test]
+fn merge_requests_on_gitlab_are_opened_then_updated() {
+    let (repo, _remote) = with_remote();
+    let forge = Forge::start("glpat");
+    let env = [
+        ("GITLAB_API_URL", forge.url()),
+        ("GITLAB_TOKEN", "glpat".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let args = [
+        "--per-target",
+        "--pr",
+        "--forge",
+        "gitlab",
+        "--forge-repo",
+        "group/notes",
+        "--base",
+        "main",
+    ];
+    for (round, word) in ["one", "two"].iter().enumerate() {
+        let (out, report) = run_plan(
+            &repo,
+            &notes(&repo, word, None),
+            &["--workers", "2", "--per-target"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let mut all = vec![report["run"].as_str().unwrap()];
+        all.extend(args);
+        let (out, published) = publish(&repo, &all, &env);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{published:#}",
+            stderr(&out)
+        );
+        let want = if round == 0 { "opened" } else { "updated" };
+        assert_eq!(
+            published["branches"][0]["pr"]["action"], want,
+            "{published:#}"
+        );
+    }
+    let pulls = forge.pulls();
+    assert_eq!(pulls.len(), 2, "{pulls:#?}");
+    assert_eq!(
+        (pulls[0].repo.as_str(), pulls[0].head.as_str()),
+        ("group/notes", "braid/notes/services-auth")
+    );
+    assert_eq!(
+        forge.calls().iter().filter(|c| c.method == "PUT").count(),
+        2
+    );
+}

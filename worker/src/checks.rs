@@ -87,16 +87,28 @@ pub async fn run_checks(
         }
         for one in affected {
             let package = &ws.packages[one.package];
-            let fill = |text: &str| {
-                text.replace("{{package}}", &package.name)
-                    .replace("{{package_dir}}", &package.dir)
-            };
+            // The names come from the attempt's manifests: quoted for the shell wherever
+            // they hold more than a name's usual characters.
+            let run = check
+                .run
+                .replace("{{package}}", &shell_word(&package.name))
+                .replace(
+                    "{{package_dir}}",
+                    &shell_word(if package.dir.is_empty() {
+                        "."
+                    } else {
+                        &package.dir
+                    }),
+                );
             let spec = CheckSpec {
-                run: fill(&check.run),
+                run,
                 cwd: if check.cwd.is_empty() {
                     package.dir.clone()
                 } else {
-                    fill(&check.cwd)
+                    check
+                        .cwd
+                        .replace("{{package}}", &package.name)
+                        .replace("{{package_dir}}", &package.dir)
                 },
                 ..check.clone()
             };
@@ -113,6 +125,20 @@ pub async fn run_checks(
         }
     }
     results
+}
+
+/// `text` as one shell word: as it is when it holds only characters no shell treats
+/// specially, else in single quotes.
+fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '@' | '/' | '.' | '_' | '-' | '+' | ':')
+        });
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 /// A package's name as part of a log file's name.
@@ -375,6 +401,15 @@ pub fn parse_score(stdout: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn package_names_are_quoted_for_the_shell_when_they_need_it() {
+        assert_eq!(shell_word("@acme/ui"), "@acme/ui");
+        assert_eq!(shell_word("example.com/api"), "example.com/api");
+        assert_eq!(shell_word("$(touch x)"), "'$(touch x)'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
 
     #[test]
     fn scores_are_the_last_line() {

@@ -411,7 +411,23 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
             if let Some(path) = &plan
                 && let Some(repos) = crate::plan::repos::repos_of(path).await?
             {
-                let rerun = match &rerun_failed {
+                let rerun = match rerun_failed.as_deref() {
+                    // The latest batch, wherever this is run from.
+                    Some("latest") => {
+                        let runs = braid_worker::cache::root().join("runs");
+                        let Some(dir) = latest_in(&runs) else {
+                            return Err(BraidError::Usage(format!(
+                                "no finished batch over repositories in {}",
+                                runs.display()
+                            )));
+                        };
+                        let run = dir
+                            .file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                            .into_owned();
+                        Some(load_report(&dir, &run).await?.report)
+                    }
                     Some(run) => Some(load_report(&repo_dir(None)?, run).await?.report),
                     None => None,
                 };
@@ -461,6 +477,12 @@ async fn dispatch(command: Command) -> Result<i32, BraidError> {
                     let run = rerun_failed.as_deref().unwrap_or_default();
                     let plan = plan::load(&path).await?;
                     let earlier = load_report(&plan.repo, run).await?.report;
+                    if !earlier.repos.is_empty() {
+                        return Err(BraidError::Usage(format!(
+                            "run {} was a batch over repositories; this plan is of one repository",
+                            earlier.run
+                        )));
+                    }
                     let plan = crate::rerun::plan(&path, &earlier).await?;
                     match crate::rerun::describe(&plan) {
                         Some(line) => eprintln!("braid: {line}"),

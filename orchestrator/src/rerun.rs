@@ -17,7 +17,11 @@ use crate::report::{Report, TaskReport, TaskStatus};
 /// it a new base, so it runs again as well).
 pub async fn plan(path: &Path, earlier: &Report) -> Result<Plan, BraidError> {
     let mut plan = plan::load::load_at(path, &earlier.base).await?;
-    if std::path::absolute(&earlier.repo).ok().as_deref() != Some(plan.repo.as_path()) {
+    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if !same(Path::new(&earlier.repo), &plan.repo) {
         return Err(BraidError::Usage(format!(
             "run {} was a run of {}, not of {}, which the plan names",
             earlier.run,

@@ -701,3 +701,49 @@ tasks:
     assert!(task(&report, "prep").get("own_branch").is_none());
     repo.assert_untouched(&before);
 }
+
+#[test]
+fn a_plan_over_repositories_names_real_ones_and_holds_its_task_alone() {
+    let repo = services();
+    let plan = repo.plan(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: bump
+    prompt: Bump.
+    agent: {command: ["true"]}
+    for_each: {repos: [repo, ./missing, other/repo]}
+  - id: after
+    prompt: After.
+    agent: {command: ["true"]}
+"#,
+    );
+    let other = repo.outside().join("other/repo");
+    std::fs::create_dir_all(&other).unwrap();
+    let out = braid_tests::command("git", &other)
+        .args(["init", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for command in ["validate", "run"] {
+        let out = braid(
+            Path::new(BIN),
+            repo.outside(),
+            &[command, plan.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", stderr(&out));
+        let said = stderr(&out);
+        for want in [
+            "plan.yaml:7:15: task \"bump\" is fanned over repositories, so the plan holds it alone",
+            "`repo` and `for_each: {repos}` both name repositories",
+            "\"./missing\"",
+            "\"repo\" and \"other/repo\" make the same task id bump.repo",
+        ] {
+            assert!(
+                said.contains(want),
+                "{command}: {want:?} missing from:\n{said}"
+            );
+        }
+    }
+    assert!(!repo.cache().join("clones").exists());
+}

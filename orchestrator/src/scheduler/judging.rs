@@ -474,7 +474,11 @@ fn feedback(task: &str, failed: &AttemptState, checks: &[Check]) -> String {
             let _ = writeln!(text, "Command: `{}`\n", planned.run);
         }
         if let (Some(dir), Some(why)) = (&check.package_dir, &check.affected) {
-            let _ = writeln!(text, "It ran for the package in `{dir}/`: {why}.\n");
+            let place = match dir.as_str() {
+                "" => "at the repository's root".to_owned(),
+                dir => format!("in `{dir}/`"),
+            };
+            let _ = writeln!(text, "It ran for the package {place}: {why}.\n");
         }
         let tail = failed
             .tails

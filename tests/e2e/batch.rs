@@ -635,6 +635,26 @@ tasks:
         md.contains("- Attempt 1, check `unit`, per package: cli passed (it depends on core); core passed (the change touches crates/core/src/lib.rs)"),
         "{md}"
     );
+    // The workspaces' own member lists fan a task too, `{{name}}` the package's name.
+    let members = repo.plan(
+        "version: 1\nrepo: repo\ntasks:\n  - id: up\n    prompt: Up {{name}} in {{dir}}.\n    agent: {command: [\"true\"]}\n    for_each: {workspace: true}\n",
+    );
+    let out = braid(
+        Path::new(BIN),
+        repo.outside(),
+        &["validate", members.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for id in [
+        "up.crates-cli",
+        "up.crates-core",
+        "up.crates-other",
+        "up.packages-ui",
+        "up.packages-web",
+    ] {
+        assert!(stdout(&out).contains(id), "{id}: {}", stdout(&out));
+    }
+    assert!(!stdout(&out).contains("up.docs"), "{}", stdout(&out));
     let bad = repo.plan(
         "version: 1\nrepo: repo\ntasks:\n  - id: up\n    prompt: Up.\n    agent: {command: [\"true\"]}\n    checks:\n      - {name: a, run: \"true\", per: packages}\n      - {name: b, run: \"make -C {{package_dir}}\"}\n",
     );

@@ -493,10 +493,34 @@ impl Workspace {
                 deps: deps.into_iter().map(Dep::Dir).collect(),
             });
         }
-        let workspace_root = !covered.is_empty();
+        // Without `cargo metadata`, a root workspace's `members` and `exclude` globs say
+        // which crates are its members; crates outside it stand alone.
+        let root = read("Cargo.toml").and_then(|t| t.parse::<toml::Table>().ok());
+        let globs = |key: &str| -> Vec<String> {
+            root.as_ref()
+                .and_then(|r| r.get("workspace")?.get(key)?.as_array().cloned())
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        };
+        let (members, excluded) = (globs("members"), globs("exclude"));
+        let declared = root.as_ref().is_some_and(|r| r.contains_key("workspace"));
+        let workspace_root = !covered.is_empty() || declared;
         for path in files.iter().filter(|p| file_name(p) == "Cargo.toml") {
             let dir = parent(path);
-            if covered.contains(dir) || (dir.is_empty() && workspace_root) {
+            if covered.contains(dir) {
+                continue;
+            }
+            if dir.is_empty()
+                && workspace_root
+                && !root.as_ref().is_some_and(|r| r.contains_key("package"))
+            {
+                continue;
+            }
+            // Below a workspace, a crate its globs leave out is not one of its packages.
+            let listed = member_of(&members, dir) && !member_of(&excluded, dir);
+            if covered.is_empty() && declared && !dir.is_empty() && !listed {
                 continue;
             }
             if let Some(found) = read(path).and_then(|t| cargo_crate(dir, &t)) {
@@ -806,6 +830,24 @@ mod tests {
             ["cli", "core", "tool"]
         );
         assert_eq!(names(&ws, &ws.affected(&["Cargo.toml".into()])).len(), 3);
+    }
+
+    #[test]
+    fn without_cargo_metadata_a_workspace_takes_its_members_and_leaves_out_its_exclusions() {
+        let ws = workspace(
+            &[
+                (
+                    "Cargo.toml",
+                    "[workspace]\nmembers = [\"crates/*\"]\nexclude = [\"crates/old\"]\n",
+                ),
+                ("crates/a/Cargo.toml", "[package]\nname = \"a\"\n"),
+                ("crates/old/Cargo.toml", "[package]\nname = \"old\"\n"),
+                ("elsewhere/Cargo.toml", "[package]\nname = \"elsewhere\"\n"),
+            ],
+            None,
+        );
+        let names: Vec<&str> = ws.packages.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a"]);
     }
 
     #[test]

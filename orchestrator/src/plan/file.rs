@@ -340,6 +340,9 @@ pub struct ForEachFile {
     pub marker: Option<String>,
     /// Repositories, as paths or clone URLs.
     pub repos: Option<Vec<String>>,
+    /// `true`: the packages of the repository's workspaces, as their own member lists
+    /// have them (Cargo, npm, pnpm and yarn, Go, Python); `{{name}}` is the package's name.
+    pub workspace: Option<bool>,
 }
 
 /// An agent as written: a preset name, or a map describing a command or a preset.

@@ -155,6 +155,30 @@ async fn load_with(
     }
 }
 
+/// The text of the workspace manifests among `paths` at `base`, by path.
+fn manifests(repo: &Path, base: &str, paths: &[String]) -> HashMap<String, String> {
+    const NAMES: &[&str] = &[
+        "Cargo.toml",
+        "package.json",
+        "pnpm-workspace.yaml",
+        "go.mod",
+        "go.work",
+        "pyproject.toml",
+    ];
+    let Ok(merger) = crate::merge::Merger::open(repo) else {
+        return HashMap::new();
+    };
+    let Ok(tree) = merger.tree_of(base) else {
+        return HashMap::new();
+    };
+    paths
+        .iter()
+        .filter(|p| NAMES.contains(&p.rsplit('/').next().unwrap_or(p)))
+        .filter(|p| !p.split('/').any(|part| part == "node_modules"))
+        .filter_map(|p| Some((p.clone(), merger.read_text(&tree, p).ok()??)))
+        .collect()
+}
+
 /// serde-saphyr's message without the location it would add itself.
 fn serde_message(error: &serde_saphyr::Error) -> String {
     let text = error.to_string();
@@ -395,6 +419,14 @@ impl Validator {
                     slug: one.repo.slug.clone(),
                     repo: one.repo.text.clone(),
                 }]),
+                _ if spec.value.workspace == Some(true)
+                    && spec.value.dirs.is_none()
+                    && spec.value.marker.is_none()
+                    && spec.value.repos.is_none() =>
+                {
+                    let read = manifests(repo, base, &paths);
+                    super::targets::members(&paths, &|p: &str| read.get(p).cloned())
+                }
                 _ => super::targets::find(&spec.value, &paths),
             };
             let mut targets = match found {

@@ -66,6 +66,18 @@ pub fn find(spec: &ForEachFile, paths: &[String]) -> Result<Vec<Target>, String>
                 .map(move |(i, _)| &p[..i])
         })
         .collect();
+    let keys = [
+        spec.dirs.is_some(),
+        spec.marker.is_some(),
+        spec.repos.is_some(),
+        spec.workspace.is_some(),
+    ];
+    if keys.iter().filter(|k| **k).count() != 1 {
+        return Err(
+            "`for_each` takes exactly one of `dirs` (a glob), `marker` (a file name), `workspace: true` or `repos`"
+                .into(),
+        );
+    }
     let dirs: Vec<String> = match (&spec.dirs, &spec.marker, &spec.repos) {
         (Some(glob), None, None) => {
             let scope = PathScope::new(&[glob.as_str()]).map_err(|e| e.to_string())?;
@@ -107,10 +119,7 @@ pub fn find(spec: &ForEachFile, paths: &[String]) -> Result<Vec<Target>, String>
             );
         }
         _ => {
-            return Err(
-                "`for_each` takes exactly one of `dirs` (a glob), `marker` (a file name) or `repos`"
-                    .into(),
-            );
+            return Err("`for_each: {workspace: …}` takes `true`: the workspace's packages".into());
         }
     };
     Ok(dirs
@@ -122,6 +131,34 @@ pub fn find(spec: &ForEachFile, paths: &[String]) -> Result<Vec<Target>, String>
             repo: String::new(),
         })
         .collect())
+}
+
+/// The packages of the workspaces among the files of the base (`paths`, with `read`
+/// giving a file's text), each a target: its folder, its package's name, and the slug of
+/// its folder (of its name, for a package at the root).
+pub fn members(
+    paths: &[String],
+    read: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Target>, String> {
+    let ws = braid_worker::packages::Workspace::find(paths, read, None);
+    if ws.packages.is_empty() {
+        return Err(
+            "`for_each: {workspace: true}`: no package found (Cargo, npm, pnpm, yarn, Go or Python)"
+                .into(),
+        );
+    }
+    let mut targets: Vec<Target> = ws
+        .packages
+        .iter()
+        .map(|p| Target {
+            dir: p.dir.clone(),
+            name: p.name.clone(),
+            slug: slug(if p.dir.is_empty() { &p.name } else { &p.dir }),
+            repo: String::new(),
+        })
+        .collect();
+    targets.sort_by(|a, b| a.dir.cmp(&b.dir));
+    Ok(targets)
 }
 
 /// The task of `target`: `task` with its id and every `{{dir}}` and `{{name}}` filled in.

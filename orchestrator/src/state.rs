@@ -310,6 +310,15 @@ pub fn collect(git_dir: Option<&Path>, cache: &Path) -> Collected {
         recovered: git_dir.map(recover).unwrap_or_default(),
         ..Default::default()
     };
+    // The clones of batches over repositories hold runs of their own.
+    if let Ok(clones) = std::fs::read_dir(cache.join("clones")) {
+        for entry in clones.flatten() {
+            let git = entry.path().join(".git");
+            if git.is_dir() {
+                collected.recovered.extend(recover(&git));
+            }
+        }
+    }
     // Copies of repositories that borrowed from one that is gone (a removed checkout, a
     // demo's throwaway repository).
     if let Ok(mirrors) = std::fs::read_dir(cache.join("repos")) {

@@ -229,7 +229,16 @@ pub async fn publish(
         if let (Some(forge), Outcome::Created | Outcome::Updated | Outcome::Unchanged) =
             (&forge, &published.outcome)
         {
-            let (title, body) = describe(report, item.task, &name, &commit);
+            // Every branch braid publishes starts from the run's base.
+            let files = match git
+                .raw(&["diff", "--name-status", "--no-renames", &report.base, &commit])
+                .await
+            {
+                Ok((0, out, _)) => out.lines().map(str::to_owned).collect(),
+                _ => Vec::new(),
+            };
+            let (title, mut body) = describe(report, item.task, &name, &commit);
+            body.push_str(&files_text(&files));
             let pr = pull_request(forge, &item.branch, &base, &title, &body).await;
             if let Some(number) = pr.number
                 && let Some(record) = records
@@ -711,6 +720,24 @@ fn task_text(body: &mut String, task: &TaskReport) {
     if let Some(run) = &task.carried_from {
         let _ = writeln!(body, "Won in run `{run}` and carried over.\n");
     }
+}
+
+/// The files a branch changes, as a pull request lists them (the first 100).
+fn files_text(files: &[String]) -> String {
+    use std::fmt::Write as _;
+    if files.is_empty() {
+        return String::new();
+    }
+    let mut text = format!("\n<details><summary>{} file(s) changed</summary>\n\n", files.len());
+    for line in files.iter().take(100) {
+        let (status, path) = line.split_once('\t').unwrap_or(("M", line));
+        let _ = writeln!(text, "- `{status}` {path}");
+    }
+    if files.len() > 100 {
+        let _ = writeln!(text, "- and {} more", files.len() - 100);
+    }
+    text.push_str("\n</details>\n");
+    text
 }
 
 /// One branch's outcome, as a line for the terminal.

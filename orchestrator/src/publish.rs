@@ -231,7 +231,13 @@ pub async fn publish(
         {
             // Every branch braid publishes starts from the run's base.
             let files = match git
-                .raw(&["diff", "--name-status", "--no-renames", &report.base, &commit])
+                .raw(&[
+                    "diff",
+                    "--name-status",
+                    "--no-renames",
+                    &report.base,
+                    &commit,
+                ])
                 .await
             {
                 Ok((0, out, _)) => out.lines().map(str::to_owned).collect(),
@@ -728,7 +734,10 @@ fn files_text(files: &[String]) -> String {
     if files.is_empty() {
         return String::new();
     }
-    let mut text = format!("\n<details><summary>{} file(s) changed</summary>\n\n", files.len());
+    let mut text = format!(
+        "\n<details><summary>{} file(s) changed</summary>\n\n",
+        files.len()
+    );
     for line in files.iter().take(100) {
         let (status, path) = line.split_once('\t').unwrap_or(("M", line));
         let _ = writeln!(text, "- `{status}` {path}");

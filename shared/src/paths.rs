@@ -13,6 +13,48 @@ pub struct PathScope {
     set: GlobSet,
 }
 
+/// Many owners' globs in one set: which owners' globs match a path, in one pass over the
+/// path however many owners there are.
+#[derive(Debug, Clone)]
+pub struct GlobIndex {
+    set: GlobSet,
+    /// The owner of each glob, in the order they were added.
+    owners: Vec<usize>,
+}
+
+impl GlobIndex {
+    /// The index of each owner's globs; globs that do not parse are left out (the plan's
+    /// loader reports them).
+    pub fn new<S: AsRef<str>>(owners: impl IntoIterator<Item = (usize, S)>) -> Self {
+        let mut builder = GlobSetBuilder::new();
+        let mut owner_of = Vec::new();
+        for (owner, text) in owners {
+            if let Ok(g) = glob(text.as_ref()) {
+                builder.add(g);
+                owner_of.push(owner);
+            }
+        }
+        let set = builder.build().unwrap_or_else(|_| GlobSet::empty());
+        GlobIndex {
+            set,
+            owners: owner_of,
+        }
+    }
+
+    /// The owners with a glob that matches `path`, ascending, each once.
+    pub fn owners_of(&self, path: &str) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .set
+            .matches(path)
+            .into_iter()
+            .map(|g| self.owners[g])
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
 /// A glob that cannot be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad glob {glob:?}: {reason}")]

@@ -767,3 +767,33 @@ tasks:
     }
     assert!(!repo.cache().join("clones").exists());
 }
+
+#[test]
+fn each_target_is_judged_against_its_own_folder_on_the_base() {
+    let repo = services();
+    repo.commit(
+        &[("services/auth/BROKEN", "since before\n")],
+        "auth is broken",
+    );
+    // The same check in each target's folder: auth fails it on the base already, billing
+    // does not, until its attempt breaks it.
+    let plan = repo.plan(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: fix
+    for_each: {dirs: "services/*"}
+    prompt: "Work on {{dir}}."
+    agent: {command: [sh, -c, 'echo note > {{dir}}/NOTE; test {{name}} = auth || touch {{dir}}/BROKEN']}
+    checks: [{name: sound, run: "test ! -f BROKEN", cwd: "{{dir}}"}]
+"#,
+    );
+    let (out, report) = run_plan(&repo, &plan, &["--workers", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let auth = &task(&report, "fix.services-auth")["attempts"][0]["checks"][0];
+    assert_eq!(auth["status"], "pre_existing", "{auth:#}");
+    assert_eq!(task(&report, "fix.services-auth")["status"], "succeeded");
+    let billing = &task(&report, "fix.services-billing")["attempts"][0]["checks"][0];
+    assert_eq!(billing["status"], "failed", "{billing:#}");
+    assert_eq!(task(&report, "fix.services-billing")["status"], "failed");
+}

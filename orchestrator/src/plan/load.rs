@@ -1615,48 +1615,68 @@ async fn overlaps(tasks: &[Task], repo: &Path, base: &str) -> Vec<super::Overlap
         .await
         .unwrap_or_default();
     let mut candidates: Vec<String> = listed.lines().map(str::to_owned).collect();
+    let mut known: HashSet<String> = candidates.iter().cloned().collect();
     for &t in &with {
         for glob in &tasks[t].touches {
-            if !glob.contains(['*', '?', '[', '{']) && !candidates.contains(glob) {
+            if !glob.contains(['*', '?', '[', '{']) && known.insert(glob.clone()) {
                 candidates.push(glob.clone());
             }
         }
     }
+    // One pass over the paths with every task's globs at once, not one per pair of tasks:
+    // a fanned task's thousands of targets each touch their own folder.
+    let index = braid_shared::paths::GlobIndex::new(
+        with.iter()
+            .enumerate()
+            .flat_map(|(k, &t)| tasks[t].touches.iter().map(move |g| (k, g.as_str()))),
+    );
     let dag = crate::dag::Dag::new(tasks);
-    let mut out = Vec::new();
-    for (i, &a) in with.iter().enumerate() {
-        let related = dag.related(a);
-        let Ok(scope_a) = braid_shared::paths::PathScope::new(&tasks[a].touches) else {
-            continue;
-        };
-        for &b in &with[i + 1..] {
-            if related[b] {
-                continue;
-            }
-            let Ok(scope_b) = braid_shared::paths::PathScope::new(&tasks[b].touches) else {
-                continue;
-            };
-            let mut paths: Vec<String> = scope_a
-                .matches(&candidates)
-                .into_iter()
-                .filter(|p| scope_b.first_match(&[*p]).is_some())
-                .map(str::to_owned)
-                .collect();
-            for glob in &tasks[a].touches {
-                if tasks[b].touches.contains(glob) && !paths.contains(glob) {
-                    paths.push(glob.clone());
+    let mut related: HashMap<usize, Vec<bool>> = HashMap::new();
+    let mut unordered = |a: usize, b: usize| !related.entry(a).or_insert_with(|| dag.related(a))[b];
+    let mut shared: BTreeMap<(usize, usize), Vec<String>> = BTreeMap::new();
+    for path in &candidates {
+        let hit = index.owners_of(path);
+        for (i, &x) in hit.iter().enumerate() {
+            for &y in &hit[i + 1..] {
+                let (a, b) = (with[x], with[y]);
+                if unordered(a, b) {
+                    shared.entry((x, y)).or_default().push(path.clone());
                 }
-            }
-            if !paths.is_empty() {
-                paths.truncate(OVERLAP_PATHS);
-                out.push(super::Overlap {
-                    tasks: [tasks[a].id.clone(), tasks[b].id.clone()],
-                    paths,
-                });
             }
         }
     }
-    out
+    // Two tasks naming the same glob overlap there, whatever the base holds.
+    let mut by_glob: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (k, &t) in with.iter().enumerate() {
+        for glob in &tasks[t].touches {
+            let owners = by_glob.entry(glob.as_str()).or_default();
+            if owners.last() != Some(&k) {
+                owners.push(k);
+            }
+        }
+    }
+    for (glob, owners) in by_glob {
+        for (i, &x) in owners.iter().enumerate() {
+            for &y in &owners[i + 1..] {
+                if unordered(with[x], with[y]) {
+                    let paths = shared.entry((x, y)).or_default();
+                    if !paths.iter().any(|p| p == glob) {
+                        paths.push(glob.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    shared
+        .into_iter()
+        .map(|((x, y), mut paths)| {
+            paths.truncate(OVERLAP_PATHS);
+            super::Overlap {
+                tasks: [tasks[with[x]].id.clone(), tasks[with[y]].id.clone()],
+                paths,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

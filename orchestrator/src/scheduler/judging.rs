@@ -33,10 +33,17 @@ pub(super) enum BaselineEntry {
     Known(CheckReport),
 }
 
-/// The cache key of `check` on `base`: a check is the same check when its name and its
-/// command line are.
+/// The cache key of `check` on `base`: a check is the same check when its name, its
+/// command line and the folder it runs in are (the targets of a fanned task each run
+/// `cargo test` in their own folder), and whether it runs per package.
 pub(super) fn key(base: &str, check: &Check) -> (String, String) {
-    (base.to_owned(), format!("{}\0{}", check.name, check.run))
+    (
+        base.to_owned(),
+        format!(
+            "{}\0{}\0{}\0{}",
+            check.name, check.run, check.cwd, check.per_package
+        ),
+    )
 }
 
 /// The cache key of a `per: package` check's run for one package on `base`.

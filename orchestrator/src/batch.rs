@@ -38,14 +38,20 @@ pub async fn own_branches(plan: &Plan, run: &str, tasks: &mut [TaskReport]) -> R
         if task.target.is_none() || report.status != TaskStatus::Succeeded {
             continue;
         }
-        let winner = report
-            .winner
-            .and_then(|n| report.attempts.iter().find(|a| a.n == n))
-            .and_then(|a| Some((a.commit.clone()?, a.base.clone())));
-        let (Some((commit, attempt_base)), Some(task_base)) = (winner, report.base.clone()) else {
+        let find = |n: u32| report.attempts.iter().find(|a| a.n == n);
+        let Some(winner) = report.winner.and_then(find) else {
             continue;
         };
-        let from = attempt_base.unwrap_or(task_base);
+        // A feedback retry starts from the attempt it continues: the change is measured
+        // from where its chain began.
+        let mut first = winner;
+        while let Some(earlier) = first.continues.and_then(find) {
+            first = earlier;
+        }
+        let (Some(commit), Some(task_base)) = (winner.commit.clone(), report.base.clone()) else {
+            continue;
+        };
+        let from = first.base.clone().unwrap_or(task_base);
         let branch = own_branch(run, &report.id);
         let own = if from == plan.base_commit {
             Ok(commit)

@@ -723,6 +723,42 @@ tasks:
 }
 
 #[test]
+fn a_targets_own_branch_holds_its_whole_chain_of_feedback_retries() {
+    let repo = services();
+    // The first attempt leaves a file and a wrong note; its retry fixes the note only.
+    let plan = repo.plan(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: note
+    for_each: {dirs: "services/*"}
+    prompt: "Leave a good note in {{dir}}."
+    retries: 1
+    agent: {command: [sh, -c, 'if [ -n "$BRAID_FEEDBACK_FILE" ]; then echo good > {{dir}}/NOTE; else echo bad > {{dir}}/NOTE; echo first > {{dir}}/FIRST; fi']}
+    checks: [{name: good, run: "grep -q good NOTE", cwd: "{{dir}}", baseline: false}]
+"#,
+    );
+    let (out, report) = run_plan(&repo, &plan, &["--workers", "2", "--per-target"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let auth = task(&report, "note.services-auth");
+    assert_eq!(auth["winner"], 2, "{auth:#}");
+    let branch = auth["own_branch"]["branch"].as_str().unwrap();
+    assert_eq!(
+        repo.git(&[
+            "diff",
+            "--name-only",
+            report["base"].as_str().unwrap(),
+            branch
+        ]),
+        "services/auth/FIRST\nservices/auth/NOTE"
+    );
+    assert_eq!(
+        repo.show(branch, "services/auth/NOTE").as_deref(),
+        Some("good\n")
+    );
+}
+
+#[test]
 fn a_plan_over_repositories_names_real_ones_and_holds_its_task_alone() {
     let repo = services();
     let plan = repo.plan(

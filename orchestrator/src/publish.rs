@@ -96,14 +96,22 @@ struct Record {
     pr: Option<forge::Request>,
 }
 
-/// `<git-dir>/braid/published.json`: by remote URL, then branch; and when braid last
-/// published, for `publish.per_hour`.
+/// `<git-dir>/braid/published.json`: by remote URL, then branch.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Records {
     #[serde(default)]
     remotes: BTreeMap<String, BTreeMap<String, Record>>,
-    #[serde(default)]
-    last_unix_ms: i64,
+}
+
+/// When braid last published, for `publish.per_hour`: one clock for every repository of
+/// this machine (a batch over repositories publishes to many), in braid's cache.
+fn last_published() -> (PathBuf, i64) {
+    let path = braid_worker::cache::root().join("published-at");
+    let at = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    (path, at)
 }
 
 impl Records {
@@ -214,7 +222,7 @@ pub async fn publish(
             continue;
         };
         if let Some(spacing) = spacing {
-            pace(&mut records, spacing).await;
+            pace(spacing).await;
         }
         let mut published = push(
             &git,
@@ -260,7 +268,10 @@ pub async fn publish(
             published.pr = Some(pr);
         }
         // The pace runs from the end of one branch's publishing, pull request included.
-        records.last_unix_ms = chrono::Utc::now().timestamp_millis();
+        let (pace_file, _) = last_published();
+        let now = chrono::Utc::now().timestamp_millis().to_string();
+        let _ = std::fs::create_dir_all(pace_file.parent().unwrap_or(git_dir))
+            .and_then(|()| crate::report::write_atomically(&pace_file, now.as_bytes()));
         records.write(git_dir)?;
         if !options.json {
             eprintln!("{}", line(&published));
@@ -393,10 +404,11 @@ fn items<'a>(
 }
 
 /// Waits until `spacing` has passed since braid last published.
-async fn pace(records: &mut Records, spacing: Duration) {
-    let since = chrono::Utc::now().timestamp_millis() - records.last_unix_ms;
+async fn pace(spacing: Duration) {
+    let (_, last) = last_published();
+    let since = chrono::Utc::now().timestamp_millis() - last;
     let wait = spacing.as_millis() as i64 - since;
-    if records.last_unix_ms > 0 && wait > 0 {
+    if last > 0 && wait > 0 {
         let wait = Duration::from_millis(wait as u64);
         if wait > Duration::from_secs(2) {
             eprintln!(

@@ -169,8 +169,16 @@ async fn find_workspace(
             .await
             .map_err(|e| format!("listing the worktree's files: {e}"))?
     };
-    let workspace_root = std::fs::read_to_string(dir.join("Cargo.toml"))
-        .ok()
+    let read = |path: &str| -> Option<String> {
+        let full = root.join(path);
+        // A manifest that is a link is not read: it could point anywhere.
+        let meta = std::fs::symlink_metadata(&full).ok()?;
+        if !meta.is_file() || meta.len() > 4 << 20 {
+            return None;
+        }
+        std::fs::read_to_string(full).ok()
+    };
+    let workspace_root = read("Cargo.toml")
         .and_then(|t| t.parse::<toml::Table>().ok())
         .is_some_and(|t| t.contains_key("workspace"));
     let members = if workspace_root {
@@ -211,15 +219,6 @@ async fn find_workspace(
         Some(packages::cargo_metadata(json, &root)?)
     } else {
         None
-    };
-    let read = |path: &str| -> Option<String> {
-        let full = root.join(path);
-        // A manifest that is a link is not read: it could point anywhere.
-        let meta = std::fs::symlink_metadata(&full).ok()?;
-        if !meta.is_file() || meta.len() > 4 << 20 {
-            return None;
-        }
-        std::fs::read_to_string(full).ok()
     };
     Ok(Workspace::find(&files, &read, members))
 }

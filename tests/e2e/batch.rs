@@ -833,3 +833,39 @@ tasks:
     assert_eq!(billing["status"], "failed", "{billing:#}");
     assert_eq!(task(&report, "fix.services-billing")["status"], "failed");
 }
+
+#[test]
+fn a_per_package_verification_runs_for_what_the_result_changed() {
+    let repo = workspaces();
+    let plan = repo.plan(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: ui
+    prompt: Change the ui.
+    agent: {command: [sh, -c, 'echo "// more" >> packages/ui/index.js']}
+merge:
+  verify:
+    - {name: all, per: package, run: 'test -f package.json'}
+"#,
+    );
+    let (out, report) = run_plan(&repo, &plan, &["--workers", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let verified: Vec<(&str, &str)> = report["result"]["verify"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["package"].as_str().unwrap_or("-"),
+                c["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verified,
+        [("@acme/ui", "passed"), ("web", "passed")],
+        "{:#}",
+        report["result"]
+    );
+}

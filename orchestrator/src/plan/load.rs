@@ -1130,7 +1130,6 @@ impl Validator {
         }
     }
 
-    /// A `budget` as written; `owner` says whose it is in errors.
     /// `publish: {per_hour: N}`; `Some(None)` when it is not there, `None` when it is wrong.
     fn publish(&mut self, value: Option<&Spanned<PublishFile>>) -> Option<Option<Publish>> {
         let Some(value) = value else {
@@ -1160,6 +1159,7 @@ impl Validator {
         }
     }
 
+    /// A `budget` as written; `owner` says whose it is in errors.
     fn budget(&mut self, value: Option<&Spanned<BudgetFile>>, owner: &str) -> Option<Budget> {
         let Some(value) = value else {
             return Some(Budget::default());
@@ -1371,7 +1371,7 @@ impl Validator {
                     self.error(
                         place(&per.referenced),
                         format!(
-                            "{owner}: check {name:?}: `per: {}` is not known; the one there is is `per: package`",
+                            "{owner}: check {name:?}: `per: {}` is not known; use `per: package`",
                             per.value
                         ),
                     );

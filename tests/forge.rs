@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -132,13 +132,7 @@ async fn answer(req: Request<hyper::body::Incoming>, state: &Mutex<State>) -> Re
     };
     let auth = header("authorization");
     let private = header("private-token");
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let body = crate::http::json_body(req.into_body()).await;
     let mut state = state.lock().expect("forge");
     let (status, value, retry) = if path.starts_with("/projects/") {
         gitlab(&mut state, &method, &path, &private, &body)

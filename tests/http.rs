@@ -18,6 +18,17 @@ use hyper_util::rt::TokioIo;
 /// An answer.
 pub type Reply = Response<Full<Bytes>>;
 
+/// A request's body read as JSON; `null` when it is none.
+pub async fn json_body(body: hyper::body::Incoming) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+}
+
 /// A running server; it stops when dropped.
 #[derive(Debug)]
 pub struct Loopback {

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
@@ -215,13 +215,7 @@ async fn answer(req: Request<Incoming>, script: &Script, state: &State) -> Reply
         .to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let body = crate::http::json_body(req.into_body()).await;
     let api = if path.ends_with("/responses") {
         Some(Api::Responses)
     } else if path.ends_with("/chat/completions") {

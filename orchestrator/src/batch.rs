@@ -15,8 +15,7 @@ use crate::merge::Merger;
 use crate::plan::Plan;
 use crate::plan::repos::{ForRepo, Repo, ReposPlan, Source};
 use crate::report::{
-    Burndown, OwnBranch, RepoResult, Report, ResultReport, RunStatus, TaskReport, TaskStatus,
-    UnfinishedTarget, word,
+    Burndown, OwnBranch, RepoResult, Report, ResultReport, RunStatus, TaskReport, TaskStatus, word,
 };
 use crate::run::{RunOptions, run_embedded};
 use crate::state;
@@ -392,24 +391,10 @@ pub async fn run_repos(
     let (repos, tasks): (Vec<RepoResult>, Vec<TaskReport>) = done.into_iter().unzip();
     let mut burndown = Burndown {
         task: plan.task.clone(),
-        total: repos.len() as u32,
         ..Default::default()
     };
     for r in &repos {
-        match r.status {
-            TaskStatus::Succeeded => burndown.succeeded += 1,
-            TaskStatus::Failed => burndown.failed += 1,
-            TaskStatus::Blocked => burndown.blocked += 1,
-            TaskStatus::Cancelled => burndown.cancelled += 1,
-        }
-        if r.status != TaskStatus::Succeeded {
-            burndown.unfinished.push(UnfinishedTarget {
-                task: r.task.clone(),
-                dir: r.repo.clone(),
-                status: r.status,
-                reason: r.error.clone(),
-            });
-        }
+        burndown.count(&r.task, &r.repo, r.status, r.error.as_deref());
     }
     let status =
         if interrupted.is_cancelled() || repos.iter().any(|r| r.status == TaskStatus::Cancelled) {

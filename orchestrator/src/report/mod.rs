@@ -425,6 +425,27 @@ pub struct Burndown {
     pub unfinished: Vec<UnfinishedTarget>,
 }
 
+impl Burndown {
+    /// Counts one more target, `task` in `dir` (a folder or a repository), that ended so.
+    pub fn count(&mut self, task: &str, dir: &str, status: TaskStatus, reason: Option<&str>) {
+        self.total += 1;
+        match status {
+            TaskStatus::Succeeded => self.succeeded += 1,
+            TaskStatus::Failed => self.failed += 1,
+            TaskStatus::Blocked => self.blocked += 1,
+            TaskStatus::Cancelled => self.cancelled += 1,
+        }
+        if status != TaskStatus::Succeeded {
+            self.unfinished.push(UnfinishedTarget {
+                task: task.to_owned(),
+                dir: dir.to_owned(),
+                status,
+                reason: reason.map(str::to_owned),
+            });
+        }
+    }
+}
+
 /// A target that did not succeed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnfinishedTarget {
@@ -454,22 +475,12 @@ pub fn burndown(plan: &crate::plan::Plan, tasks: &[TaskReport]) -> Vec<Burndown>
                 out.len() - 1
             }
         };
-        let one = &mut out[at];
-        one.total += 1;
-        match ended.status {
-            TaskStatus::Succeeded => one.succeeded += 1,
-            TaskStatus::Failed => one.failed += 1,
-            TaskStatus::Blocked => one.blocked += 1,
-            TaskStatus::Cancelled => one.cancelled += 1,
-        }
-        if ended.status != TaskStatus::Succeeded {
-            one.unfinished.push(UnfinishedTarget {
-                task: ended.id.clone(),
-                dir: target.dir.clone(),
-                status: ended.status,
-                reason: ended.reason.clone(),
-            });
-        }
+        out[at].count(
+            &ended.id,
+            &target.dir,
+            ended.status,
+            ended.reason.as_deref(),
+        );
     }
     out
 }

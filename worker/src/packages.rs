@@ -121,10 +121,6 @@ fn file_name(path: &str) -> &str {
     path.rsplit_once('/').map_or(path, |(_, name)| name)
 }
 
-fn last(dir: &str) -> &str {
-    file_name(dir)
-}
-
 /// Joins `dir` and a relative path, folding `.` and `..`; `None` when it leaves the root.
 fn join(dir: &str, rel: &str) -> Option<String> {
     let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
@@ -235,7 +231,7 @@ fn node(files: &[String], read: &dyn Fn(&str) -> Option<String>) -> (Vec<Found>,
             name: m
                 .get("name")
                 .and_then(|n| n.as_str())
-                .map_or_else(|| last(dir).to_owned(), str::to_owned),
+                .map_or_else(|| file_name(dir).to_owned(), str::to_owned),
             dir: dir.to_owned(),
             deps,
         });
@@ -295,8 +291,7 @@ fn go(files: &[String], read: &dyn Fn(&str) -> Option<String>) -> (Vec<Found>, V
         for line in text.lines() {
             let line = line.split("//").next().unwrap_or("").trim();
             let (directive, rest) = match block {
-                Some(d) if line == ")" => {
-                    let _ = d;
+                Some(_) if line == ")" => {
                     block = None;
                     continue;
                 }
@@ -332,7 +327,7 @@ fn go(files: &[String], read: &dyn Fn(&str) -> Option<String>) -> (Vec<Found>, V
             }
         }
         if name.is_empty() {
-            name = last(dir).to_owned();
+            name = file_name(dir).to_owned();
         }
         found.push(Found {
             name,
@@ -361,7 +356,7 @@ fn python(files: &[String], read: &dyn Fn(&str) -> Option<String>) -> (Vec<Found
         let name = at(&["project", "name"])
             .or_else(|| at(&["tool", "poetry", "name"]))
             .and_then(|n| n.as_str())
-            .map_or_else(|| last(dir).to_owned(), str::to_owned);
+            .map_or_else(|| file_name(dir).to_owned(), str::to_owned);
         let mut deps = Vec::new();
         let mut strings = |value: Option<&toml::Value>| {
             for item in value.and_then(|v| v.as_array()).into_iter().flatten() {

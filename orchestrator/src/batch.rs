@@ -33,6 +33,8 @@ pub fn own_branch(run: &str, task: &str) -> String {
 pub async fn own_branches(plan: &Plan, run: &str, tasks: &mut [TaskReport]) -> Result<(), String> {
     let git = Git::at(&plan.repo);
     let merger = Merger::open(&plan.repo).map_err(|e| e.to_string())?;
+    // Written together: one transaction for thousands of targets.
+    let mut moves = Vec::new();
     for (report, task) in tasks.iter_mut().zip(&plan.tasks) {
         if task.target.is_none() || report.status != TaskStatus::Succeeded {
             continue;
@@ -68,9 +70,11 @@ pub async fn own_branches(plan: &Plan, run: &str, tasks: &mut [TaskReport]) -> R
         };
         report.own_branch = Some(match own {
             Ok(own) => {
-                merger
-                    .set_ref(&format!("refs/heads/{branch}"), &own, None)
-                    .map_err(|e| format!("could not record {branch}: {e}"))?;
+                moves.push(crate::merge::BranchMove {
+                    refname: format!("refs/heads/{branch}"),
+                    commit: own.clone(),
+                    old: None,
+                });
                 OwnBranch {
                     branch,
                     commit: Some(own),
@@ -84,7 +88,9 @@ pub async fn own_branches(plan: &Plan, run: &str, tasks: &mut [TaskReport]) -> R
             },
         });
     }
-    Ok(())
+    merger
+        .set_refs(&moves)
+        .map_err(|e| format!("could not record the targets' own branches: {e}"))
 }
 
 /// The change `from..commit` put on `base` as one commit; `Err` with the conflicted
@@ -536,17 +542,12 @@ pub async fn publish_repos(
         };
         // The repository's own remote: a local one's, as it is configured there; a URL's,
         // the URL itself.
-        let source = PathBuf::from(&r.repo);
-        let url = if source.is_absolute() || !r.repo.contains(':') {
+        let url = if !crate::plan::repos::is_url(&r.repo) {
             let plan_dir = Path::new(&report.plan)
                 .parent()
                 .map(Path::to_owned)
                 .unwrap_or_default();
-            let local = if source.is_absolute() {
-                source
-            } else {
-                plan_dir.join(&source)
-            };
+            let local = plan_dir.join(&r.repo);
             crate::publish::remote_url(&Git::at(&local), &local, &options.remote).await?
         } else if options.remote == "origin" {
             r.repo.clone()

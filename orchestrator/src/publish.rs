@@ -8,7 +8,7 @@
 //! braid last pushed there, nor behind what it pushes now was changed by someone else, and
 //! is reported and left as it is.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -205,6 +205,8 @@ pub async fn publish(
         None => default_branch(&git, &remote, report).await,
     };
     let mut records = Records::read(git_dir);
+    // What the remote has under the branches to publish, read once for them all.
+    let remote_heads = heads_under(&git, &remote, &root).await;
     let spacing = report
         .publish
         .map(|p| Duration::from_secs_f64(3600.0 / f64::from(p.per_hour.max(1))));
@@ -227,6 +229,7 @@ pub async fn publish(
         let mut published = push(
             &git,
             &remote,
+            &remote_heads,
             &url,
             item,
             &commit,
@@ -307,6 +310,28 @@ pub fn conclude(run: &str, remote: &str, out: &[Published], json: bool) -> Resul
     Ok(if clean { EXIT_OK } else { EXIT_FAILED })
 }
 
+/// The remote's branches `root` and `root/…`, by full name.
+async fn heads_under(
+    git: &Git,
+    remote: &str,
+    root: &str,
+) -> Result<HashMap<String, String>, String> {
+    let exact = format!("refs/heads/{root}");
+    let below = format!("refs/heads/{root}/*");
+    match git
+        .raw(&["ls-remote", "--refs", remote, &exact, &below])
+        .await
+    {
+        Ok((0, out, _)) => Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(commit, name)| (name.to_owned(), commit.to_owned()))
+            .collect()),
+        Ok((_, _, err)) => Err(format!("could not read the remote: {err}")),
+        Err(e) => Err(format!("could not read the remote: {e}")),
+    }
+}
+
 /// The URL of `remote` of the repository at `repo`, as configured (a relative path made
 /// absolute).
 pub async fn remote_url(git: &Git, repo: &Path, remote: &str) -> Result<String, BraidError> {
@@ -316,8 +341,7 @@ pub async fn remote_url(git: &Git, repo: &Path, remote: &str) -> Result<String, 
     {
         Ok((0, url, _)) => {
             let url = url.trim();
-            let remote = url.contains("://") || (url.contains('@') && url.contains(':'));
-            let local = !remote;
+            let local = !crate::plan::repos::is_url(url);
             Ok(if local && !url.starts_with('/') {
                 repo.join(url).display().to_string()
             } else {
@@ -422,9 +446,11 @@ async fn pace(spacing: Duration) {
 
 /// Pushes `commit` to the item's branch when the remote branch is absent, braid's own, or
 /// behind it.
+#[allow(clippy::too_many_arguments)]
 async fn push(
     git: &Git,
     remote: &str,
+    remote_heads: &Result<HashMap<String, String>, String>,
     url: &str,
     item: &Item<'_>,
     commit: &str,
@@ -441,18 +467,10 @@ async fn push(
         detail: None,
         pr: None,
     };
-    let there = match git.raw(&["ls-remote", "--refs", remote, &refname]).await {
-        Ok((0, out, _)) => out.lines().find_map(|l| {
-            l.split_once('\t')
-                .filter(|(_, r)| *r == refname)
-                .map(|(c, _)| c.to_owned())
-        }),
-        Ok((_, _, err)) | Err(braid_shared::git::GitError::Failed { stderr: err, .. }) => {
-            published.detail = Some(format!("could not read the remote: {err}"));
-            return published;
-        }
-        Err(e) => {
-            published.detail = Some(format!("could not read the remote: {e}"));
+    let there = match remote_heads {
+        Ok(heads) => heads.get(&refname).cloned(),
+        Err(why) => {
+            published.detail = Some(why.clone());
             return published;
         }
     };

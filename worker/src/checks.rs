@@ -112,7 +112,13 @@ pub async fn run_checks(
                 },
                 ..check.clone()
             };
-            let log = log_of(&format!("{}.{}", check.name, log_slug(&package.name)));
+            // By folder: two kinds of package may share a name, never a folder.
+            let place = if package.dir.is_empty() {
+                &package.name
+            } else {
+                &package.dir
+            };
+            let log = log_of(&format!("{}.{}", check.name, log_slug(place)));
             let mut result = if cancel.is_cancelled() {
                 skipped(check, "the attempt was cancelled")
             } else {
@@ -141,7 +147,7 @@ fn shell_word(text: &str) -> String {
     }
 }
 
-/// A package's name as part of a log file's name.
+/// A package's folder (or name) as part of a log file's name.
 fn log_slug(name: &str) -> String {
     name.trim_start_matches('@')
         .chars()

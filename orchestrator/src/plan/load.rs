@@ -1511,7 +1511,7 @@ impl Validator {
         let (path, at) = match repo {
             Some(r) => {
                 let text = r.value.trim();
-                if text.contains("://") || (text.contains('@') && text.contains(':')) {
+                if super::repos::is_url(text) {
                     self.error(place(&r.referenced), format!("repo {text:?} is a URL; this version of braid runs on a local repository: clone it and set `repo` to the clone's path"));
                     return None;
                 }

@@ -53,7 +53,9 @@ pub struct ForRepo {
     pub base: String,
 }
 
-fn is_url(text: &str) -> bool {
+/// Whether a repository as written is a clone URL (`https://…`, `git@host:path`) rather
+/// than a path.
+pub fn is_url(text: &str) -> bool {
     text.contains("://") || (!text.starts_with('/') && text.contains('@') && text.contains(':'))
 }
 

@@ -869,3 +869,30 @@ merge:
         report["result"]
     );
 }
+
+#[test]
+fn an_agent_that_makes_hundreds_of_packages_gets_no_check_run_for_each() {
+    let repo = services();
+    let plan = repo.plan(
+        r#"version: 1
+repo: repo
+tasks:
+  - id: flood
+    prompt: Make packages.
+    agent: {command: [sh, -c, 'i=0; while [ $i -lt 300 ]; do mkdir -p p/$i && echo "{\"name\": \"p$i\"}" > p/$i/package.json; i=$((i+1)); done']}
+    checks: [{name: unit, per: package, run: "true", baseline: false}]
+"#,
+    );
+    let (out, report) = run_plan(&repo, &plan, &["--workers", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let checks = &task(&report, "flood")["attempts"][0]["checks"];
+    assert_eq!(checks.as_array().map(Vec::len), Some(1), "{checks:#}");
+    assert_eq!(checks[0]["status"], "failed");
+    assert!(
+        checks[0]["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the change affects 300 packages"),
+        "{checks:#}"
+    );
+}

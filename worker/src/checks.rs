@@ -21,6 +21,9 @@ use crate::sandbox::Launch;
 pub const TAIL_BYTES: u64 = 4096;
 /// Most lines of a failing check's output kept for feedback.
 pub const TAIL_LINES: usize = 40;
+/// Most packages one `per: package` check runs for in an attempt: an agent that makes
+/// thousands of manifests does not get thousands of check runs.
+pub const MOST_PACKAGE_RUNS: usize = 256;
 /// Most bytes of a score command's output read.
 const SCORE_OUTPUT_CAP: usize = 64 << 10;
 
@@ -83,6 +86,16 @@ pub async fn run_checks(
                 n => format!("the change affects none of the workspace's {n} package(s)"),
             };
             results.push(skipped(check, &note));
+            continue;
+        }
+        if affected.len() > MOST_PACKAGE_RUNS {
+            results.push(failed(
+                check,
+                format!(
+                    "the change affects {} packages; a `per: package` check runs for {MOST_PACKAGE_RUNS} at most",
+                    affected.len()
+                ),
+            ));
             continue;
         }
         for one in affected {

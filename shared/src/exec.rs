@@ -154,6 +154,7 @@ pub struct Cmd {
     grace: Duration,
     launcher: Vec<OsString>,
     landlock: Option<Arc<crate::landlock::Ruleset>>,
+    no_hard_links: bool,
     lines: Option<mpsc::Sender<Vec<u8>>>,
     stall: Option<Duration>,
     keep_env: Option<Vec<String>>,
@@ -181,6 +182,7 @@ impl Cmd {
             grace: KILL_GRACE,
             launcher: Vec::new(),
             landlock: None,
+            no_hard_links: false,
             lines: None,
             stall: None,
             keep_env: None,
@@ -225,6 +227,12 @@ impl Cmd {
     /// Restricts the child with a Landlock ruleset before it starts its program.
     pub fn landlock(mut self, ruleset: Arc<crate::landlock::Ruleset>) -> Self {
         self.landlock = Some(ruleset);
+        self
+    }
+
+    /// Keeps the child, and all it starts, from making hard links ([`crate::seccomp`]).
+    pub fn no_hard_links(mut self) -> Self {
+        self.no_hard_links = true;
         self
     }
 
@@ -340,6 +348,14 @@ impl Cmd {
         }
         for key in GIT_REDIRECTS {
             command.env_remove(key);
+        }
+        if self.no_hard_links {
+            #[allow(unsafe_code)]
+            // SAFETY: the closure runs in the child between fork and exec, and makes only
+            // the two system calls of `no_hard_links`: no allocation, no lock.
+            unsafe {
+                command.pre_exec(crate::seccomp::no_hard_links);
+            }
         }
         if let Some(ruleset) = &self.landlock {
             let fd = ruleset.raw();

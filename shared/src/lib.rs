@@ -14,6 +14,7 @@ pub mod exec;
 pub mod git;
 pub mod landlock;
 pub mod paths;
+pub mod seccomp;
 pub mod secret;
 pub mod task;
 pub mod usage;

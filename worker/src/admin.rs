@@ -35,6 +35,19 @@ pub fn read_index(repo: &gix::Repository) -> Result<gix::index::File, String> {
     .map_err(|e| format!("reading the index: {e}"))
 }
 
+/// What tells whether the index file was written since: its inode, size and change time
+/// (which no process can set back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp(u64, u64, i64, i64);
+
+/// The stamp of the worktree's index file now, if it is a file.
+pub fn stamp(repo: &gix::Repository) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(repo.index_path()).ok()?;
+    meta.is_file()
+        .then(|| Stamp(meta.ino(), meta.size(), meta.ctime(), meta.ctime_nsec()))
+}
+
 /// The commit the worktree's HEAD points at.
 pub fn head(repo: &gix::Repository) -> Result<ObjectId, String> {
     repo.head_id()
@@ -42,11 +55,19 @@ pub fn head(repo: &gix::Repository) -> Result<ObjectId, String> {
         .map_err(|e| format!("reading HEAD: {e}"))
 }
 
+/// How braid writes an index: without the checksum of its contents (git's `index.skipHash`,
+/// which git reads since 2.40, as braid's worktrees' config says): hashing the index was
+/// a large part of every move and commit of a worktree of a large repository.
+pub const WRITE: gix::index::write::Options = gix::index::write::Options {
+    extensions: gix::index::write::Extensions::All,
+    skip_hash: true,
+};
+
 /// Writes `index` over the file it was read from.
 pub fn write_index(index: &gix::index::File) -> Result<(), String> {
     let mut bytes = Vec::with_capacity(64 + index.entries().len() * 96);
     index
-        .write_to(&mut bytes, Default::default())
+        .write_to(&mut bytes, WRITE)
         .map_err(|e| format!("writing the index: {e}"))?;
     overwrite(index.path(), &bytes).map_err(|e| format!("writing the index: {e}"))
 }

@@ -104,6 +104,7 @@ pub async fn run_attempt(
     };
     let provisioned = started.elapsed();
     let launch = launch_for(spec, lease, &worktree, pool.root());
+    worktree.runs(&launch.sandbox);
     let files = AttemptFiles::of(spec, &place.logs);
     if let Err(why) = crate::agent::prepare(spec, &launch, worktree.path(), &files, &cancel).await {
         result.status = if cancel.is_cancelled() {
@@ -596,6 +597,9 @@ fn contained(restored: &cache::Restored) -> Vec<String> {
 /// Stages and commits what the agent left, and measures the diff when HEAD moved: in
 /// process where [`commit::stage_all`] can, with `git add --all` where not. Returns HEAD
 /// and the diff (when HEAD moved) and the nested repositories left out, or a sentence.
+///
+/// Staging starts from the index braid last wrote and looks only at the paths the
+/// worktree's journal names, when it knows them (see [`start_index`]).
 async fn record(
     spec: &AttemptSpec,
     worktree: &Worktree,
@@ -607,9 +611,7 @@ async fn record(
     );
     let base = spec.base_commit.clone();
     let diff_base = measured_from(spec);
-    let commit_and_measure = move |repo: &gix::Repository| {
-        let head = commit::commit_index(repo, &message)
-            .map_err(|e| format!("could not commit the attempt's changes: {e}"))?;
+    let measure = move |repo: &gix::Repository, head: String| {
         if head == base {
             return Ok((head, None));
         }
@@ -617,27 +619,97 @@ async fn record(
             .map_err(|e| format!("could not measure the attempt's diff: {e}"))?;
         Ok((head, Some(stat)))
     };
+    let (changed, known) = (worktree.changed(), worktree.take_known());
     // One trip off the async threads when staging stays in process.
-    let (tried, then) = (repo.clone(), commit_and_measure.clone());
-    let first = in_process(tried, move |repo| match commit::stage_all(repo) {
-        Ok(staged) => then(repo).map(|(head, stat)| Some((head, stat, staged.nested))),
-        Err(why) => {
-            tracing::debug!(%why, "staging with git");
-            Ok(None)
-        }
+    let (then, said) = (measure.clone(), message.clone());
+    let first = in_process(repo.clone(), move |repo| {
+        let Ok((original, paths, held)) = start_index(repo, known, changed) else {
+            return Ok(None);
+        };
+        let changes = match &paths {
+            Some(paths) => crate::checkout::Changes::Paths(paths),
+            None => crate::checkout::Changes::Unknown,
+        };
+        let (staged, index, edits) = match commit::stage_all(repo, changes, original) {
+            Ok(staged) => staged,
+            Err(why) => {
+                tracing::debug!(%why, "staging with git");
+                return Ok(None);
+            }
+        };
+        let head_tree = crate::admin::head(repo)
+            .and_then(|head| commit::tree_of(repo, head))
+            .ok();
+        // The edits make the tree when the index held HEAD's tree before them.
+        let edits = (held.is_some() && held == head_tree).then_some(edits.as_slice());
+        let (head, tree) = commit::commit_index(repo, &said, &index, edits)
+            .map_err(|e| format!("could not commit the attempt's changes: {e}"))?;
+        let intent = index
+            .entries()
+            .iter()
+            .any(|e| e.flags.contains(gix::index::entry::Flags::INTENT_TO_ADD));
+        let known = (!intent).then(|| crate::checkout::Known { index, tree });
+        let (head, stat) = then(repo, head)?;
+        Ok(Some((head, stat, staged.nested, known)))
     })
     .await?;
-    if let Some(recorded) = first {
-        return Ok(recorded);
+    if let Some((head, stat, nested, known)) = first {
+        if let Some(known) = known {
+            worktree.keep_known(known);
+        }
+        return Ok((head, stat, nested));
     }
     worktree
         .git()
         .add_all()
         .await
         .map_err(|e| format!("could not commit the attempt's changes: {e}"))?;
-    let (head, stat) = in_process(repo, commit_and_measure).await?;
+    let (head, stat) = in_process(repo, move |repo| {
+        let index = crate::admin::read_index(repo)?;
+        let (head, _) = commit::commit_index(repo, &message, &index, None)
+            .map_err(|e| format!("could not commit the attempt's changes: {e}"))?;
+        measure(repo, head)
+    })
+    .await?;
     Ok((head, stat, Vec::new()))
 }
+
+/// The index staging starts from, the paths it looks at (`None`: all), and the tree the
+/// index holds when that is known.
+///
+/// That is the index braid last wrote, when the index file is as braid wrote it and the
+/// journal knows what changed. When something wrote the index file since (git, run by
+/// the agent), staging starts from that file, as `git add --all` would, and looks at the
+/// paths whose entries differ from braid's too: elsewhere the worktree is as braid's
+/// index has it.
+fn start_index(
+    repo: &gix::Repository,
+    known: Option<(crate::checkout::Known, Option<crate::admin::Stamp>)>,
+    changed: Option<Vec<gix::bstr::BString>>,
+) -> Result<Started, String> {
+    let disk = || crate::admin::read_index(repo);
+    let (Some((known, stamp)), Some(mut paths)) = (known, changed) else {
+        return Ok((disk()?, None, None));
+    };
+    if stamp.is_some() && crate::admin::stamp(repo) == stamp {
+        return Ok((known.index, Some(paths), Some(known.tree)));
+    }
+    Ok(match disk() {
+        Ok(index) => {
+            paths.extend(crate::checkout::differing(&known.index, &index));
+            (index, Some(paths), None)
+        }
+        // The agent's index is gone (see `cache::restore`): braid's, compared in full.
+        Err(_) => (known.index, None, None),
+    })
+}
+
+/// An index to stage onto, the paths to look at, the tree the index holds.
+type Started = (
+    gix::index::File,
+    Option<Vec<gix::bstr::BString>>,
+    Option<gix::ObjectId>,
+);
 
 /// Runs `work` on the opened worktree `repo` off the async threads.
 async fn in_process<T: Send + 'static>(

@@ -83,11 +83,13 @@ pub fn run_dir(root: &Path, run: &str) -> PathBuf {
 
 fn config(layout: &Layout) -> String {
     // `core.worktree` tells git and gix where the files are when they are given the git
-    // folder; hooks go nowhere, and nothing braid runs here starts an fsmonitor.
+    // folder; hooks go nowhere, and nothing braid runs here starts an fsmonitor. The index
+    // carries no checksum, as braid writes it (see `admin::WRITE`).
     format!(
         "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\
          \tlogallrefupdates = true\n\tworktree = {}\n\thooksPath = /dev/null\n\
-         \tfsmonitor = false\n[gc]\n\tauto = 0\n[maintenance]\n\tauto = false\n",
+         \tfsmonitor = false\n[index]\n\tskipHash = true\n[gc]\n\tauto = 0\n\
+         [maintenance]\n\tauto = false\n",
         quote(&layout.tree)
     )
 }

@@ -32,8 +32,9 @@ pub(crate) fn open(dir: &Path) -> Result<gix::Repository, String> {
     gix::open_opts(dir, options).map_err(|e| format!("opening {}: {e}", dir.display()))
 }
 
-/// Writes the files of `commit` into the empty worktree of `repo`, and its index.
-pub fn populate(repo: &gix::Repository, commit: &str) -> Result<(), String> {
+/// Writes the files of `commit` into the empty worktree of `repo`, and its index, which
+/// it returns.
+pub fn populate(repo: &gix::Repository, commit: &str) -> Result<Known, String> {
     let tree = crate::commit::tree_of(repo, crate::commit::commit_id(commit)?)?;
     let mut index = repo
         .index_from_tree(&tree)
@@ -42,8 +43,9 @@ pub fn populate(repo: &gix::Repository, commit: &str) -> Result<(), String> {
         options.destination_is_initially_empty = true;
     })?;
     index
-        .write(Default::default())
-        .map_err(|e| format!("writing the index: {e}"))
+        .write(crate::admin::WRITE)
+        .map_err(|e| format!("writing the index: {e}"))?;
+    Ok(Known { index, tree })
 }
 
 /// Writes the files of the entries of `index` (of `commit`) into the worktree of `repo`,
@@ -146,9 +148,25 @@ pub fn restore_paths(repo: &gix::Repository, commit: &str, paths: &[String]) -> 
 /// Cleans the worktree of `repo` where it is: what [`move_to`] its own HEAD does. A worktree
 /// is cleaned as soon as its attempt is over, while the coordinator decides what comes
 /// next, so that moving it then only writes what differs.
-pub fn clean(repo: &gix::Repository) -> Result<Moved, String> {
+pub fn clean(
+    repo: &gix::Repository,
+    changes: Changes<'_>,
+    known: Option<Known>,
+) -> Result<(Moved, Known), String> {
     let head = crate::admin::head(repo)?;
-    move_to(repo, &head.to_string(), false)
+    move_to(repo, &head.to_string(), changes, known)
+}
+
+/// What is known of how a worktree differs from its index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changes<'a> {
+    /// Nothing: it is clean, as [`clean`] left it and untouched since.
+    None,
+    /// Only these paths (a folder standing for all beneath it) may differ (see
+    /// [`crate::journal`]).
+    Paths(&'a [gix::bstr::BString]),
+    /// Anything may: every file is compared.
+    Unknown,
 }
 
 /// Of `worktrees` (folders with their opened repositories), the one whose HEAD is nearest
@@ -202,28 +220,61 @@ pub struct Moved {
 }
 
 /// Moves the worktree of `repo` to `commit`, as `git checkout --force --detach` followed by
-/// `git clean -ffdx` would: HEAD detached at `commit`, its tree in the index and on disk,
+/// `git clean -ffdx` would, and returns the index it wrote: HEAD detached at `commit`, its tree in the index and on disk,
 /// nothing untracked or ignored left. Only what differs is touched: the files whose entry
 /// differs between the index and the target, the files the last attempt changed, and the
 /// paths the index does not know.
 ///
-/// `clean` says the worktree is known to be clean (as [`clean`] leaves it, untouched since):
-/// then it is not looked at, and only the entries that differ are written.
+/// `changes` says what may differ from the index: with [`Changes::None`] the worktree is
+/// not looked at and only the entries that differ are written; with [`Changes::Paths`] only
+/// those paths are looked at.
 ///
 /// Fails, touching nothing, on what it leaves to git: submodules, unmerged or sparse
 /// entries. A failure after the first file was touched leaves the worktree for git to
 /// reset, which it always can.
-pub fn move_to(repo: &gix::Repository, commit: &str, clean: bool) -> Result<Moved, String> {
+pub fn move_to(
+    repo: &gix::Repository,
+    commit: &str,
+    changes: Changes<'_>,
+    known: Option<Known>,
+) -> Result<(Moved, Known), String> {
     use gix::index::entry::Mode;
     let dir = repo.workdir().ok_or("the repository has no worktree")?;
     let target = crate::commit::commit_id(commit)?;
     let old_head = crate::admin::head(repo)?;
     let tree = crate::commit::tree_of(repo, target)?;
-    let old = crate::admin::read_index(repo)?;
+    let old_tree = crate::commit::tree_of(repo, old_head)?;
+    // The index braid wrote holds HEAD's tree: the target's index is it with the two
+    // trees' differences applied, and only those need looking at.
+    let (old, from_known) = match known {
+        Some(known) if known.tree == old_tree => (known.index, true),
+        _ => (crate::admin::read_index(repo)?, false),
+    };
     refuse_unusual(&old)?;
-    let mut next = repo
-        .index_from_tree(&tree)
-        .map_err(|e| format!("reading tree {tree}: {e}"))?;
+    let (mut next, differ, lacking) = if from_known {
+        step(repo, &old, old_head, target)?
+    } else {
+        let next = repo
+            .index_from_tree(&tree)
+            .map_err(|e| format!("reading tree {tree}: {e}"))?;
+        let differ: Vec<gix::bstr::BString> = next
+            .entries()
+            .iter()
+            .filter(|entry| {
+                old.entry_by_path(entry.path(&next))
+                    .is_none_or(|o| o.id != entry.id || o.mode != entry.mode)
+            })
+            .map(|entry| entry.path(&next).to_owned())
+            .collect();
+        let lacking = old
+            .entries()
+            .iter()
+            .map(|entry| entry.path(&old))
+            .filter(|path| next.entry_by_path(path).is_none())
+            .map(ToOwned::to_owned)
+            .collect();
+        (next, differ, lacking)
+    };
     if next.entries().iter().any(|e| e.mode == Mode::COMMIT) {
         return Err(format!("commit {commit} holds submodules"));
     }
@@ -232,22 +283,28 @@ pub fn move_to(repo: &gix::Repository, commit: &str, clean: bool) -> Result<Move
         dirty,
         refreshed,
         strays,
-    } = if clean {
-        Survey::default()
-    } else {
-        survey(repo, &old, Strays::ToRemove)?
-    };
+    } = survey(repo, &old, Strays::ToRemove, changes)?;
 
-    // What differs, and every attributes file (the checkout reads attributes from the
-    // entries it is given).
+    // What differs, and then every attributes file (the checkout reads attributes from
+    // the entries it is given).
     let mut part = gix::index::State::new(repo.object_hash());
-    for entry in next.entries() {
-        let path = entry.path(&next);
-        let same = old
-            .entry_by_path(path)
-            .is_some_and(|o| o.id == entry.id && o.mode == entry.mode);
-        let attributes = path == ".gitattributes" || path.ends_with(b"/.gitattributes");
-        if !same || dirty.contains(path) || attributes {
+    let mut wanted: Vec<&gix::bstr::BStr> = differ
+        .iter()
+        .map(|p| -> &gix::bstr::BStr { p.as_ref() })
+        .collect();
+    wanted.extend(dirty.iter().map(|p| -> &gix::bstr::BStr { p.as_ref() }));
+    if !wanted.is_empty() {
+        wanted.extend(
+            next.entries()
+                .iter()
+                .map(|e| e.path(&next))
+                .filter(|path| *path == ".gitattributes" || path.ends_with(b"/.gitattributes")),
+        );
+    }
+    wanted.sort();
+    wanted.dedup();
+    for path in wanted {
+        if let Some(entry) = next.entry_by_path(path) {
             part.dangerously_push_entry(
                 Default::default(),
                 entry.id,
@@ -273,12 +330,9 @@ pub fn move_to(repo: &gix::Repository, commit: &str, clean: bool) -> Result<Move
         }
         removed += 1;
     }
-    for entry in old.entries() {
-        let path = entry.path(&old);
-        if next.entry_by_path(path).is_none() {
-            spares.push(on_disk(dir, path)?);
-            removed += 1;
-        }
+    for path in &lacking {
+        spares.push(on_disk(dir, path.as_ref())?);
+        removed += 1;
     }
     let added = part.entries().iter().filter(|e| {
         matches!(e.mode, Mode::FILE | Mode::FILE_EXECUTABLE)
@@ -321,18 +375,34 @@ pub fn move_to(repo: &gix::Repository, commit: &str, clean: bool) -> Result<Move
     }
 
     // The index: the target's entries, with the stat of each file as it is on disk now.
-    let (entries, paths) = next.entries_mut_and_pathbacking();
-    for entry in entries.iter_mut() {
-        let path = entry.path_in(paths);
-        let stat = match part.entry_by_path(path) {
-            Some(written) => Some(written.stat),
-            None => refreshed
-                .get(path)
-                .copied()
-                .or_else(|| old.entry_by_path(path).map(|o| o.stat)),
-        };
-        if let Some(stat) = stat {
-            entry.stat = stat;
+    if from_known {
+        // Carried over from the old index but for what was written or refreshed.
+        let stats = part
+            .entries()
+            .iter()
+            .map(|e| (e.path(&part), e.stat))
+            .chain(refreshed.iter().map(|(path, stat)| (path.as_ref(), *stat)));
+        for (path, stat) in stats {
+            if let Some(entry) =
+                next.entry_mut_by_path_and_stage(path, gix::index::entry::Stage::Unconflicted)
+            {
+                entry.stat = stat;
+            }
+        }
+    } else {
+        let (entries, paths) = next.entries_mut_and_pathbacking();
+        for entry in entries.iter_mut() {
+            let path = entry.path_in(paths);
+            let stat = match part.entry_by_path(path) {
+                Some(written) => Some(written.stat),
+                None => refreshed
+                    .get(path)
+                    .copied()
+                    .or_else(|| old.entry_by_path(path).map(|o| o.stat)),
+            };
+            if let Some(stat) = stat {
+                entry.stat = stat;
+            }
         }
     }
     crate::admin::write_index(&next)?;
@@ -345,7 +415,141 @@ pub fn move_to(repo: &gix::Repository, commit: &str, clean: bool) -> Result<Move
             gix::date::Time::now_utc(),
         )?;
     }
-    Ok(Moved { written, removed })
+    Ok((Moved { written, removed }, Known { index: next, tree }))
+}
+
+/// An index braid wrote, and the tree it holds: what the next move or commit starts from
+/// without reading the index file or the tree.
+#[derive(Debug, Clone)]
+pub struct Known {
+    /// The index, with the stat of each file as braid last saw it.
+    pub index: gix::index::File,
+    /// The tree its entries make.
+    pub tree: gix::ObjectId,
+}
+
+/// The paths whose entries differ between the indexes `a` and `b` (present in one only,
+/// or with another blob, mode, stage or flags), in one pass over both.
+pub fn differing(a: &gix::index::State, b: &gix::index::State) -> Vec<gix::bstr::BString> {
+    use std::cmp::Ordering;
+    let (mut x, mut y) = (a.entries().iter().peekable(), b.entries().iter().peekable());
+    let mut out = Vec::new();
+    loop {
+        match (x.peek(), y.peek()) {
+            (None, None) => break,
+            (Some(e), None) => {
+                out.push(e.path(a).to_owned());
+                x.next();
+            }
+            (None, Some(f)) => {
+                out.push(f.path(b).to_owned());
+                y.next();
+            }
+            (Some(e), Some(f)) => match e.path(a).cmp(f.path(b)) {
+                Ordering::Less => {
+                    out.push(e.path(a).to_owned());
+                    x.next();
+                }
+                Ordering::Greater => {
+                    out.push(f.path(b).to_owned());
+                    y.next();
+                }
+                Ordering::Equal => {
+                    if e.id != f.id || e.mode != f.mode || e.flags != f.flags {
+                        out.push(e.path(a).to_owned());
+                    }
+                    x.next();
+                    y.next();
+                }
+            },
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// The index of commit `to` made from `old`, the index of commit `from`, by the two
+/// trees' differences; with the paths whose entries the step added or changed, and those
+/// it removed.
+#[allow(clippy::type_complexity)]
+fn step(
+    repo: &gix::Repository,
+    old: &gix::index::File,
+    from: gix::ObjectId,
+    to: gix::ObjectId,
+) -> Result<
+    (
+        gix::index::File,
+        Vec<gix::bstr::BString>,
+        Vec<gix::bstr::BString>,
+    ),
+    String,
+> {
+    use gix::diff::tree::recorder::Change;
+    use gix::index::entry::{Flags, Stage};
+    let mut next = old.clone();
+    let mut upserts = Vec::new();
+    let mut gone = std::collections::HashSet::new();
+    for change in crate::commit::tree_changes(repo, from, to, true)? {
+        match change {
+            Change::Addition {
+                entry_mode,
+                oid,
+                path,
+                ..
+            } if !entry_mode.is_tree() => upserts.push((path, entry_mode, oid)),
+            Change::Deletion {
+                entry_mode, path, ..
+            } if !entry_mode.is_tree() => {
+                gone.insert(path);
+            }
+            Change::Modification {
+                previous_entry_mode,
+                entry_mode,
+                oid,
+                path,
+                ..
+            } => {
+                if !previous_entry_mode.is_tree() && entry_mode.is_tree() {
+                    gone.insert(path);
+                } else if !entry_mode.is_tree() {
+                    upserts.push((path, entry_mode, oid));
+                }
+            }
+            _ => {}
+        }
+    }
+    if !gone.is_empty() {
+        next.remove_entries(|_, path, _| gone.contains(path));
+    }
+    let mut pushed = false;
+    for (path, mode, oid) in &upserts {
+        let mode = gix::index::entry::Mode::from(*mode);
+        match next.entry_mut_by_path_and_stage(path.as_ref(), Stage::Unconflicted) {
+            Some(entry) => {
+                entry.id = *oid;
+                entry.mode = mode;
+            }
+            None => {
+                next.dangerously_push_entry(
+                    Default::default(),
+                    *oid,
+                    Flags::empty(),
+                    mode,
+                    path.as_ref(),
+                );
+                pushed = true;
+            }
+        }
+    }
+    if pushed {
+        next.sort_entries();
+    }
+    // Cached trees no longer match the entries.
+    next.remove_tree();
+    next.remove_resolve_undo();
+    let differ = upserts.into_iter().map(|(path, _, _)| path).collect();
+    Ok((next, differ, gone.into_iter().collect()))
 }
 
 /// How a worktree differs from its index.
@@ -372,13 +576,34 @@ pub(crate) enum Strays {
     ToAdd,
 }
 
-/// Compares the worktree of `repo` with `index`.
+/// Compares the worktree of `repo` with `index`, where `changes` says it may differ.
 pub(crate) fn survey(
     repo: &gix::Repository,
     index: &gix::index::State,
     strays: Strays,
+    changes: Changes<'_>,
 ) -> Result<Survey, String> {
     use gix::dir::walk::EmissionMode;
+    // Each path as a pathspec that means only itself (and, for a folder, what it holds).
+    let patterns: Vec<gix::bstr::BString> = match changes {
+        Changes::None => return Ok(Survey::default()),
+        Changes::Unknown => Vec::new(),
+        Changes::Paths(paths) => {
+            let patterns: Vec<_> = paths
+                .iter()
+                .filter(|p| p.as_slice() != b".git" && !p.starts_with(b".git/"))
+                .map(|p| {
+                    let mut pattern = gix::bstr::BString::from(":(literal)");
+                    pattern.extend_from_slice(p);
+                    pattern
+                })
+                .collect();
+            if patterns.is_empty() {
+                return Ok(Survey::default());
+            }
+            patterns
+        }
+    };
     let walk = repo
         .dirwalk_options()
         .map_err(|e| format!("reading the status options: {e}"))?
@@ -409,7 +634,7 @@ pub(crate) fn survey(
     };
     repo.index_worktree_status(
         index,
-        Vec::<gix::bstr::BString>::new(),
+        patterns,
         &mut collect,
         gix::status::plumbing::index_as_worktree::traits::FastEq,
         NoSubmodules,
@@ -684,7 +909,8 @@ mod tests {
             &["checkout", "--quiet", "--force", "--detach", &target],
         );
         git(&by_git, &["clean", "-ffdxq"]);
-        let moved = move_to(&open(&by_gix).unwrap(), &target, false).expect("moved in process");
+        let (moved, _) = move_to(&open(&by_gix).unwrap(), &target, Changes::Unknown, None)
+            .expect("moved in process");
 
         assert_eq!(listing(&by_gix), listing(&by_git));
         assert_eq!(
@@ -738,7 +964,7 @@ mod tests {
             dir.to_str().unwrap(),
             &base,
         ]);
-        let err = move_to(&open(&dir).unwrap(), &with_sub, false).unwrap_err();
+        let err = move_to(&open(&dir).unwrap(), &with_sub, Changes::Unknown, None).unwrap_err();
         assert!(err.contains("submodules"), "{err}");
         assert_eq!(git(&dir, &["rev-parse", "HEAD"]).trim(), base);
     }

@@ -13,6 +13,8 @@ use gix::ObjectId;
 use gix::bstr::{BStr, BString, ByteSlice};
 use gix::objs::tree::{Entry, EntryKind, EntryMode};
 
+use crate::checkout::Changes;
+
 /// A failure, in a sentence.
 pub type Error = String;
 
@@ -34,11 +36,16 @@ pub struct Staged {
 /// Stages everything in the worktree of `repo` as `git add --all` does: changed and new
 /// files (through the clean filters their attributes name), removed ones, and the stat of
 /// files that were only touched; ignored files stay out. Nested repositories are left out
-/// and named (see [`Staged::nested`]).
+/// and named (see [`Staged::nested`]). Only the paths `changes` names are looked at, when
+/// it names some.
 ///
 /// Fails, writing no index, on what it leaves to git: tracked submodules, unmerged or
 /// sparse entries, files of no kind git can track, and file systems without symbolic links.
-pub fn stage_all(repo: &gix::Repository) -> Result<Staged, Error> {
+pub fn stage_all(
+    repo: &gix::Repository,
+    changes: Changes<'_>,
+    original: gix::index::File,
+) -> Result<(Staged, gix::index::File, Vec<Edit>), Error> {
     use crate::checkout::{Strays, on_disk, refuse_unusual, survey};
     use gix::dir::entry::Kind;
     use gix::index::entry::{Flags, Mode, Stage};
@@ -47,9 +54,8 @@ pub fn stage_all(repo: &gix::Repository) -> Result<Staged, Error> {
     if !caps.symlink {
         return Err("the file system has no symbolic links".into());
     }
-    let original = crate::admin::read_index(repo)?;
     refuse_unusual(&original)?;
-    let found = survey(repo, &original, Strays::ToAdd)?;
+    let found = survey(repo, &original, Strays::ToAdd, changes)?;
     let mut added = Vec::new();
     let mut nested = Vec::new();
     for (path, kind) in found.strays {
@@ -63,7 +69,7 @@ pub fn stage_all(repo: &gix::Repository) -> Result<Staged, Error> {
         }
     }
     if found.dirty.is_empty() && found.refreshed.is_empty() && added.is_empty() {
-        return Ok(Staged { paths: 0, nested });
+        return Ok((Staged { paths: 0, nested }, original, Vec::new()));
     }
 
     let mut index = original.clone();
@@ -131,6 +137,7 @@ pub fn stage_all(repo: &gix::Repository) -> Result<Staged, Error> {
 
     let mut gone = std::collections::HashSet::new();
     let mut staged = 0;
+    let mut edits = Vec::new();
     for path in &found.dirty {
         let old_mode = index.entry_by_path(path.as_ref()).map(|e| e.mode);
         match read(path.as_ref(), old_mode)? {
@@ -138,6 +145,9 @@ pub fn stage_all(repo: &gix::Repository) -> Result<Staged, Error> {
                 if let Some(entry) =
                     index.entry_mut_by_path_and_stage(path.as_ref(), Stage::Unconflicted)
                 {
+                    if entry.id != id || entry.mode != mode {
+                        edits.push((path.clone(), Some((mode, id))));
+                    }
                     entry.mode = mode;
                     entry.id = id;
                     entry.stat = stat;
@@ -145,6 +155,7 @@ pub fn stage_all(repo: &gix::Repository) -> Result<Staged, Error> {
                 }
             }
             None => {
+                edits.push((path.clone(), None));
                 gone.insert(path.clone());
             }
         }
@@ -161,6 +172,7 @@ pub fn stage_all(repo: &gix::Repository) -> Result<Staged, Error> {
     for path in &added {
         if let Some((mode, id, stat)) = read(path.as_ref(), None)? {
             index.dangerously_push_entry(stat, id, Flags::empty(), mode, path.as_ref());
+            edits.push((path.clone(), Some((mode, id))));
             staged += 1;
         }
     }
@@ -169,21 +181,66 @@ pub fn stage_all(repo: &gix::Repository) -> Result<Staged, Error> {
     index.remove_tree();
     index.remove_resolve_undo();
     crate::admin::write_index(&index)?;
-    Ok(Staged {
+    let staged = Staged {
         paths: staged,
         nested,
-    })
+    };
+    Ok((staged, index, edits))
 }
 
-/// Commits the index of `repo`'s worktree on top of its HEAD, unless the index holds HEAD's
-/// tree already. Returns HEAD afterwards.
-pub fn commit_index(repo: &gix::Repository, message: &str) -> Result<String, Error> {
+/// A path staged anew: its mode and blob, or `None` when it went.
+pub type Edit = (BString, Option<(gix::index::entry::Mode, ObjectId)>);
+
+/// The tree of `base` with `edits` made: only the folders on the edited paths are
+/// written. Removals go first, so a file that became a folder (or the other way round)
+/// makes way for what replaced it.
+fn edit_tree(repo: &gix::Repository, base: ObjectId, edits: &[Edit]) -> Result<ObjectId, Error> {
+    use gix::index::entry::Mode;
+    let mut editor = repo
+        .edit_tree(base)
+        .map_err(|e| format!("reading tree {base}: {e}"))?;
+    for (path, _) in edits.iter().filter(|(_, side)| side.is_none()) {
+        editor
+            .remove(path.as_bstr())
+            .map_err(|e| format!("removing {path} from the tree: {e}"))?;
+    }
+    for (path, side) in edits {
+        let Some((mode, id)) = side else { continue };
+        let kind = match *mode {
+            Mode::FILE => EntryKind::Blob,
+            Mode::FILE_EXECUTABLE => EntryKind::BlobExecutable,
+            Mode::SYMLINK => EntryKind::Link,
+            _ => return Err(format!("{path} has a mode no tree entry has")),
+        };
+        editor
+            .upsert(path.as_bstr(), kind, *id)
+            .map_err(|e| format!("writing {path} into the tree: {e}"))?;
+    }
+    Ok(editor
+        .write()
+        .map_err(|e| format!("writing the tree: {e}"))?
+        .detach())
+}
+
+/// Commits `index`, the index of `repo`'s worktree, on top of its HEAD, unless it holds
+/// HEAD's tree already. Returns HEAD afterwards and the tree. `edits`, when given, are
+/// what was staged onto an index that held HEAD's tree: then the tree is HEAD's with
+/// them made, and only the folders they touch are written.
+pub fn commit_index(
+    repo: &gix::Repository,
+    message: &str,
+    index: &gix::index::File,
+    edits: Option<&[Edit]>,
+) -> Result<(String, ObjectId), Error> {
     let head = crate::admin::head(repo)?;
     let head_tree = tree_of(repo, head)?;
-    let index = crate::admin::read_index(repo)?;
-    let tree = write_tree(repo, &index)?;
+    let tree = match edits {
+        Some([]) => head_tree,
+        Some(edits) => edit_tree(repo, head_tree, edits)?,
+        None => write_tree(repo, index)?,
+    };
     if tree == head_tree {
-        return Ok(head.to_string());
+        return Ok((head.to_string(), tree));
     }
     let time = gix::date::Time::now_utc();
     let signature = gix::actor::Signature {
@@ -206,7 +263,7 @@ pub fn commit_index(repo: &gix::Repository, message: &str) -> Result<String, Err
         .detach();
     let subject = message.lines().next().unwrap_or_default();
     crate::admin::move_head(repo, head, id, &format!("commit: {subject}"), time)?;
-    Ok(id.to_string())
+    Ok((id.to_string(), tree))
 }
 
 /// Writes the trees of `index` (as `git write-tree` does) and returns the root's id.
@@ -549,7 +606,14 @@ mod tests {
         repo.git(&["add", "--all"]);
         let expected_tree = repo.git(&["write-tree"]);
 
-        let head = commit_index(&open(&repo.path), "braid: t attempt 1\n\nRun r.").unwrap();
+        let index = crate::admin::read_index(&open(&repo.path)).unwrap();
+        let (head, _) = commit_index(
+            &open(&repo.path),
+            "braid: t attempt 1\n\nRun r.",
+            &index,
+            None,
+        )
+        .unwrap();
         assert_eq!(repo.git(&["rev-parse", "HEAD"]), head);
         assert_eq!(repo.git(&["rev-parse", "HEAD^{tree}"]), expected_tree);
         assert_eq!(repo.git(&["rev-parse", "HEAD^"]), base);
@@ -569,12 +633,22 @@ mod tests {
         repo.git(&["fsck", "--strict", "--no-dangling"]);
 
         // Nothing staged since: no new commit.
-        assert_eq!(commit_index(&open(&repo.path), "again").unwrap(), head);
+        let index = crate::admin::read_index(&open(&repo.path)).unwrap();
+        assert_eq!(
+            commit_index(&open(&repo.path), "again", &index, None)
+                .unwrap()
+                .0,
+            head
+        );
         assert_eq!(repo.git(&["rev-parse", "HEAD"]), head);
     }
 
     fn open(dir: &Path) -> gix::Repository {
         crate::checkout::open(dir).unwrap()
+    }
+
+    fn disk_index(dir: &Path) -> gix::index::File {
+        crate::admin::read_index(&open(dir)).unwrap()
     }
 
     /// Runs git in `dir` (any worktree); returns its standard output.
@@ -632,7 +706,8 @@ mod tests {
             write("a/h.txt", "after the folder\n");
         }
         git_in(&by_git, &["add", "--all"]);
-        let staged = stage_all(&open(&by_gix)).expect("staged in process");
+        let (staged, _, _) = stage_all(&open(&by_gix), Changes::Unknown, disk_index(&by_gix))
+            .expect("staged in process");
 
         assert_eq!(
             git_in(&by_gix, &["ls-files", "--stage"]),
@@ -656,7 +731,10 @@ mod tests {
         // a.txt, a/c/d.txt, gone.txt and a/b.txt; the three new files, text.crlf and link.
         assert_eq!(staged.paths, 9);
         assert_eq!(
-            stage_all(&open(&by_gix)).unwrap().paths,
+            stage_all(&open(&by_gix), Changes::Unknown, disk_index(&by_gix))
+                .unwrap()
+                .0
+                .paths,
             0,
             "nothing left to stage"
         );
@@ -701,7 +779,8 @@ mod tests {
         std::fs::write(repo.path.join("a.txt"), "changed\n").unwrap();
         repo.git(&["init", "--quiet", "nested"]);
         std::fs::write(repo.path.join("nested/inner.txt"), "inner\n").unwrap();
-        let staged = stage_all(&open(&repo.path)).unwrap();
+        let (staged, _, _) =
+            stage_all(&open(&repo.path), Changes::Unknown, disk_index(&repo.path)).unwrap();
         assert_eq!(staged.nested, ["nested"]);
         assert_eq!(staged.paths, 1);
         let listed = repo.git(&["ls-files", "--stage"]);

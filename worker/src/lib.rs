@@ -25,6 +25,7 @@ pub mod cache;
 pub mod checkout;
 pub mod checks;
 pub mod commit;
+pub mod journal;
 pub mod mirror;
 pub mod packages;
 pub mod presets;

@@ -19,8 +19,72 @@ use std::path::{Path, PathBuf};
 use braid_shared::git::{Git, GitError};
 
 use crate::cache::{self, Layout, Source};
-use crate::checkout;
+use crate::checkout::{self, Changes};
+use crate::journal::Journal;
+use gix::bstr::BString;
 use tokio::sync::Mutex;
+
+/// What a worktree keeps from one attempt to the next: the journal of what changed in it
+/// since it was last clean, where the kernel keeps one, and the index braid last wrote,
+/// with the stamp of the file it wrote it to.
+#[derive(Debug, Default)]
+struct Kept {
+    journal: Option<Journal>,
+    known: Option<(checkout::Known, Option<crate::admin::Stamp>)>,
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<Kept>>;
+
+impl Kept {
+    /// The paths changed since the worktree was last clean, when known.
+    fn changed(&mut self) -> Option<Vec<BString>> {
+        match self.journal.as_mut()?.changed() {
+            Ok(paths) => Some(paths),
+            Err(why) => {
+                tracing::debug!(why, "the worktree is surveyed in full");
+                None
+            }
+        }
+    }
+
+    /// The worktree is clean, as `index` has it; `surveyed` when it was compared in full.
+    fn settle(&mut self, index: &gix::index::State, surveyed: bool) {
+        if let Some(journal) = self.journal.as_mut()
+            && let Err(err) = journal.settle(index, surveyed)
+        {
+            tracing::debug!(%err, "the worktree's journal stops; it is surveyed in full from now");
+            self.journal = None;
+        }
+    }
+}
+
+/// Moves the worktree of `repo` to `commit` (its HEAD when `None`), looking only at what
+/// `kept`'s journal says changed when it knows, or at everything when `unknown`; then
+/// settles the journal.
+fn move_kept(
+    repo: &gix::Repository,
+    commit: Option<&str>,
+    kept: &Shared,
+    unknown: bool,
+) -> Result<checkout::Moved, String> {
+    let mut kept = kept
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let paths = if unknown { None } else { kept.changed() };
+    let changes = match &paths {
+        Some(paths) => Changes::Paths(paths),
+        None => Changes::Unknown,
+    };
+    // The index file need not be as braid wrote it: a move writes it anew.
+    let known = kept.known.take().map(|(known, _)| known);
+    let (moved, known) = match commit {
+        Some(commit) => checkout::move_to(repo, commit, changes, known)?,
+        None => checkout::clean(repo, changes, known)?,
+    };
+    kept.settle(&known.index, paths.is_none());
+    kept.known = Some((known, crate::admin::stamp(repo)));
+    Ok(moved)
+}
 
 /// A worktree lent to one attempt.
 #[derive(Debug)]
@@ -33,9 +97,53 @@ pub struct Worktree {
     repo: gix::ThreadSafeRepository,
     /// The commit it was moved to for this attempt.
     at: String,
+    kept: Shared,
 }
 
 impl Worktree {
+    /// The paths changed in the worktree since it was last clean (a folder standing for
+    /// all beneath it), when they are known (see [`crate::journal`]).
+    pub fn changed(&self) -> Option<Vec<BString>> {
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .changed()
+    }
+
+    /// The index braid last wrote and the stamp of its file, taken for staging.
+    pub fn take_known(&self) -> Option<(checkout::Known, Option<crate::admin::Stamp>)> {
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .known
+            .take()
+    }
+
+    /// Keeps `known`, the index braid just wrote to the worktree's index file.
+    pub fn keep_known(&self, known: checkout::Known) {
+        let stamp = crate::admin::stamp(&self.repo.to_thread_local());
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .known = Some((known, stamp));
+    }
+
+    /// Says that processes run in the worktree with `sandbox`: unless it keeps them from
+    /// changing a file through a name the journal does not watch, the worktree is
+    /// surveyed in full until it is clean again.
+    pub fn runs(&self, sandbox: &crate::sandbox::Sandbox) {
+        if sandbox.names_every_write() {
+            return;
+        }
+        let mut kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(journal) = kept.journal.as_mut() {
+            journal.lose("processes ran in the worktree without a sandbox");
+        }
+    }
+
     /// The worktree's folder.
     pub fn path(&self) -> &Path {
         &self.layout.tree
@@ -81,6 +189,7 @@ struct PoolKey {
 struct Free {
     layout: Layout,
     repo: gix::ThreadSafeRepository,
+    kept: Shared,
     /// Cleans it from the moment it is handed back: `Ok` once it is clean.
     cleaning: tokio::task::JoinHandle<Result<(), String>>,
 }
@@ -190,6 +299,7 @@ impl WorktreePool {
         if let Some(Free {
             layout,
             repo,
+            kept,
             cleaning,
         }) = reused
         {
@@ -206,6 +316,7 @@ impl WorktreePool {
                 layout,
                 repo,
                 at: commit.to_owned(),
+                kept,
             };
             match reset(&worktree, commit, clean).await {
                 Ok(()) => return Ok(worktree),
@@ -240,13 +351,21 @@ impl WorktreePool {
             cache::init(&made, &source, &at)
                 .map_err(|e| format!("making {}: {e}", made.git.display()))?;
             let repo = checkout::open(&made.git)?;
-            checkout::populate(&repo, &at)?;
-            Ok(repo.into_sync())
+            let known = checkout::populate(&repo, &at)?;
+            let journal = Journal::start(&made.tree, &known.index)
+                .map_err(|err| tracing::debug!(%err, "no journal of the worktree: it is surveyed in full"))
+                .ok();
+            let stamp = crate::admin::stamp(&repo);
+            let kept = Kept {
+                journal,
+                known: Some((known, stamp)),
+            };
+            Ok((repo.into_sync(), kept))
         })
         .await
         .unwrap_or_else(|e| Err(format!("the checkout stopped: {e}")));
-        let repo = match populated {
-            Ok(repo) => repo,
+        let (repo, kept) = match populated {
+            Ok(made) => made,
             Err(detail) => {
                 cache::remove(&layout);
                 self.forget(&key, &layout).await;
@@ -262,6 +381,7 @@ impl WorktreePool {
             layout,
             repo,
             at: commit.to_owned(),
+            kept: std::sync::Arc::new(std::sync::Mutex::new(kept)),
         })
     }
 
@@ -269,7 +389,7 @@ impl WorktreePool {
     /// Whatever ran in the worktree (checks, a score) is untrusted: its git folder is
     /// restored first, then the files cleaned.
     pub async fn release(&self, worktree: Worktree) {
-        let repo = worktree.repo.clone();
+        let (repo, kept) = (worktree.repo.clone(), worktree.kept.clone());
         let (layout, source, at) = (
             worktree.layout.clone(),
             worktree.source(),
@@ -279,7 +399,7 @@ impl WorktreePool {
             cache::restore(&layout, &source, &at)
                 .map_err(|e| format!("restoring {}: {e}", layout.git.display()))?;
             cache::clear_tmp(&layout).map_err(|e| format!("clearing the scratch folder: {e}"))?;
-            checkout::clean(&repo.to_thread_local()).map(drop)
+            move_kept(&repo.to_thread_local(), None, &kept, false).map(drop)
         });
         let mut slots = self.slots.lock().await;
         slots
@@ -289,6 +409,7 @@ impl WorktreePool {
             .push(Free {
                 layout: worktree.layout,
                 repo: worktree.repo,
+                kept: worktree.kept,
                 cleaning,
             });
     }
@@ -340,15 +461,16 @@ impl WorktreePool {
 }
 
 /// Moves a reused worktree to `commit` and cleans it: in process where it can
-/// ([`checkout::move_to`]; `clean` when it was cleaned since its attempt), with `git
-/// checkout --force` and `git clean -ffdx` where not.
+/// ([`checkout::move_to`], looking only at what changed when it was cleaned since its
+/// attempt), with `git checkout --force` and `git clean -ffdx` where not.
 async fn reset(worktree: &Worktree, commit: &str, clean: bool) -> Result<(), GitError> {
-    let (repo, at) = (worktree.repo(), commit.to_owned());
+    let (repo, at, kept) = (worktree.repo(), commit.to_owned(), worktree.kept.clone());
     let clock = std::time::Instant::now();
-    let moved =
-        tokio::task::spawn_blocking(move || checkout::move_to(&repo.to_thread_local(), &at, clean))
-            .await
-            .unwrap_or_else(|e| Err(format!("the move stopped: {e}")));
+    let moved = tokio::task::spawn_blocking(move || {
+        move_kept(&repo.to_thread_local(), Some(&at), &kept, !clean)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the move stopped: {e}")));
     match moved {
         Ok(moved) => {
             tracing::debug!(
@@ -363,7 +485,16 @@ async fn reset(worktree: &Worktree, commit: &str, clean: bool) -> Result<(), Git
         }
         Err(why) => {
             tracing::debug!(path = %worktree.path().display(), %why, "resetting the worktree with git");
-            worktree.git().reset_to(commit).await
+            worktree.git().reset_to(commit).await?;
+            // git's own moves are not settled: the next is surveyed in full.
+            let mut kept = worktree
+                .kept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(journal) = kept.journal.as_mut() {
+                journal.lose("the worktree was reset by git");
+            }
+            Ok(())
         }
     }
 }

@@ -638,3 +638,157 @@ fn where_landlock_contains_the_agent_writes_outside_still_fail() {
     repo.assert_untouched(&before.repo);
     assert_eq!(beside(&repo), before.beside);
 }
+
+/// An agent that changes files the ways a journal of folder notes could miss: a new
+/// content of the same size with its time set back, a mode alone, an edit through a
+/// rename, a second name of a file (refused in the sandbox: it copies instead), an
+/// ignored build folder. First it fails unless its worktree is exactly the base, as the
+/// attempt before it in the same worktree left nothing.
+const BEHIND: &str = r#"set -e
+dirty=$(git status --porcelain --ignored)
+[ -z "$dirty" ] || { echo "the worktree is not the base: $dirty"; exit 3; }
+[ "$(cat a.txt)" = one ] && [ "$(cat hard.txt)" = hard ] && [ ! -x c.sh ] || exit 4
+was=$(stat -c %y a.txt)
+printf 'ONE\n' > a.txt
+touch -d "$was" a.txt
+chmod +x c.sh
+if ln hard.txt link.txt 2>/dev/null; then
+  [ "$LINKS" = yes ] || { echo "a hard link was made in the sandbox"; exit 5; }
+  echo more >> link.txt
+  rm link.txt
+else
+  cp hard.txt link.txt
+  echo more >> link.txt
+fi
+printf 'x\n' > d/.swap
+mv d/.swap d/e.txt
+mkdir -p build
+echo object > build/o.o
+echo "attempt $BRAID_ATTEMPT" > "new-$BRAID_ATTEMPT.txt"
+"#;
+
+fn behind_repo() -> TestRepo {
+    let repo = TestRepo::init();
+    repo.commit(
+        &[
+            ("a.txt", "one\n"),
+            ("hard.txt", "hard\n"),
+            ("c.sh", "echo c\n"),
+            ("d/e.txt", "e\n"),
+            (".gitignore", "build/\n"),
+        ],
+        "files",
+    );
+    repo
+}
+
+/// The files of `commit` with their modes, as `git ls-tree -r` lists them.
+fn tree_listing(repo: &TestRepo, commit: &str) -> Vec<(String, String, String)> {
+    repo.git(&["ls-tree", "-r", commit])
+        .lines()
+        .map(|line| {
+            let (meta, path) = line.split_once('\t').unwrap();
+            let mode = meta.split(' ').next().unwrap().to_owned();
+            let text = repo.show(commit, path).unwrap_or_default();
+            (path.to_owned(), mode, text)
+        })
+        .collect()
+}
+
+#[test]
+fn what_an_agent_changes_behind_braids_back_is_committed_as_git_add_all_stages_it() {
+    let repo = behind_repo();
+    let before = before(&repo);
+    let plan = one_task(&repo, BEHIND, "    attempts: 3\n");
+    // One slot: each attempt reuses the worktree the one before it left.
+    let (out, report) = run_plan(&repo, &plan, &["--workers", "1", "--slots", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for n in 1..=3 {
+        let a = attempt(task(&report, "t"), n);
+        assert_eq!(a["status"], "succeeded", "{a:#}");
+        let commit = a["commit"].as_str().unwrap();
+        let s = |x: &str| x.to_owned();
+        let new = format!("new-{n}.txt");
+        let mut expected = vec![
+            (s(".gitignore"), s("100644"), s("build/\n")),
+            (s("README.md"), s("100644"), s("# test\n")),
+            (s("a.txt"), s("100644"), s("ONE\n")),
+            (s("c.sh"), s("100755"), s("echo c\n")),
+            (s("d/e.txt"), s("100644"), s("x\n")),
+            (s("hard.txt"), s("100644"), s("hard\n")),
+            (s("link.txt"), s("100644"), s("hard\nmore\n")),
+            (new, s("100644"), format!("attempt {n}\n")),
+        ];
+        expected.sort();
+        assert_eq!(tree_listing(&repo, commit), expected, "attempt {n}");
+    }
+    assert_contained(&repo, &before);
+}
+
+#[test]
+fn without_a_sandbox_an_edit_through_a_second_name_is_committed_and_undone() {
+    let repo = behind_repo();
+    let before = before(&repo);
+    let plan = one_task(
+        &repo,
+        &format!("export LINKS=yes\n{BEHIND}"),
+        "    attempts: 3\n    sandbox: off\n",
+    );
+    let (out, report) = run_plan(&repo, &plan, &["--workers", "1", "--slots", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for n in 1..=3 {
+        let a = attempt(task(&report, "t"), n);
+        assert_eq!(a["status"], "succeeded", "{a:#}");
+        let commit = a["commit"].as_str().unwrap();
+        // Written through a name braid never saw, then that name removed.
+        assert_eq!(
+            repo.show(commit, "hard.txt").as_deref(),
+            Some("hard\nmore\n")
+        );
+        assert_eq!(repo.show(commit, "link.txt"), None);
+        assert_eq!(repo.show(commit, "a.txt").as_deref(), Some("ONE\n"));
+    }
+    assert_contained(&repo, &before);
+}
+
+#[test]
+fn what_an_agent_stages_itself_counts_as_git_add_all_takes_it() {
+    let repo = behind_repo();
+    let before = before(&repo);
+    // It drops a file it did not change from the index, forces an ignored file into it,
+    // and stages an edit; the next attempt in the worktree starts from the base.
+    let script = r#"set -e
+[ -z "$(git status --porcelain --ignored)" ] || exit 3
+git rm --cached --quiet a.txt
+mkdir -p build && echo forced > build/forced.o && echo loose > build/loose.o
+git add -f build/forced.o
+echo staged >> d/e.txt && git add d/e.txt
+"#;
+    let plan = one_task(&repo, script, "    attempts: 2\n");
+    let (out, report) = run_plan(&repo, &plan, &["--workers", "1", "--slots", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for n in 1..=2 {
+        let a = attempt(task(&report, "t"), n);
+        assert_eq!(a["status"], "succeeded", "{a:#}");
+        let commit = a["commit"].as_str().unwrap();
+        let paths: Vec<String> = tree_listing(&repo, commit)
+            .into_iter()
+            .map(|(path, _, _)| path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ".gitignore",
+                "README.md",
+                "a.txt",
+                "build/forced.o",
+                "c.sh",
+                "d/e.txt",
+                "hard.txt"
+            ],
+            "attempt {n}"
+        );
+        assert_eq!(repo.show(commit, "d/e.txt").as_deref(), Some("e\nstaged\n"));
+    }
+    assert_contained(&repo, &before);
+}

@@ -887,7 +887,9 @@ mod tests {
         };
         let worktrees = repo.outside().join("worktrees");
         let (by_git, by_gix) = (worktrees.join("git"), worktrees.join("gix"));
-        for dir in [&by_git, &by_gix] {
+        let by_journal = worktrees.join("journal");
+        let mut noted = None;
+        for dir in [&by_git, &by_gix, &by_journal] {
             repo.git(&[
                 "worktree",
                 "add",
@@ -896,6 +898,17 @@ mod tests {
                 dir.to_str().unwrap(),
                 &base,
             ]);
+            if dir == &by_journal {
+                // The index as braid keeps it, and the journal, from the clean worktree on.
+                let index = crate::admin::read_index(&open(dir).unwrap()).unwrap();
+                let journal = crate::journal::Journal::start(dir, &index).unwrap();
+                let tree = crate::commit::tree_of(
+                    &open(dir).unwrap(),
+                    crate::commit::commit_id(&base).unwrap(),
+                )
+                .unwrap();
+                noted = Some((journal, Known { index, tree }));
+            }
             mess(dir);
         }
         let kept_before = std::fs::metadata(by_gix.join("folder/stays.txt")).unwrap();
@@ -911,6 +924,56 @@ mod tests {
         git(&by_git, &["clean", "-ffdxq"]);
         let (moved, _) = move_to(&open(&by_gix).unwrap(), &target, Changes::Unknown, None)
             .expect("moved in process");
+
+        // Moved by what the journal noted, from the index braid kept: the same result, and
+        // then back to the base with nothing changed since, as `git checkout` leaves it.
+        let (mut journal, known) = noted.unwrap();
+        let paths = journal.changed().unwrap();
+        assert!(paths.len() < 20, "{paths:?}");
+        let (_, known) = move_to(
+            &open(&by_journal).unwrap(),
+            &target,
+            Changes::Paths(&paths),
+            Some(known),
+        )
+        .expect("moved by the journal");
+        assert_eq!(listing(&by_journal), listing(&by_git));
+        assert_eq!(
+            git(&by_journal, &["ls-files", "--stage"]),
+            git(&by_git, &["ls-files", "--stage"])
+        );
+        assert_eq!(
+            git(&by_journal, &["status", "--porcelain", "--ignored"]),
+            ""
+        );
+        git(&by_journal, &["diff-files", "--quiet"]);
+        journal.settle(&known.index, false).unwrap();
+        let paths = journal.changed().unwrap();
+        move_to(
+            &open(&by_journal).unwrap(),
+            &base,
+            Changes::Paths(&paths),
+            Some(known),
+        )
+        .expect("moved back by the journal");
+        git(
+            &by_git,
+            &["checkout", "--quiet", "--force", "--detach", &base],
+        );
+        assert_eq!(listing(&by_journal), listing(&by_git));
+        assert_eq!(
+            git(&by_journal, &["ls-files", "--stage"]),
+            git(&by_git, &["ls-files", "--stage"])
+        );
+        assert_eq!(
+            git(&by_journal, &["status", "--porcelain", "--ignored"]),
+            ""
+        );
+        git(&by_journal, &["diff-files", "--quiet"]);
+        git(
+            &by_git,
+            &["checkout", "--quiet", "--force", "--detach", &target],
+        );
 
         assert_eq!(listing(&by_gix), listing(&by_git));
         assert_eq!(

@@ -677,7 +677,9 @@ mod tests {
         );
         let worktrees = repo.outside().join("worktrees");
         let (by_git, by_gix) = (worktrees.join("git"), worktrees.join("gix"));
-        for dir in [&by_git, &by_gix] {
+        let by_journal = worktrees.join("journal");
+        let mut noted = None;
+        for dir in [&by_git, &by_gix, &by_journal] {
             repo.git(&[
                 "worktree",
                 "add",
@@ -686,6 +688,10 @@ mod tests {
                 dir.to_str().unwrap(),
                 "HEAD",
             ]);
+            if dir == &by_journal {
+                let index = disk_index(dir);
+                noted = Some((crate::journal::Journal::start(dir, &index).unwrap(), index));
+            }
             let write = |path: &str, text: &str| {
                 let at = dir.join(path);
                 std::fs::create_dir_all(at.parent().unwrap()).unwrap();
@@ -730,6 +736,25 @@ mod tests {
         );
         // a.txt, a/c/d.txt, gone.txt and a/b.txt; the three new files, text.crlf and link.
         assert_eq!(staged.paths, 9);
+
+        // Staged from the journal's paths onto the index braid kept, and committed by
+        // editing HEAD's tree: git's index and tree all the same.
+        let (mut journal, index) = noted.unwrap();
+        let paths = journal.changed().unwrap();
+        let (staged, index, edits) =
+            stage_all(&open(&by_journal), Changes::Paths(&paths), index).unwrap();
+        assert_eq!(staged.paths, 9);
+        let (_, tree) = commit_index(&open(&by_journal), "m", &index, Some(&edits)).unwrap();
+        assert_eq!(
+            git_in(&by_journal, &["ls-files", "--stage"]),
+            git_in(&by_git, &["ls-files", "--stage"])
+        );
+        assert_eq!(tree.to_string(), git_in(&by_git, &["write-tree"]).trim());
+        assert_eq!(
+            git_in(&by_journal, &["status", "--porcelain", "--ignored"]),
+            "!! build.log\n"
+        );
+        git_in(&by_journal, &["diff-files", "--quiet"]);
         assert_eq!(
             stage_all(&open(&by_gix), Changes::Unknown, disk_index(&by_gix))
                 .unwrap()

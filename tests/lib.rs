@@ -325,7 +325,10 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 pub fn braid(bin: &Path, dir: &Path, args: &[&str]) -> Output {
     command(bin, dir)
         .args(args)
-        .env("BRAID_LOG", "warn")
+        .env(
+            "BRAID_LOG",
+            std::env::var("TEST_BRAID_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .output()
         .expect("braid runs")
 }

@@ -380,6 +380,7 @@ impl Cmd {
             cwd: self.cwd.clone(),
             source,
         })?;
+        let t_spawned = started.elapsed();
         let pgid = child.id().map(|id| Pid::from_raw(id as i32));
         // A caller that stops waiting (its task aborted) takes the child's group with it.
         let mut group = Group(pgid);
@@ -463,6 +464,7 @@ impl Cmd {
                 Ending::Stalled
             }
         };
+        let t_exited = started.elapsed();
         // Whatever the child left running in its group goes with it, and is gone (not just
         // signalled) before this returns.
         if let Some(pgid) = group.0.take()
@@ -485,11 +487,20 @@ impl Cmd {
                 .collect();
         }
 
+        let t_swept = started.elapsed();
         let stdout = collect(out).await;
         let stderr = collect(err).await;
         if let Some(sink) = sink {
             sink.lock().await.finish().await;
         }
+        tracing::debug!(
+            %program,
+            spawn_ms = t_spawned.as_secs_f64() * 1e3,
+            exited_ms = t_exited.as_secs_f64() * 1e3,
+            swept_ms = t_swept.as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "process ended"
+        );
         Ok(Finished {
             ending,
             stdout,

@@ -738,7 +738,8 @@ fn without_a_sandbox_an_edit_through_a_second_name_is_committed_and_undone() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     for n in 1..=3 {
         let a = attempt(task(&report, "t"), n);
-        assert_eq!(a["status"], "succeeded", "{a:#}");
+        let log = std::fs::read_to_string(a["log"].as_str().unwrap()).unwrap_or_default();
+        assert_eq!(a["status"], "succeeded", "{a:#}\n{log}\n{}", stderr(&out));
         let commit = a["commit"].as_str().unwrap();
         // Written through a name braid never saw, then that name removed.
         assert_eq!(

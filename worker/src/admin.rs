@@ -65,11 +65,70 @@ pub const WRITE: gix::index::write::Options = gix::index::write::Options {
 
 /// Writes `index` over the file it was read from.
 pub fn write_index(index: &gix::index::File) -> Result<(), String> {
-    let mut bytes = Vec::with_capacity(64 + index.entries().len() * 96);
-    index
-        .write_to(&mut bytes, WRITE)
-        .map_err(|e| format!("writing the index: {e}"))?;
+    let bytes = match serialize(index) {
+        Some(bytes) => bytes,
+        None => {
+            let mut bytes = Vec::with_capacity(64 + index.entries().len() * 96);
+            index
+                .write_to(&mut bytes, WRITE)
+                .map_err(|e| format!("writing the index: {e}"))?;
+            bytes
+        }
+    };
     overwrite(index.path(), &bytes).map_err(|e| format!("writing the index: {e}"))
+}
+
+/// The bytes of `index` as gix writes it with [`WRITE`], made in one pass over the
+/// entries: gix writes each field through a `dyn Write`, which took 5 ms for a 20,000-entry
+/// index here, three times an attempt. `None` for what only gix writes: a cached tree, a
+/// sparse index, entries marked removed.
+fn serialize(index: &gix::index::State) -> Option<Vec<u8>> {
+    use gix::index::entry::Flags;
+    let entries = index.entries();
+    if index.tree().is_some()
+        || index.is_sparse()
+        || entries.iter().any(|e| e.flags.contains(Flags::REMOVE))
+    {
+        return None;
+    }
+    let extended = entries.iter().any(|e| e.flags.contains(Flags::EXTENDED));
+    let paths: usize = entries.iter().map(|e| e.path(index).len()).sum();
+    let mut out = Vec::with_capacity(12 + entries.len() * 72 + paths + 20);
+    out.extend_from_slice(b"DIRC");
+    out.extend_from_slice(&(if extended { 3u32 } else { 2 }).to_be_bytes());
+    out.extend_from_slice(&u32::try_from(entries.len()).ok()?.to_be_bytes());
+    for entry in entries {
+        let start = out.len();
+        let stat = &entry.stat;
+        for field in [
+            stat.ctime.secs,
+            stat.ctime.nsecs,
+            stat.mtime.secs,
+            stat.mtime.nsecs,
+            stat.dev,
+            stat.ino,
+            entry.mode.bits(),
+            stat.uid,
+            stat.gid,
+            stat.size,
+        ] {
+            out.extend_from_slice(&field.to_be_bytes());
+        }
+        out.extend_from_slice(entry.id.as_bytes());
+        let path = entry.path(index);
+        let length = path.len().min(Flags::PATH_LEN.bits() as usize) as u16;
+        out.extend_from_slice(&(entry.flags.to_storage().bits() | length).to_be_bytes());
+        if entry.flags.contains(Flags::EXTENDED) {
+            let more = (entry.flags & (Flags::INTENT_TO_ADD | Flags::SKIP_WORKTREE)).bits() >> 16;
+            out.extend_from_slice(&(more as u16).to_be_bytes());
+        }
+        out.extend_from_slice(path);
+        // One to eight NUL bytes, to the next multiple of eight.
+        let written = out.len() - start;
+        out.resize(start + (written + 8) / 8 * 8, 0);
+    }
+    out.resize(out.len() + index.object_hash().len_in_bytes(), 0);
+    Some(out)
 }
 
 /// Moves the worktree's detached HEAD from `old` to `new` and logs it as git does, with
@@ -109,12 +168,60 @@ pub fn move_head(
         .map_err(|e| format!("logging HEAD's move: {e}"))
 }
 
-/// Writes `bytes` over the file at `path`, keeping its inode.
+/// Writes `bytes` over the file at `path`, keeping its inode, and its blocks where it
+/// is as long (truncating first would free them all, and writing take new ones).
 fn overwrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
-        .open(path)?
-        .write_all(bytes)
+        .truncate(false)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.set_len(bytes.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use braid_tests::TestRepo;
+
+    #[test]
+    fn an_index_is_written_byte_for_byte_as_gix_writes_it() {
+        use gix::index::entry::Flags;
+        let repo = TestRepo::init();
+        repo.commit(
+            &[
+                ("a.txt", "a\n"),
+                ("b/c.txt", "c\n"),
+                ("b/a-path-of-exactly-seventeen", "x\n"),
+                ("d/e/f.txt", "f\n"),
+            ],
+            "files",
+        );
+        repo.git(&["update-index", "--chmod=+x", "a.txt"]);
+        repo.write(&[("new.txt", "n\n")]);
+        repo.git(&["add", "--intent-to-add", "new.txt"]);
+        repo.git(&["update-index", "--skip-worktree", "b/c.txt"]);
+        let repo = crate::checkout::open(&repo.path).unwrap();
+        let mut index = super::read_index(&repo).unwrap();
+        index.remove_tree();
+        assert!(
+            index
+                .entries()
+                .iter()
+                .any(|e| e.flags.contains(Flags::EXTENDED))
+        );
+        let mut by_gix = Vec::new();
+        index.write_to(&mut by_gix, super::WRITE).unwrap();
+        assert_eq!(super::serialize(&index).unwrap(), by_gix);
+        // Without extended flags: version 2.
+        for entry in index.entries_mut() {
+            entry
+                .flags
+                .remove(Flags::EXTENDED | Flags::INTENT_TO_ADD | Flags::SKIP_WORKTREE);
+        }
+        let mut by_gix = Vec::new();
+        index.write_to(&mut by_gix, super::WRITE).unwrap();
+        assert_eq!(&by_gix[4..8], &2u32.to_be_bytes());
+        assert_eq!(super::serialize(&index).unwrap(), by_gix);
+    }
 }

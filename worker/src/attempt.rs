@@ -255,6 +255,7 @@ async fn run_in(
 
     let (tap, forward) = forward_lines(updates);
     let clock = Instant::now();
+    let t_in = Instant::now();
     let agent = run_agent(
         spec,
         launch,
@@ -310,6 +311,7 @@ async fn run_in(
         }
     }
 
+    let t_restored = t_in.elapsed();
     let _ = updates.send(Update::Phase(Phase::Committing)).await;
     let clock = Instant::now();
     let recorded = record(spec, worktree).await;
@@ -352,6 +354,8 @@ async fn run_in(
         attempt = spec.attempt,
         agent_ms,
         record_ms,
+        restored_ms = t_restored.as_secs_f64() * 1e3,
+        packed_ms = t_in.elapsed().as_secs_f64() * 1e3,
         "attempt phases"
     );
 
@@ -623,6 +627,7 @@ async fn record(
     // One trip off the async threads when staging stays in process.
     let (then, said) = (measure.clone(), message.clone());
     let first = in_process(repo.clone(), move |repo| {
+        let t0 = std::time::Instant::now();
         let Ok((original, paths, held)) = start_index(repo, known, changed) else {
             return Ok(None);
         };
@@ -642,14 +647,26 @@ async fn record(
             .ok();
         // The edits make the tree when the index held HEAD's tree before them.
         let edits = (held.is_some() && held == head_tree).then_some(edits.as_slice());
+        let t_staged = t0.elapsed();
         let (head, tree) = commit::commit_index(repo, &said, &index, edits)
             .map_err(|e| format!("could not commit the attempt's changes: {e}"))?;
+        let t_committed = t0.elapsed();
         let intent = index
             .entries()
             .iter()
             .any(|e| e.flags.contains(gix::index::entry::Flags::INTENT_TO_ADD));
-        let known = (!intent).then(|| crate::checkout::Known { index, tree });
+        let known = (!intent).then_some(crate::checkout::Known {
+            index,
+            tree,
+            in_file: true,
+        });
         let (head, stat) = then(repo, head)?;
+        tracing::debug!(
+            staged_ms = t_staged.as_secs_f64() * 1e3,
+            committed_ms = t_committed.as_secs_f64() * 1e3,
+            measured_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "attempt recorded"
+        );
         Ok(Some((head, stat, staged.nested, known)))
     })
     .await?;

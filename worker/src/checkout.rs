@@ -45,7 +45,11 @@ pub fn populate(repo: &gix::Repository, commit: &str) -> Result<Known, String> {
     index
         .write(crate::admin::WRITE)
         .map_err(|e| format!("writing the index: {e}"))?;
-    Ok(Known { index, tree })
+    Ok(Known {
+        index,
+        tree,
+        in_file: true,
+    })
 }
 
 /// Writes the files of the entries of `index` (of `commit`) into the worktree of `repo`,
@@ -246,9 +250,9 @@ pub fn move_to(
     let old_tree = crate::commit::tree_of(repo, old_head)?;
     // The index braid wrote holds HEAD's tree: the target's index is it with the two
     // trees' differences applied, and only those need looking at.
-    let (old, from_known) = match known {
-        Some(known) if known.tree == old_tree => (known.index, true),
-        _ => (crate::admin::read_index(repo)?, false),
+    let (old, from_known, in_file) = match known {
+        Some(known) if known.tree == old_tree => (known.index, true, known.in_file),
+        _ => (crate::admin::read_index(repo)?, false, false),
     };
     refuse_unusual(&old)?;
     let (mut next, differ, lacking) = if from_known {
@@ -376,12 +380,12 @@ pub fn move_to(
 
     // The index: the target's entries, with the stat of each file as it is on disk now.
     if from_known {
-        // Carried over from the old index but for what was written or refreshed.
-        let stats = part
-            .entries()
+        // Carried over from the old index but for what was refreshed or written (a file
+        // written has the stat of its new self, not the one the survey saw).
+        let stats = refreshed
             .iter()
-            .map(|e| (e.path(&part), e.stat))
-            .chain(refreshed.iter().map(|(path, stat)| (path.as_ref(), *stat)));
+            .map(|(path, stat)| (path.as_ref(), *stat))
+            .chain(part.entries().iter().map(|e| (e.path(&part), e.stat)));
         for (path, stat) in stats {
             if let Some(entry) =
                 next.entry_mut_by_path_and_stage(path, gix::index::entry::Stage::Unconflicted)
@@ -405,7 +409,15 @@ pub fn move_to(
             }
         }
     }
-    crate::admin::write_index(&next)?;
+    let same = from_known
+        && in_file
+        && differ.is_empty()
+        && lacking.is_empty()
+        && dirty.is_empty()
+        && refreshed.is_empty();
+    if !same {
+        crate::admin::write_index(&next)?;
+    }
     if old_head != target {
         crate::admin::move_head(
             repo,
@@ -415,7 +427,12 @@ pub fn move_to(
             gix::date::Time::now_utc(),
         )?;
     }
-    Ok((Moved { written, removed }, Known { index: next, tree }))
+    let known = Known {
+        index: next,
+        tree,
+        in_file: true,
+    };
+    Ok((Moved { written, removed }, known))
 }
 
 /// An index braid wrote, and the tree it holds: what the next move or commit starts from
@@ -426,6 +443,8 @@ pub struct Known {
     pub index: gix::index::File,
     /// The tree its entries make.
     pub tree: gix::ObjectId,
+    /// Whether the index file holds it as it is (nothing wrote the file since braid).
+    pub in_file: bool,
 }
 
 /// The paths whose entries differ between the indexes `a` and `b` (present in one only,
@@ -522,7 +541,8 @@ fn step(
     if !gone.is_empty() {
         next.remove_entries(|_, path, _| gone.contains(path));
     }
-    let mut pushed = false;
+    // Changed entries first, found while the entries are sorted; new ones after, sorted in.
+    let mut new = Vec::new();
     for (path, mode, oid) in &upserts {
         let mode = gix::index::entry::Mode::from(*mode);
         match next.entry_mut_by_path_and_stage(path.as_ref(), Stage::Unconflicted) {
@@ -530,19 +550,19 @@ fn step(
                 entry.id = *oid;
                 entry.mode = mode;
             }
-            None => {
-                next.dangerously_push_entry(
-                    Default::default(),
-                    *oid,
-                    Flags::empty(),
-                    mode,
-                    path.as_ref(),
-                );
-                pushed = true;
-            }
+            None => new.push((path, mode, *oid)),
         }
     }
-    if pushed {
+    for (path, mode, oid) in &new {
+        next.dangerously_push_entry(
+            Default::default(),
+            *oid,
+            Flags::empty(),
+            *mode,
+            path.as_ref(),
+        );
+    }
+    if !new.is_empty() {
         next.sort_entries();
     }
     // Cached trees no longer match the entries.
@@ -584,10 +604,12 @@ pub(crate) fn survey(
     changes: Changes<'_>,
 ) -> Result<Survey, String> {
     use gix::dir::walk::EmissionMode;
-    // Each path as a pathspec that means only itself (and, for a folder, what it holds).
-    let patterns: Vec<gix::bstr::BString> = match changes {
+    // Each path as a pathspec that means only itself (and, for a folder, what it holds);
+    // and the part of the index the survey needs (see [`part_for`]).
+    let part;
+    let (patterns, index): (Vec<gix::bstr::BString>, &gix::index::State) = match changes {
         Changes::None => return Ok(Survey::default()),
-        Changes::Unknown => Vec::new(),
+        Changes::Unknown => (Vec::new(), index),
         Changes::Paths(paths) => {
             let patterns: Vec<_> = paths
                 .iter()
@@ -601,7 +623,8 @@ pub(crate) fn survey(
             if patterns.is_empty() {
                 return Ok(Survey::default());
             }
-            patterns
+            part = part_for(index, paths);
+            (patterns, &part)
         }
     };
     let walk = repo
@@ -647,6 +670,47 @@ pub(crate) fn survey(
         return Err("the status tracked a rename".into());
     }
     Ok(survey)
+}
+
+/// The entries of `index` a survey of `paths` needs: those at or beneath each path, and
+/// one beneath each folder on the way to it, which tells the survey the folder is tracked
+/// (it would take a folder with no entry for an untracked one, and its files for strays).
+/// A survey then costs what the paths hold, not what the repository does: status and
+/// directory walk go over every entry they are given.
+fn part_for(index: &gix::index::State, paths: &[gix::bstr::BString]) -> gix::index::State {
+    use gix::bstr::ByteSlice;
+    let mut picked = std::collections::BTreeSet::new();
+    for path in paths {
+        if let Ok(i) = index.entry_index_by_path(path.as_ref()) {
+            picked.insert(i);
+        }
+        let mut folder = path.clone();
+        folder.push(b'/');
+        if let Some(range) = index.prefixed_entries_range(folder.as_bstr()) {
+            picked.extend(range);
+        }
+        let mut at = path.as_bstr();
+        while let Some(i) = at.rfind_byte(b'/') {
+            at = at[..i].as_bstr();
+            let mut folder = at.to_owned();
+            folder.push(b'/');
+            if let Some(range) = index.prefixed_entries_range(folder.as_bstr()) {
+                picked.insert(range.start);
+            }
+        }
+    }
+    let mut part = gix::index::State::new(index.object_hash());
+    for i in picked {
+        let entry = &index.entries()[i];
+        part.dangerously_push_entry(
+            entry.stat,
+            entry.id,
+            entry.flags,
+            entry.mode,
+            entry.path(index),
+        );
+    }
+    part
 }
 
 /// Fails on an index that holds what only git handles: submodules, unmerged entries, or
@@ -838,6 +902,7 @@ mod tests {
             std::fs::write(at, text).unwrap();
         };
         write("same.txt", "UNCHANGED!\n"); // the same size as before
+        write("changed.txt", "before\n"); // only touched, and the target changes it
         write("kept.txt", "edited, not in the target's change\n");
         std::fs::remove_file(dir.join("folder/deleted-by-agent.txt")).unwrap();
         write("untracked.txt", "junk\n");
@@ -887,9 +952,9 @@ mod tests {
         };
         let worktrees = repo.outside().join("worktrees");
         let (by_git, by_gix) = (worktrees.join("git"), worktrees.join("gix"));
-        let by_journal = worktrees.join("journal");
-        let mut noted = None;
-        for dir in [&by_git, &by_gix, &by_journal] {
+        let (by_journal, by_known) = (worktrees.join("journal"), worktrees.join("known"));
+        let (mut noted, mut held) = (None, None);
+        for dir in [&by_git, &by_gix, &by_journal, &by_known] {
             repo.git(&[
                 "worktree",
                 "add",
@@ -898,6 +963,16 @@ mod tests {
                 dir.to_str().unwrap(),
                 &base,
             ]);
+            if dir == &by_known {
+                let repo = open(dir).unwrap();
+                let index = crate::admin::read_index(&repo).unwrap();
+                let tree = crate::commit::tree_of(&repo, crate::admin::head(&repo).unwrap());
+                held = Some(Known {
+                    index,
+                    tree: tree.unwrap(),
+                    in_file: true,
+                });
+            }
             if dir == &by_journal {
                 // The index as braid keeps it, and the journal, from the clean worktree on.
                 let index = crate::admin::read_index(&open(dir).unwrap()).unwrap();
@@ -907,7 +982,14 @@ mod tests {
                     crate::commit::commit_id(&base).unwrap(),
                 )
                 .unwrap();
-                noted = Some((journal, Known { index, tree }));
+                noted = Some((
+                    journal,
+                    Known {
+                        index,
+                        tree,
+                        in_file: true,
+                    },
+                ));
             }
             mess(dir);
         }
@@ -924,6 +1006,16 @@ mod tests {
         git(&by_git, &["clean", "-ffdxq"]);
         let (moved, _) = move_to(&open(&by_gix).unwrap(), &target, Changes::Unknown, None)
             .expect("moved in process");
+
+        // Surveyed in full from the index braid kept: the same result.
+        move_to(&open(&by_known).unwrap(), &target, Changes::Unknown, held)
+            .expect("moved from the kept index");
+        assert_eq!(listing(&by_known), listing(&by_git));
+        assert_eq!(
+            git(&by_known, &["ls-files", "--stage"]),
+            git(&by_git, &["ls-files", "--stage"])
+        );
+        git(&by_known, &["diff-files", "--quiet"]);
 
         // Moved by what the journal noted, from the index braid kept: the same result, and
         // then back to the base with nothing changed since, as `git checkout` leaves it.
@@ -1008,6 +1100,61 @@ mod tests {
         // the attempt changed: same.txt, kept.txt, deleted-by-agent, turned; plus
         // .gitattributes, always.
         assert_eq!(moved.written, 11, "{moved:?}");
+    }
+
+    #[test]
+    fn an_index_stepped_by_the_trees_differences_is_the_target_s_index() {
+        let repo = TestRepo::init();
+        let mut files: Vec<(String, String)> = (0..60)
+            .map(|i| (format!("d{:02}/f.txt", i * 2), format!("{i}\n")))
+            .collect();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        let from = repo.commit(&refs, "from");
+        // Every third file changed, the odd folders added between them, some removed.
+        for (i, (_, text)) in files.iter_mut().enumerate() {
+            if i % 3 == 0 {
+                *text = format!("changed {i}\n");
+            }
+        }
+        let mut next: Vec<(String, String)> = files
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % 7 != 5)
+            .map(|(_, f)| f)
+            .collect();
+        next.extend((0..60).map(|i| (format!("d{:02}/new.txt", i * 2 + 1), format!("new {i}\n"))));
+        for i in 0..60 {
+            if i % 7 == 5 {
+                repo.git(&["rm", "--quiet", &format!("d{:02}/f.txt", i * 2)]);
+            }
+        }
+        let refs: Vec<(&str, &str)> = next.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+        let to = repo.commit(&refs, "to");
+        let repo = open(&repo.path).unwrap();
+        let (from, to) = (
+            crate::commit::commit_id(&from).unwrap(),
+            crate::commit::commit_id(&to).unwrap(),
+        );
+        let old = repo
+            .index_from_tree(&crate::commit::tree_of(&repo, from).unwrap())
+            .unwrap();
+        let (stepped, differ, lacking) = step(&repo, &old, from, to).unwrap();
+        let target = repo
+            .index_from_tree(&crate::commit::tree_of(&repo, to).unwrap())
+            .unwrap();
+        let entries = |index: &gix::index::State| -> Vec<(String, gix::ObjectId, u32)> {
+            index
+                .entries()
+                .iter()
+                .map(|e| (e.path(index).to_string(), e.id, e.mode.bits()))
+                .collect()
+        };
+        assert_eq!(entries(&stepped), entries(&target));
+        assert_eq!(differ.len(), 60 + 20 - 3, "{differ:?}");
+        assert_eq!(lacking.len(), 8, "{lacking:?}");
     }
 
     #[test]

@@ -75,8 +75,11 @@ fn move_kept(
         Some(paths) => Changes::Paths(paths),
         None => Changes::Unknown,
     };
-    // The index file need not be as braid wrote it: a move writes it anew.
-    let known = kept.known.take().map(|(known, _)| known);
+    // A move writes the index file anew unless it is as braid wrote it and stays so.
+    let known = kept.known.take().map(|(mut known, stamp)| {
+        known.in_file = stamp.is_some() && stamp == crate::admin::stamp(repo);
+        known
+    });
     let (moved, known) = match commit {
         Some(commit) => checkout::move_to(repo, commit, changes, known)?,
         None => checkout::clean(repo, changes, known)?,
@@ -303,6 +306,7 @@ impl WorktreePool {
             cleaning,
         }) = reused
         {
+            let t_wait = std::time::Instant::now();
             let clean = match cleaning.await {
                 Ok(Ok(())) => true,
                 Ok(Err(why)) => {
@@ -318,6 +322,10 @@ impl WorktreePool {
                 at: commit.to_owned(),
                 kept,
             };
+            tracing::debug!(
+                waited_ms = t_wait.elapsed().as_secs_f64() * 1e3,
+                "worktree cleaned"
+            );
             match reset(&worktree, commit, clean).await {
                 Ok(()) => return Ok(worktree),
                 Err(err) => {

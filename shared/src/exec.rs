@@ -155,6 +155,7 @@ pub struct Cmd {
     launcher: Vec<OsString>,
     landlock: Option<Arc<crate::landlock::Ruleset>>,
     no_hard_links: bool,
+    own_pid_namespace: bool,
     lines: Option<mpsc::Sender<Vec<u8>>>,
     stall: Option<Duration>,
     keep_env: Option<Vec<String>>,
@@ -183,6 +184,7 @@ impl Cmd {
             launcher: Vec::new(),
             landlock: None,
             no_hard_links: false,
+            own_pid_namespace: false,
             lines: None,
             stall: None,
             keep_env: None,
@@ -233,6 +235,14 @@ impl Cmd {
     /// Keeps the child, and all it starts, from making hard links ([`crate::seccomp`]).
     pub fn no_hard_links(mut self) -> Self {
         self.no_hard_links = true;
+        self
+    }
+
+    /// Says the launcher runs the program in a PID namespace of its own that dies with it
+    /// (bubblewrap's `--unshare-pid --die-with-parent`): then nothing it started can be
+    /// left once it ends, and the look through every process for the marker is skipped.
+    pub fn own_pid_namespace(mut self) -> Self {
+        self.own_pid_namespace = true;
         self
     }
 
@@ -473,7 +483,7 @@ impl Cmd {
             wait_gone(|| group_running(pgid)).await;
         }
         let mut escaped = Vec::new();
-        if let Some((key, value)) = self.marker.clone() {
+        if let Some((key, value)) = self.marker.clone().filter(|_| !self.own_pid_namespace) {
             // A look through every process: off the async threads.
             let killed = tokio::task::spawn_blocking(move || kill_marked(&key, &value))
                 .await
@@ -550,7 +560,7 @@ async fn wait_gone(still_there: impl Fn() -> bool) {
     let deadline = Instant::now() + KILL_GRACE;
     // Most are gone within a millisecond (a sandbox's processes die as its namespace
     // goes): look again soon, then less and less often.
-    let mut pause = Duration::from_micros(200);
+    let mut pause = Duration::from_micros(50);
     while Instant::now() < deadline && still_there() {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(5));
@@ -575,6 +585,10 @@ fn running(pid: i32) -> bool {
 
 /// Whether any process of group `pgid` is still running.
 fn group_running(pgid: Pid) -> bool {
+    // No process in the group at all, not even a zombie: one system call says so.
+    if killpg(pgid, None).is_err() {
+        return false;
+    }
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return false;
     };

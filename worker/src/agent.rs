@@ -91,6 +91,7 @@ pub async fn run_agent(
     tap: mpsc::Sender<String>,
 ) -> Result<AgentRun, ExecError> {
     let agent = spec.agent.clone().unwrap_or_default();
+    let clock = std::time::Instant::now();
     let log_error = |path: &Path| {
         let path = path.to_owned();
         move |source| ExecError::Log { path, source }
@@ -218,7 +219,9 @@ pub async fn run_agent(
     } else {
         drop(lines);
     }
+    let ready = clock.elapsed();
     let finished = launch.prepare(cmd).run().await?;
+    let ran = clock.elapsed();
     drop(bridge);
     for path in litter {
         let removed = match std::fs::symlink_metadata(&path) {
@@ -240,6 +243,12 @@ pub async fn run_agent(
             Err(err) => tracing::warn!(%program, "BRAID_USAGE_FILE is not JSON: {err}"),
         }
     }
+    tracing::debug!(
+        ready_ms = ready.as_secs_f64() * 1e3,
+        ran_ms = ran.as_secs_f64() * 1e3,
+        read_ms = clock.elapsed().as_secs_f64() * 1e3,
+        "agent ended"
+    );
     let price = price_for(&agent);
     tally.usage = tally.usage.priced(price);
     if over_budget.is_none() {

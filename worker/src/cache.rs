@@ -298,6 +298,7 @@ pub fn remove_any(path: &Path) -> std::io::Result<()> {
 
 /// Removes a worktree for good: its files, git folder and scratch.
 pub fn remove(layout: &Layout) {
+    crate::admin::forget_index(&layout.git.join("index"));
     for path in [&layout.tree, &layout.git, &layout.tmp] {
         if let Err(err) = remove_any(path) {
             tracing::warn!(path = %path.display(), %err, "could not remove a worktree folder");

@@ -55,7 +55,13 @@ pub fn stage_all(
         return Err("the file system has no symbolic links".into());
     }
     refuse_unusual(&original)?;
-    let found = survey(repo, &original, Strays::ToAdd, changes)?;
+    // What the survey, the attributes and the filters look at: the entries of the paths
+    // that changed, when those are known; staging then edits the index itself.
+    let view = match changes {
+        Changes::Paths(paths) => crate::checkout::part_for(&original, paths),
+        _ => gix::index::State::clone(&original),
+    };
+    let found = survey(repo, &view, Strays::ToAdd, changes)?;
     let mut added = Vec::new();
     let mut nested = Vec::new();
     for (path, kind) in found.strays {
@@ -72,12 +78,12 @@ pub fn stage_all(
         return Ok((Staged { paths: 0, nested }, original, Vec::new()));
     }
 
-    let mut index = original.clone();
+    let mut index = original;
     // The filters, with attributes read from the index in hand (`Repository::filter_pipeline`
     // would read the index again, checksum and all).
     let attributes = repo
         .attributes_only(
-            &original,
+            &view,
             gix::worktree::stack::state::attributes::Source::WorktreeThenIdMapping,
         )
         .map_err(|e| format!("reading the attributes: {e}"))?
@@ -111,7 +117,7 @@ pub fn stage_all(
             let file = std::fs::File::open(&at).map_err(|e| format!("reading {path}: {e}"))?;
             let rela = gix::path::from_bstr(path).map_err(|e| format!("{path}: {e}"))?;
             let mut clean = filters
-                .convert_to_git(file, &rela, &original)
+                .convert_to_git(file, &rela, &view)
                 .map_err(|e| format!("filtering {path}: {e}"))?;
             std::io::Read::read_to_end(&mut clean, &mut blob)
                 .map_err(|e| format!("reading {path}: {e}"))?;
@@ -166,9 +172,8 @@ pub fn stage_all(
             entry.stat = *stat;
         }
     }
-    if !gone.is_empty() {
-        index.remove_entries(|_, path, _| gone.contains(path));
-    }
+    crate::checkout::remove_paths(&mut index, &gone);
+    let sorted = index.entries().len();
     for path in &added {
         if let Some((mode, id, stat)) = read(path.as_ref(), None)? {
             index.dangerously_push_entry(stat, id, Flags::empty(), mode, path.as_ref());
@@ -176,7 +181,7 @@ pub fn stage_all(
             staged += 1;
         }
     }
-    index.sort_entries();
+    crate::checkout::sort_in(&mut index, sorted);
     // Cached trees no longer match the entries (git would invalidate the changed folders).
     index.remove_tree();
     index.remove_resolve_undo();

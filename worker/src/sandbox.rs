@@ -282,7 +282,7 @@ impl Sandbox {
             cmd.cwd().to_owned().into_os_string(),
             "--".into(),
         ]);
-        cmd.within(args).no_hard_links()
+        cmd.within(args).no_hard_links().own_pid_namespace()
     }
 }
 

@@ -156,6 +156,7 @@ pub struct Cmd {
     landlock: Option<Arc<crate::landlock::Ruleset>>,
     no_hard_links: bool,
     own_pid_namespace: bool,
+    inherited: Vec<std::os::fd::OwnedFd>,
     lines: Option<mpsc::Sender<Vec<u8>>>,
     stall: Option<Duration>,
     keep_env: Option<Vec<String>>,
@@ -185,6 +186,7 @@ impl Cmd {
             landlock: None,
             no_hard_links: false,
             own_pid_namespace: false,
+            inherited: Vec::new(),
             lines: None,
             stall: None,
             keep_env: None,
@@ -243,6 +245,13 @@ impl Cmd {
     /// left once it ends, and the look through every process for the marker is skipped.
     pub fn own_pid_namespace(mut self) -> Self {
         self.own_pid_namespace = true;
+        self
+    }
+
+    /// Keeps `fd` (open across exec) until the child has started: the launcher reads it
+    /// (bubblewrap's `--seccomp FD`).
+    pub fn inherit(mut self, fd: std::os::fd::OwnedFd) -> Self {
+        self.inherited.push(fd);
         self
     }
 
@@ -322,7 +331,7 @@ impl Cmd {
     }
 
     /// Runs the command to its end. Whatever it started is stopped when it ends.
-    pub async fn run(self) -> Result<Finished, ExecError> {
+    pub async fn run(mut self) -> Result<Finished, ExecError> {
         let started = Instant::now();
         let program = self.program.to_string_lossy().into_owned();
         let (exe, args) = match self.launcher.split_first() {
@@ -390,6 +399,8 @@ impl Cmd {
             cwd: self.cwd.clone(),
             source,
         })?;
+        // The child has its copies.
+        self.inherited.clear();
         let t_spawned = started.elapsed();
         let pgid = child.id().map(|id| Pid::from_raw(id as i32));
         // A caller that stops waiting (its task aborted) takes the child's group with it.

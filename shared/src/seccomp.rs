@@ -9,9 +9,13 @@
 //! make hard links take `EXDEV` as "another file system" and copy instead (cargo, git's
 //! object store, npm and pnpm do).
 //!
-//! The filter is installed in the child between fork and exec, before bubblewrap or the
-//! program starts, and is inherited by everything it starts; like Landlock it needs
-//! `PR_SET_NO_NEW_PRIVS`. The program is a static table: the child allocates nothing.
+//! bubblewrap installs it itself (`--seccomp FD`, [`program`]) right before it starts the
+//! program, so the child is started without a step between fork and exec (which makes
+//! the start a `posix_spawn` rather than a copy of braid's memory: 3 to 4 ms less per
+//! process here). Under Landlock it is installed in the child between fork and exec
+//! ([`no_hard_links`]); like Landlock it needs `PR_SET_NO_NEW_PRIVS`. Either way it is
+//! inherited by everything the program starts. The program is a static table: the child
+//! allocates nothing.
 #![allow(unsafe_code)] // seccomp has no safe wrapper in libc or std.
 
 const LD_W_ABS: u16 = 0x20;
@@ -59,6 +63,27 @@ static PROGRAM: [libc::sock_filter; 10] = [
     op(RET_K, 0, 0, ALLOW),
     op(RET_K, 0, 0, DENY),
 ];
+
+/// The filter as bubblewrap's `--seccomp FD` reads it: the program's instructions, each
+/// as the kernel lays them out.
+pub fn program() -> Vec<u8> {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        PROGRAM
+            .iter()
+            .flat_map(|op| {
+                let mut bytes = Vec::with_capacity(8);
+                bytes.extend_from_slice(&op.code.to_ne_bytes());
+                bytes.push(op.jt);
+                bytes.push(op.jf);
+                bytes.extend_from_slice(&op.k.to_ne_bytes());
+                bytes
+            })
+            .collect()
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    Vec::new()
+}
 
 /// Whether this build has the filter for its machine.
 pub const AVAILABLE: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));

@@ -277,13 +277,49 @@ impl Sandbox {
                 tmp.clone().into_os_string(),
             ]);
         }
+        // The filter that refuses hard links, which bubblewrap reads from a file of its
+        // own: one that stays open across exec, closed here once the child has started.
+        let filter = match no_hard_links_fd() {
+            Ok(fd) => {
+                use std::os::fd::AsRawFd;
+                args.extend(["--seccomp".into(), fd.as_raw_fd().to_string().into()]);
+                Some(fd)
+            }
+            Err(why) => {
+                return cmd.within(
+                    ["sh", "-c", "echo \"braid: $0\" >&2; exit 126", why.as_str()]
+                        .into_iter()
+                        .map(OsString::from)
+                        .collect(),
+                );
+            }
+        };
         args.extend([
             "--chdir".into(),
             cmd.cwd().to_owned().into_os_string(),
             "--".into(),
         ]);
-        cmd.within(args).no_hard_links().own_pid_namespace()
+        let cmd = cmd.within(args).own_pid_namespace();
+        match filter {
+            Some(fd) => cmd.inherit(fd),
+            None => cmd,
+        }
     }
+}
+
+/// A file holding the seccomp filter that refuses hard links, open across exec, for
+/// bubblewrap's `--seccomp`.
+fn no_hard_links_fd() -> Result<std::os::fd::OwnedFd, String> {
+    use rustix::fs::{MemfdFlags, memfd_create};
+    let why = |e: rustix::io::Errno| format!("could not make the sandbox's seccomp filter: {e}");
+    let fd = memfd_create("braid-no-hard-links", MemfdFlags::empty()).map_err(why)?;
+    let program = braid_shared::seccomp::program();
+    let mut written = 0;
+    while written < program.len() {
+        written += rustix::io::write(&fd, &program[written..]).map_err(why)?;
+    }
+    rustix::fs::seek(&fd, rustix::fs::SeekFrom::Start(0)).map_err(why)?;
+    Ok(fd)
 }
 
 /// How every process of one attempt starts: its variables, its sandbox, its marker and how

@@ -309,15 +309,21 @@ impl Sandbox {
 
 /// A file holding the seccomp filter that refuses hard links, open across exec, for
 /// bubblewrap's `--seccomp`.
+///
+/// Open across exec, it is also inherited by whatever else braid starts while it is open
+/// (a millisecond): so it is sealed, and no process can change the filter in it. One that
+/// moved its offset could only make bubblewrap refuse to start that attempt.
 fn no_hard_links_fd() -> Result<std::os::fd::OwnedFd, String> {
-    use rustix::fs::{MemfdFlags, memfd_create};
+    use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, memfd_create};
     let why = |e: rustix::io::Errno| format!("could not make the sandbox's seccomp filter: {e}");
-    let fd = memfd_create("braid-no-hard-links", MemfdFlags::empty()).map_err(why)?;
+    let fd = memfd_create("braid-no-hard-links", MemfdFlags::ALLOW_SEALING).map_err(why)?;
     let program = braid_shared::seccomp::program();
     let mut written = 0;
     while written < program.len() {
         written += rustix::io::write(&fd, &program[written..]).map_err(why)?;
     }
+    let seals = SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL;
+    fcntl_add_seals(&fd, seals).map_err(why)?;
     rustix::fs::seek(&fd, rustix::fs::SeekFrom::Start(0)).map_err(why)?;
     Ok(fd)
 }
@@ -455,6 +461,19 @@ mod tests {
 
     fn sh(dir: &Path, script: &str) -> Cmd {
         Cmd::new("sh", dir).args(["-c", script])
+    }
+
+    #[test]
+    fn the_filter_bubblewrap_reads_is_sealed_and_whole() {
+        let fd = no_hard_links_fd().unwrap();
+        assert!(
+            rustix::io::write(&fd, b"more").is_err(),
+            "the filter can be changed"
+        );
+        let mut read = vec![0u8; 4096];
+        let n = rustix::io::read(&fd, &mut read).unwrap();
+        assert_eq!(read[..n], braid_shared::seccomp::program()[..]);
+        assert!(n > 0 && n.is_multiple_of(8));
     }
 
     #[tokio::test]

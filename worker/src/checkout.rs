@@ -224,14 +224,16 @@ pub struct Moved {
 }
 
 /// Moves the worktree of `repo` to `commit`, as `git checkout --force --detach` followed by
-/// `git clean -ffdx` would, and returns the index it wrote: HEAD detached at `commit`, its tree in the index and on disk,
-/// nothing untracked or ignored left. Only what differs is touched: the files whose entry
-/// differs between the index and the target, the files the last attempt changed, and the
-/// paths the index does not know.
+/// `git clean -ffdx` would, and returns the index it wrote: HEAD detached at `commit`, its
+/// tree in the index and on disk, nothing untracked or ignored left. Only what differs is
+/// touched: the files whose entry differs between the index and the target, the files the
+/// last attempt changed, and the paths the index does not know.
 ///
 /// `changes` says what may differ from the index: with [`Changes::None`] the worktree is
 /// not looked at and only the entries that differ are written; with [`Changes::Paths`] only
-/// those paths are looked at.
+/// those paths are looked at. `known`, the index braid last wrote, is stepped to the
+/// target by the two trees' differences when it holds HEAD's tree; else the
+/// index file is read and the target's index made from its tree.
 ///
 /// Fails, touching nothing, on what it leaves to git: submodules, unmerged or sparse
 /// entries. A failure after the first file was touched leaves the worktree for git to

@@ -73,12 +73,15 @@ pub const WRITE: gix::index::write::Options = gix::index::write::Options {
 /// than the rest of the step).
 pub fn write_index(index: &gix::index::File) -> Result<(), String> {
     let path = index.path();
-    let mut last = LAST
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let last = || {
+        LAST.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
     // The bytes are made in the buffer of the write before last: a new 2 MB buffer for
-    // every write was a page fault per 4 KB.
-    let (before, mut bytes) = match last.remove(path) {
+    // every write was a page fault per 4 KB. Taken out, so that other worktrees' writes
+    // do not wait on this one (only one attempt writes a worktree's index at a time).
+    let taken = last().remove(path);
+    let (before, mut bytes) = match taken {
         Some(Written {
             stamp,
             bytes,
@@ -100,7 +103,7 @@ pub fn write_index(index: &gix::index::File) -> Result<(), String> {
     .map_err(|e| format!("writing the index: {e}"))?;
     if let Some(stamp) = stamp_of(path) {
         let spare = before.unwrap_or_default();
-        last.insert(
+        last().insert(
             path.to_owned(),
             Written {
                 stamp,

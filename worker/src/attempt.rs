@@ -255,7 +255,7 @@ async fn run_in(
 
     let (tap, forward) = forward_lines(updates);
     let clock = Instant::now();
-    let t_in = Instant::now();
+    let entered = clock;
     let agent = run_agent(
         spec,
         launch,
@@ -311,7 +311,7 @@ async fn run_in(
         }
     }
 
-    let t_restored = t_in.elapsed();
+    let t_restored = entered.elapsed();
     let _ = updates.send(Update::Phase(Phase::Committing)).await;
     let clock = Instant::now();
     let recorded = record(spec, worktree).await;
@@ -355,7 +355,7 @@ async fn run_in(
         agent_ms,
         record_ms,
         restored_ms = t_restored.as_secs_f64() * 1e3,
-        packed_ms = t_in.elapsed().as_secs_f64() * 1e3,
+        packed_ms = entered.elapsed().as_secs_f64() * 1e3,
         "attempt phases"
     );
 

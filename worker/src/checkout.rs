@@ -942,6 +942,18 @@ mod tests {
         out
     }
 
+    /// `dir` is file by file what git left in `by_git`: the same files, the same index,
+    /// nothing else, and an index whose stat needs no refresh.
+    fn assert_like_git(dir: &Path, by_git: &Path) {
+        assert_eq!(listing(dir), listing(by_git));
+        assert_eq!(
+            git(dir, &["ls-files", "--stage"]),
+            git(by_git, &["ls-files", "--stage"])
+        );
+        assert_eq!(git(dir, &["status", "--porcelain", "--ignored"]), "");
+        git(dir, &["diff-files", "--quiet"]);
+    }
+
     /// What an attempt might leave behind in a worktree.
     fn mess(dir: &Path) {
         let write = |path: &str, text: &str| {
@@ -1058,12 +1070,7 @@ mod tests {
         // Surveyed in full from the index braid kept: the same result.
         move_to(&open(&by_known).unwrap(), &target, Changes::Unknown, held)
             .expect("moved from the kept index");
-        assert_eq!(listing(&by_known), listing(&by_git));
-        assert_eq!(
-            git(&by_known, &["ls-files", "--stage"]),
-            git(&by_git, &["ls-files", "--stage"])
-        );
-        git(&by_known, &["diff-files", "--quiet"]);
+        assert_like_git(&by_known, &by_git);
 
         // Moved by what the journal noted, from the index braid kept: the same result, and
         // then back to the base with nothing changed since, as `git checkout` leaves it.
@@ -1077,16 +1084,7 @@ mod tests {
             Some(known),
         )
         .expect("moved by the journal");
-        assert_eq!(listing(&by_journal), listing(&by_git));
-        assert_eq!(
-            git(&by_journal, &["ls-files", "--stage"]),
-            git(&by_git, &["ls-files", "--stage"])
-        );
-        assert_eq!(
-            git(&by_journal, &["status", "--porcelain", "--ignored"]),
-            ""
-        );
-        git(&by_journal, &["diff-files", "--quiet"]);
+        assert_like_git(&by_journal, &by_git);
         journal.settle(&known.index, false).unwrap();
         let paths = journal.changed().unwrap();
         move_to(
@@ -1100,16 +1098,7 @@ mod tests {
             &by_git,
             &["checkout", "--quiet", "--force", "--detach", &base],
         );
-        assert_eq!(listing(&by_journal), listing(&by_git));
-        assert_eq!(
-            git(&by_journal, &["ls-files", "--stage"]),
-            git(&by_git, &["ls-files", "--stage"])
-        );
-        assert_eq!(
-            git(&by_journal, &["status", "--porcelain", "--ignored"]),
-            ""
-        );
-        git(&by_journal, &["diff-files", "--quiet"]);
+        assert_like_git(&by_journal, &by_git);
         git(
             &by_git,
             &["checkout", "--quiet", "--force", "--detach", &target],

@@ -101,11 +101,6 @@ impl Journal {
             self.changed.clear();
             return self.watch_all(index);
         }
-        let watched: std::collections::HashSet<BString> = if self.changed.is_empty() {
-            Default::default()
-        } else {
-            self.dirs.values().cloned().collect()
-        };
         let changed = std::mem::take(&mut self.changed);
         for path in &changed {
             let mut prefix = path.clone();
@@ -124,10 +119,9 @@ impl Journal {
                     }
                 }
             }
+            // A folder watched already keeps its watch (the kernel returns it again).
             for folder in folders {
-                if !watched.contains(&folder) {
-                    self.watch(folder)?;
-                }
+                self.watch(folder)?;
             }
         }
         Ok(())

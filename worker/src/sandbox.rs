@@ -241,12 +241,7 @@ impl Sandbox {
             }
             // The process must not run uncontained: it fails, saying why.
             Some(Err(why)) => {
-                return cmd.within(
-                    ["sh", "-c", "echo \"braid: $0\" >&2; exit 126", why.as_str()]
-                        .into_iter()
-                        .map(OsString::from)
-                        .collect(),
-                );
+                return refused(cmd, why);
             }
             None => {}
         }
@@ -286,12 +281,7 @@ impl Sandbox {
                 Some(fd)
             }
             Err(why) => {
-                return cmd.within(
-                    ["sh", "-c", "echo \"braid: $0\" >&2; exit 126", why.as_str()]
-                        .into_iter()
-                        .map(OsString::from)
-                        .collect(),
-                );
+                return refused(cmd, &why);
             }
         };
         args.extend([
@@ -305,6 +295,16 @@ impl Sandbox {
             None => cmd,
         }
     }
+}
+
+/// `cmd`, made to fail saying `why` rather than run uncontained.
+fn refused(cmd: Cmd, why: &str) -> Cmd {
+    cmd.within(
+        ["sh", "-c", "echo \"braid: $0\" >&2; exit 126", why]
+            .into_iter()
+            .map(OsString::from)
+            .collect(),
+    )
 }
 
 /// A file holding the seccomp filter that refuses hard links, open across exec, for

@@ -35,6 +35,14 @@ struct Kept {
 
 type Shared = std::sync::Arc<std::sync::Mutex<Kept>>;
 
+/// What `shared` keeps, locked (a thread that panicked holding it left nothing half done
+/// that matters: the journal and the index are checked before use).
+fn kept(shared: &Shared) -> std::sync::MutexGuard<'_, Kept> {
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Kept {
     /// The paths changed since the worktree was last clean, when known.
     fn changed(&mut self) -> Option<Vec<BString>> {
@@ -67,9 +75,7 @@ fn move_kept(
     kept: &Shared,
     unknown: bool,
 ) -> Result<checkout::Moved, String> {
-    let mut kept = kept
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut kept = self::kept(kept);
     let paths = if unknown { None } else { kept.changed() };
     let changes = match &paths {
         Some(paths) => Changes::Paths(paths),
@@ -107,28 +113,18 @@ impl Worktree {
     /// The paths changed in the worktree since it was last clean (a folder standing for
     /// all beneath it), when they are known (see [`crate::journal`]).
     pub fn changed(&self) -> Option<Vec<BString>> {
-        self.kept
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .changed()
+        kept(&self.kept).changed()
     }
 
     /// The index braid last wrote and the stamp of its file, taken for staging.
     pub fn take_known(&self) -> Option<(checkout::Known, Option<crate::admin::Stamp>)> {
-        self.kept
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .known
-            .take()
+        kept(&self.kept).known.take()
     }
 
     /// Keeps `known`, the index braid just wrote to the worktree's index file.
     pub fn keep_known(&self, known: checkout::Known) {
         let stamp = crate::admin::stamp(&self.repo.to_thread_local());
-        self.kept
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .known = Some((known, stamp));
+        kept(&self.kept).known = Some((known, stamp));
     }
 
     /// Says that processes run in the worktree with `sandbox`: unless it keeps them from
@@ -138,10 +134,7 @@ impl Worktree {
         if sandbox.names_every_write() {
             return;
         }
-        let mut kept = self
-            .kept
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut kept = kept(&self.kept);
         if let Some(journal) = kept.journal.as_mut() {
             journal.lose("processes ran in the worktree without a sandbox");
         }
@@ -495,10 +488,7 @@ async fn reset(worktree: &Worktree, commit: &str, clean: bool) -> Result<(), Git
             tracing::debug!(path = %worktree.path().display(), %why, "resetting the worktree with git");
             worktree.git().reset_to(commit).await?;
             // git's own moves are not settled: the next is surveyed in full.
-            let mut kept = worktree
-                .kept
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut kept = self::kept(&worktree.kept);
             if let Some(journal) = kept.journal.as_mut() {
                 journal.lose("the worktree was reset by git");
             }

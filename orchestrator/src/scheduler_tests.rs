@@ -511,3 +511,66 @@ fn lost_attempts_back_off_with_jitter() {
     }
     assert!(crate::scheduler::retry_delay(base, 40) <= base * 48);
 }
+
+/// The task and lease of the next assignment.
+async fn assigned_task(inbox: &mut Inbox) -> (String, String) {
+    loop {
+        match next(inbox).await {
+            Down::Assign(assign) => {
+                return (assign.attempt.expect("spec").task_id, assign.lease_id);
+            }
+            Down::ResultAck(_) => {}
+            other => panic!("expected Assign, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slot_is_kept_for_the_next_task_of_a_chain_while_trial_merges_run() {
+    // `a` heads a chain (`b` waits on it, `e` on `b`); `x`, `c` and `d` wait on nothing
+    // and nothing waits on them. When `a` ends, its winner is trial-merged with `x`'s, and
+    // `b` waits for that: the slot `a` freed must go to `b`, not to `d`.
+    let h = start_with(1, quick(), |plan| {
+        let template = plan.tasks[0].clone();
+        plan.tasks = [
+            ("a", vec![]),
+            ("x", vec![]),
+            ("b", vec!["a"]),
+            ("e", vec!["b"]),
+            ("c", vec![]),
+            ("d", vec![]),
+        ]
+        .into_iter()
+        .map(|(id, deps): (&str, Vec<&str>)| Task {
+            id: id.into(),
+            deps: deps.into_iter().map(Into::into).collect(),
+            ..template.clone()
+        })
+        .collect();
+    });
+    let mut w1 = h.join("w1", 2).await;
+    let (first, a) = assigned_task(&mut w1).await;
+    let (second, x) = assigned_task(&mut w1).await;
+    assert_eq!((first.as_str(), second.as_str()), ("a", "x"));
+    h.succeed("w1", &x, 1).await;
+    let (third, c) = assigned_task(&mut w1).await;
+    assert_eq!(third, "c");
+    h.succeed("w1", &a, 1).await;
+    let (fourth, b) = assigned_task(&mut w1).await;
+    assert_eq!(fourth, "b", "the slot a freed went to a task off the chain");
+    h.succeed("w1", &c, 1).await;
+    let (fifth, d) = assigned_task(&mut w1).await;
+    assert_eq!(fifth, "d");
+    h.succeed("w1", &b, 1).await;
+    let (sixth, e) = assigned_task(&mut w1).await;
+    assert_eq!(sixth, "e");
+    h.succeed("w1", &d, 1).await;
+    h.succeed("w1", &e, 1).await;
+    let outcome = h.run.await.unwrap();
+    assert!(
+        outcome
+            .tasks
+            .iter()
+            .all(|t| t.status == TaskStatus::Succeeded)
+    );
+}

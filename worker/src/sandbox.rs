@@ -284,14 +284,26 @@ impl Sandbox {
                 return refused(cmd, &why);
             }
         };
+        // Where bubblewrap names its first process, whose namespaces braid then holds
+        // (`Cmd::hold_namespaces`); without it the sandbox still runs, only ends slower.
+        let info = info_pipe()
+            .map_err(|e| tracing::debug!("no info pipe for the sandbox: {e}"))
+            .ok();
+        if let Some((_, write)) = &info {
+            use std::os::fd::AsRawFd;
+            args.extend(["--info-fd".into(), write.as_raw_fd().to_string().into()]);
+        }
         args.extend([
             "--chdir".into(),
             cmd.cwd().to_owned().into_os_string(),
             "--".into(),
         ]);
-        let cmd = cmd.within(args).own_pid_namespace();
-        match filter {
-            Some(fd) => cmd.inherit(fd),
+        let mut cmd = cmd.within(args).own_pid_namespace();
+        if let Some(fd) = filter {
+            cmd = cmd.inherit(fd);
+        }
+        match info {
+            Some((read, write)) => cmd.inherit(write).hold_namespaces(read),
             None => cmd,
         }
     }
@@ -313,6 +325,14 @@ fn refused(cmd: Cmd, why: &str) -> Cmd {
 /// Open across exec, it is also inherited by whatever else braid starts while it is open
 /// (a millisecond): so it is sealed, and no process can change the filter in it. One that
 /// moved its offset could only make bubblewrap refuse to start that attempt.
+/// A pipe whose write end stays open across exec, for bubblewrap's `--info-fd`; the read
+/// end does not.
+fn info_pipe() -> rustix::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    let (read, write) = rustix::pipe::pipe()?;
+    rustix::io::fcntl_setfd(&read, rustix::io::FdFlags::CLOEXEC)?;
+    Ok((read, write))
+}
+
 fn no_hard_links_fd() -> Result<std::os::fd::OwnedFd, String> {
     use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, memfd_create};
     let why = |e: rustix::io::Errno| format!("could not make the sandbox's seccomp filter: {e}");
@@ -545,6 +565,61 @@ mod tests {
             .filter(|cmd| cmd.contains(&tag))
             .count();
         assert_eq!(left, 0, "the daemon outlived its sandbox");
+    }
+
+    #[tokio::test]
+    async fn what_a_sandbox_started_is_gone_when_its_run_returns() {
+        assert_eq!(available().await, Ok(Kind::Bubblewrap), "bwrap works here");
+        let root = tempfile::tempdir().unwrap();
+        let tree = root.path().join("w");
+        std::fs::create_dir_all(&tree).unwrap();
+        let sandbox = Sandbox::new(None, &[&tree], &tree, root.path());
+        let tag = root
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        // Daemons in sessions of their own that write as fast as they can, still writing
+        // when the sandbox's first process ends: each round, nothing of them may be left
+        // the moment `run` returns, and the file stays as it is.
+        for round in 0..5 {
+            let tick = tree.join(format!("tick-{round}"));
+            let done = sandbox
+                .wrap(sh(
+                    &tree,
+                    &format!(
+                        "for i in 1 2 3; do env -i setsid sh -c 'while :; do echo x >> {}; done' {tag}                          </dev/null >/dev/null 2>&1 & done;                          while [ ! -s {} ]; do :; done",
+                        tick.display(),
+                        tick.display()
+                    ),
+                ))
+                .run()
+                .await
+                .unwrap();
+            assert!(done.ending.success());
+            let left: Vec<String> = std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    std::fs::read_to_string(e.path().join("cmdline"))
+                        .is_ok_and(|cmd| cmd.contains(&tag))
+                })
+                .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+                .filter(|stat| {
+                    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+                    !state.is_some_and(|s| s.starts_with('Z') || s.starts_with('X'))
+                })
+                .collect();
+            assert!(left.is_empty(), "round {round}: still running: {left:?}");
+            let size = std::fs::metadata(&tick).unwrap().len();
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            assert_eq!(
+                std::fs::metadata(&tick).unwrap().len(),
+                size,
+                "round {round}"
+            );
+        }
     }
 
     #[tokio::test]

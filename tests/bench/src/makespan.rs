@@ -111,7 +111,7 @@ pub fn run(repo: &SmallRepo, scratch: &Path, rounds: usize) -> Result<Vec<Row>> 
             name: "max(critical path, work/slots)".into(),
             samples: vec![lower],
         }),
-        goal: Goal::RatioAtMost(1.05),
+        goal: Goal::RatioAtMost(1.02),
         note: format!("critical path {critical:.2} s, work/slots {per_slot:.2} s"),
     }])
 }

@@ -643,8 +643,11 @@ fn where_landlock_contains_the_agent_writes_outside_still_fail() {
 /// content of the same size with its time set back, a mode alone, an edit through a
 /// rename, a second name of a file (refused in the sandbox: it copies instead), an
 /// ignored build folder. First it fails unless its worktree is exactly the base, as the
-/// attempt before it in the same worktree left nothing.
+/// attempt before it in the same worktree left nothing, and its index file is HEAD's with
+/// the stat of every file as it is.
 const BEHIND: &str = r#"set -e
+git diff-index --cached --quiet HEAD || { echo "the index is not HEAD's tree"; exit 6; }
+git diff-files --quiet || { echo "the index's stat is not the files'"; exit 6; }
 dirty=$(git status --porcelain --ignored)
 [ -z "$dirty" ] || { echo "the worktree is not the base: $dirty"; exit 3; }
 [ "$(cat a.txt)" = one ] && [ "$(cat hard.txt)" = hard ] && [ ! -x c.sh ] || exit 4
@@ -759,6 +762,7 @@ fn what_an_agent_stages_itself_counts_as_git_add_all_takes_it() {
     // It drops a file it did not change from the index, forces an ignored file into it,
     // and stages an edit; the next attempt in the worktree starts from the base.
     let script = r#"set -e
+git diff-index --cached --quiet HEAD && git diff-files --quiet || exit 6
 [ -z "$(git status --porcelain --ignored)" ] || exit 3
 git rm --cached --quiet a.txt
 mkdir -p build && echo forced > build/forced.o && echo loose > build/loose.o

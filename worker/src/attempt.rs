@@ -624,11 +624,22 @@ async fn record(
         Ok((head, Some(stat)))
     };
     let (changed, known) = (worktree.changed(), worktree.take_known());
+    let stamp = known.as_ref().and_then(|(_, stamp)| *stamp);
+    // Nothing runs in the worktree after the commit but checks and a score: without them,
+    // the index file need not hold the staged index, and the next move may find nothing
+    // to write.
+    let defer = spec.checks.is_empty() && spec.score.is_none();
     // One trip off the async threads when staging stays in process.
     let (then, said) = (measure.clone(), message.clone());
     let first = in_process(repo.clone(), move |repo| {
         let t0 = std::time::Instant::now();
-        let Ok((original, paths, held)) = start_index(repo, known, changed) else {
+        let Ok(Started {
+            index: original,
+            paths,
+            held,
+            file,
+        }) = start_index(repo, known, changed)
+        else {
             return Ok(None);
         };
         let changes = match &paths {
@@ -655,10 +666,19 @@ async fn record(
             .entries()
             .iter()
             .any(|e| e.flags.contains(gix::index::entry::Flags::INTENT_TO_ADD));
+        // What the file holds when it is not written now: what it held, but at the paths
+        // just staged.
+        let unwritten = file
+            .filter(|_| defer && !intent && stamp.is_some())
+            .map(|file| file.and(staged.before));
+        if unwritten.is_none() {
+            crate::admin::write_index(&index)?;
+        }
         let known = (!intent).then_some(crate::checkout::Known {
+            in_file: unwritten.is_none(),
             index,
             tree,
-            in_file: true,
+            unwritten,
         });
         let (head, stat) = then(repo, head)?;
         tracing::debug!(
@@ -671,8 +691,11 @@ async fn record(
     })
     .await?;
     if let Some((head, stat, nested, known)) = first {
-        if let Some(known) = known {
-            worktree.keep_known(known);
+        match known {
+            // The file is as braid left it: its stamp stays.
+            Some(known) if known.unwritten.is_some() => worktree.keep_known_as(known, stamp),
+            Some(known) => worktree.keep_known(known),
+            None => {}
         }
         return Ok((head, stat, nested));
     }
@@ -691,8 +714,8 @@ async fn record(
     Ok((head, stat, Vec::new()))
 }
 
-/// The index staging starts from, the paths it looks at (`None`: all), and the tree the
-/// index holds when that is known.
+/// The index staging starts from, the paths it looks at (`None`: all), the tree the index
+/// holds when that is known, and what the index file holds against it.
 ///
 /// That is the index braid last wrote, when the index file is as braid wrote it and the
 /// journal knows what changed. When something wrote the index file since (git, run by
@@ -704,29 +727,59 @@ fn start_index(
     known: Option<(crate::checkout::Known, Option<crate::admin::Stamp>)>,
     changed: Option<Vec<gix::bstr::BString>>,
 ) -> Result<Started, String> {
-    let disk = || crate::admin::read_index(repo);
     let (Some((known, stamp)), Some(mut paths)) = (known, changed) else {
-        return Ok((disk()?, None, None));
+        return Ok(Started {
+            index: crate::admin::read_index(repo)?,
+            paths: None,
+            held: None,
+            file: None,
+        });
     };
     if stamp.is_some() && crate::admin::stamp(repo) == stamp {
-        return Ok((known.index, Some(paths), Some(known.tree)));
+        let file = if known.in_file {
+            Some(crate::checkout::Unwritten::same(known.tree))
+        } else {
+            known.unwritten
+        };
+        return Ok(Started {
+            index: known.index,
+            paths: Some(paths),
+            held: Some(known.tree),
+            file,
+        });
     }
-    Ok(match disk() {
+    Ok(match crate::admin::read_index(repo) {
         Ok(index) => {
             paths.extend(crate::checkout::differing(&known.index, &index));
-            (index, Some(paths), None)
+            Started {
+                index,
+                paths: Some(paths),
+                held: None,
+                file: None,
+            }
         }
         // The agent's index is gone (see `cache::restore`): braid's, compared in full.
-        Err(_) => (known.index, None, None),
+        Err(_) => Started {
+            index: known.index,
+            paths: None,
+            held: None,
+            file: None,
+        },
     })
 }
 
-/// An index to stage onto, the paths to look at, the tree the index holds.
-type Started = (
-    gix::index::File,
-    Option<Vec<gix::bstr::BString>>,
-    Option<gix::ObjectId>,
-);
+/// What staging starts from.
+struct Started {
+    /// The index to stage onto.
+    index: gix::index::File,
+    /// The paths to look at; `None`: all.
+    paths: Option<Vec<gix::bstr::BString>>,
+    /// The tree the index holds, when known.
+    held: Option<gix::ObjectId>,
+    /// What the index file holds against `index`, when braid knows it (the file is as
+    /// braid left it).
+    file: Option<crate::checkout::Unwritten>,
+}
 
 /// Runs `work` on the opened worktree `repo` off the async threads.
 async fn in_process<T: Send + 'static>(

@@ -49,6 +49,7 @@ pub fn populate(repo: &gix::Repository, commit: &str) -> Result<Known, String> {
         index,
         tree,
         in_file: true,
+        unwritten: None,
     })
 }
 
@@ -158,7 +159,7 @@ pub fn clean(
     known: Option<Known>,
 ) -> Result<(Moved, Known), String> {
     let head = crate::admin::head(repo)?;
-    move_to(repo, &head.to_string(), changes, known)
+    move_or_clean(repo, &head.to_string(), changes, known, true)
 }
 
 /// What is known of how a worktree differs from its index.
@@ -244,6 +245,19 @@ pub fn move_to(
     changes: Changes<'_>,
     known: Option<Known>,
 ) -> Result<(Moved, Known), String> {
+    move_or_clean(repo, commit, changes, known, false)
+}
+
+/// [`move_to`]; with `clean`, a clean that finds nothing to change leaves an index file
+/// that does not hold the kept index as it is (see [`Known::unwritten`]): the next move
+/// writes it, if it has to.
+fn move_or_clean(
+    repo: &gix::Repository,
+    commit: &str,
+    changes: Changes<'_>,
+    known: Option<Known>,
+    clean: bool,
+) -> Result<(Moved, Known), String> {
     use gix::index::entry::Mode;
     let dir = repo.workdir().ok_or("the repository has no worktree")?;
     let target = crate::commit::commit_id(commit)?;
@@ -252,9 +266,11 @@ pub fn move_to(
     let old_tree = crate::commit::tree_of(repo, old_head)?;
     // The index braid wrote holds HEAD's tree: the target's index is it with the two
     // trees' differences applied, and only those need looking at.
-    let (old, from_known, in_file) = match known {
-        Some(known) if known.tree == old_tree => (known.index, true, known.in_file),
-        _ => (crate::admin::read_index(repo)?, false, false),
+    let (old, from_known, in_file, unwritten) = match known {
+        Some(known) if known.tree == old_tree => {
+            (known.index, true, known.in_file, known.unwritten)
+        }
+        _ => (crate::admin::read_index(repo)?, false, false, None),
     };
     refuse_unusual(&old)?;
     let Survey {
@@ -415,13 +431,31 @@ pub fn move_to(
             }
         }
     }
-    let same = from_known
-        && in_file
+    let untouched = from_known
         && differ.is_empty()
         && lacking.is_empty()
         && dirty.is_empty()
         && refreshed.is_empty();
-    if !same {
+    let same = untouched && in_file;
+    // A clean that changed nothing in a worktree whose staged index braid did not write:
+    // the file stays as it is until the next move.
+    let left = clean && untouched && !in_file && unwritten.is_some();
+    // Staged but not written, and back where the file is: an attempt that only added
+    // files leaves nothing to write (rewriting from a new top-level file on was most of
+    // a 20,000-file index, twice an attempt).
+    let as_in_file = || {
+        let changed = differ
+            .iter()
+            .chain(&lacking)
+            .chain(&dirty)
+            .chain(refreshed.keys())
+            .map(|p| -> &gix::bstr::BStr { p.as_ref() })
+            .chain(part.entries().iter().map(|e| e.path(&part)));
+        unwritten
+            .as_ref()
+            .is_some_and(|u| from_known && u.holds(&next, tree, changed))
+    };
+    if !same && !left && !as_in_file() {
         crate::admin::write_index(&next)?;
     }
     if old_head != target {
@@ -436,7 +470,8 @@ pub fn move_to(
     let known = Known {
         index: next,
         tree,
-        in_file: true,
+        in_file: !left,
+        unwritten: unwritten.filter(|_| left),
     };
     Ok((Moved { written, removed }, known))
 }
@@ -451,6 +486,77 @@ pub struct Known {
     pub tree: gix::ObjectId,
     /// Whether the index file holds it as it is (nothing wrote the file since braid).
     pub in_file: bool,
+    /// What the index file holds instead, when braid staged onto the index it had written
+    /// and did not write the result (nothing runs in the worktree before its next move,
+    /// and a move back to the tree in the file then has nothing to write).
+    pub unwritten: Option<Unwritten>,
+}
+
+/// What an index entry records but its path: stat, blob, flags and mode.
+pub type Entry = (
+    gix::index::entry::Stat,
+    gix::ObjectId,
+    gix::index::entry::Flags,
+    gix::index::entry::Mode,
+);
+
+/// The entry `index` has at `path`, if any.
+pub fn entry_at(index: &gix::index::State, path: &gix::bstr::BStr) -> Option<Entry> {
+    index
+        .entry_by_path(path)
+        .map(|e| (e.stat, e.id, e.flags, e.mode))
+}
+
+/// The index file, when it does not hold the index braid keeps: the index of `tree` braid
+/// wrote there, which has `entries` at these paths (`None`: no entry there) and the kept
+/// index's entries everywhere else.
+#[derive(Debug, Clone)]
+pub struct Unwritten {
+    /// The tree the file's entries make.
+    pub tree: gix::ObjectId,
+    /// Sorted by path.
+    pub entries: Vec<(gix::bstr::BString, Option<Entry>)>,
+}
+
+impl Unwritten {
+    /// The file when it holds the kept index, of `tree`, as it is.
+    pub fn same(tree: gix::ObjectId) -> Unwritten {
+        Unwritten {
+            tree,
+            entries: Vec::new(),
+        }
+    }
+
+    /// The same file, once staging changed the kept index at the paths of `before` (with
+    /// the entries it had there): at a path staged before, the file keeps what it had.
+    pub fn and(mut self, before: Vec<(gix::bstr::BString, Option<Entry>)>) -> Unwritten {
+        // The earlier entries first: the sort is stable, and dedup keeps the first.
+        self.entries.extend(before);
+        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        self.entries.dedup_by(|later, first| later.0 == first.0);
+        self
+    }
+
+    /// Whether the file holds `index`, of `tree`, which differs from the kept index at
+    /// most at the paths `changed`.
+    fn holds<'a>(
+        &self,
+        index: &gix::index::State,
+        tree: gix::ObjectId,
+        mut changed: impl Iterator<Item = &'a gix::bstr::BStr>,
+    ) -> bool {
+        let known = |path: &gix::bstr::BStr| {
+            self.entries
+                .binary_search_by(|(p, _)| p.as_slice().cmp(path.as_ref()))
+                .is_ok()
+        };
+        self.tree == tree
+            && changed.all(known)
+            && self
+                .entries
+                .iter()
+                .all(|(path, entry)| entry_at(index, path.as_ref()) == *entry)
+    }
 }
 
 /// The paths whose entries differ between the indexes `a` and `b` (present in one only,
@@ -976,6 +1082,95 @@ mod tests {
         write("turned/inside.txt", "now a folder\n");
     }
 
+    /// The index file holds `known`'s index, entry by entry, and is what git expects of
+    /// a clean worktree at `commit`.
+    fn assert_file_holds(dir: &Path, known: &Known, commit: &str) {
+        assert!(known.in_file && known.unwritten.is_none());
+        let file = crate::admin::read_index(&open(dir).unwrap()).unwrap();
+        let entries = |index: &gix::index::State| -> Vec<(String, Entry)> {
+            index
+                .entries()
+                .iter()
+                .map(|e| (e.path(index).to_string(), (e.stat, e.id, e.flags, e.mode)))
+                .collect()
+        };
+        assert_eq!(entries(&file), entries(&known.index));
+        git(dir, &["diff-index", "--cached", "--quiet", commit]);
+        git(dir, &["diff-files", "--quiet"]);
+        assert_eq!(git(dir, &["status", "--porcelain", "--ignored"]), "");
+    }
+
+    #[test]
+    fn an_index_staged_and_left_unwritten_is_written_by_the_next_move_only_if_it_must() {
+        let repo = TestRepo::init();
+        let base = repo.commit(
+            &[("src/a.txt", "a\n"), ("src/b.txt", "b\n"), ("z.txt", "z\n")],
+            "base",
+        );
+        let dir = repo.outside().join("worktree");
+        repo.git(&[
+            "worktree",
+            "add",
+            "--quiet",
+            "--detach",
+            dir.to_str().unwrap(),
+            &base,
+        ]);
+        let index_path = open(&dir).unwrap().index_path();
+        let (_, mut known) = move_to(&open(&dir).unwrap(), &base, Changes::Unknown, None).unwrap();
+        assert_file_holds(&dir, &known, &base);
+        // What attempts do: a new top-level file (sorted before everything), a new file
+        // and an edit in place, a removal.
+        type Edit = fn(&Path);
+        let rounds: [(&str, Edit); 3] = [
+            ("added", |dir| {
+                std::fs::write(dir.join("0-new.txt"), "new\n").unwrap()
+            }),
+            ("edited", |dir| {
+                std::fs::write(dir.join("1-new.txt"), "new\n").unwrap();
+                std::fs::write(dir.join("src/a.txt"), "A\n").unwrap();
+            }),
+            ("removed", |dir| {
+                std::fs::remove_file(dir.join("src/b.txt")).unwrap()
+            }),
+        ];
+        for (round, edit) in rounds {
+            let bytes = std::fs::read(&index_path).unwrap();
+            let stamp = crate::admin::stamp(&open(&dir).unwrap());
+            edit(&dir);
+            let paths: Vec<gix::bstr::BString> =
+                ["0-new.txt", "1-new.txt", "src"].map(Into::into).to_vec();
+            let repo = open(&dir).unwrap();
+            let (staged, index, edits) =
+                crate::commit::stage_all(&repo, Changes::Paths(&paths), known.index).unwrap();
+            let (head, tree) =
+                crate::commit::commit_index(&repo, round, &index, Some(&edits)).unwrap();
+            assert_ne!(head, base, "{round}");
+            let unwritten = Unwritten::same(known.tree).and(staged.before);
+            let staged = Known {
+                index,
+                tree,
+                in_file: false,
+                unwritten: Some(unwritten),
+            };
+            // Cleaned where nothing changed since: the file stays as it is.
+            let (_, cleaned) = clean(&open(&dir).unwrap(), Changes::None, Some(staged)).unwrap();
+            assert!(!cleaned.in_file && cleaned.unwritten.is_some(), "{round}");
+            assert_eq!(std::fs::read(&index_path).unwrap(), bytes, "{round}");
+            // Back to the base: the file holds the base's index, written only when the
+            // entries of the base's files changed.
+            let (_, moved) =
+                move_to(&open(&dir).unwrap(), &base, Changes::None, Some(cleaned)).unwrap();
+            assert_file_holds(&dir, &moved, &base);
+            let untouched = crate::admin::stamp(&open(&dir).unwrap()) == stamp;
+            assert_eq!(untouched, round == "added", "{round}: written or not");
+            if round == "added" {
+                assert_eq!(std::fs::read(&index_path).unwrap(), bytes);
+            }
+            known = moved;
+        }
+    }
+
     #[test]
     fn a_moved_worktree_is_what_git_checkout_and_clean_leave() {
         let repo = TestRepo::init();
@@ -1031,6 +1226,7 @@ mod tests {
                     index,
                     tree: tree.unwrap(),
                     in_file: true,
+                    unwritten: None,
                 });
             }
             if dir == &by_journal {
@@ -1048,6 +1244,7 @@ mod tests {
                         index,
                         tree,
                         in_file: true,
+                        unwritten: None,
                     },
                 ));
             }

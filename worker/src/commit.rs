@@ -31,15 +31,19 @@ pub struct Staged {
     /// record each as a link to a commit that exists only there, and its files would be
     /// in no commit braid can keep.
     pub nested: Vec<String>,
+    /// The entries the index had, before staging, at the paths it staged (`None`: it had
+    /// none there): with them, the index as it was can be told from the one staged.
+    pub before: Vec<(BString, Option<crate::checkout::Entry>)>,
 }
 
 /// Stages everything in the worktree of `repo` as `git add --all` does: changed and new
 /// files (through the clean filters their attributes name), removed ones, and the stat of
 /// files that were only touched; ignored files stay out. Nested repositories are left out
 /// and named (see [`Staged::nested`]). Only the paths `changes` names are looked at, when
-/// it names some.
+/// it names some. The index is returned, not written: the caller writes it to the index
+/// file when something may read it there.
 ///
-/// Fails, writing no index, on what it leaves to git: tracked submodules, unmerged or
+/// Fails on what it leaves to git: tracked submodules, unmerged or
 /// sparse entries, files of no kind git can track, and file systems without symbolic links.
 pub fn stage_all(
     repo: &gix::Repository,
@@ -75,10 +79,26 @@ pub fn stage_all(
         }
     }
     if found.dirty.is_empty() && found.refreshed.is_empty() && added.is_empty() {
-        return Ok((Staged { paths: 0, nested }, original, Vec::new()));
+        let staged = Staged {
+            nested,
+            ..Staged::default()
+        };
+        return Ok((staged, original, Vec::new()));
     }
 
     let mut index = original;
+    let before = found
+        .dirty
+        .iter()
+        .chain(found.refreshed.keys())
+        .chain(&added)
+        .map(|path| {
+            (
+                path.clone(),
+                crate::checkout::entry_at(&index, path.as_ref()),
+            )
+        })
+        .collect();
     // The filters, with attributes read from the index in hand (`Repository::filter_pipeline`
     // would read the index again, checksum and all).
     let attributes = repo
@@ -185,10 +205,10 @@ pub fn stage_all(
     // Cached trees no longer match the entries (git would invalidate the changed folders).
     index.remove_tree();
     index.remove_resolve_undo();
-    crate::admin::write_index(&index)?;
     let staged = Staged {
         paths: staged,
         nested,
+        before,
     };
     Ok((staged, index, edits))
 }
@@ -717,8 +737,7 @@ mod tests {
             write("a/h.txt", "after the folder\n");
         }
         git_in(&by_git, &["add", "--all"]);
-        let (staged, _, _) = stage_all(&open(&by_gix), Changes::Unknown, disk_index(&by_gix))
-            .expect("staged in process");
+        let (staged, _) = stage_written(&open(&by_gix), Changes::Unknown, disk_index(&by_gix));
 
         assert_eq!(
             git_in(&by_gix, &["ls-files", "--stage"]),
@@ -748,6 +767,7 @@ mod tests {
         let paths = journal.changed().unwrap();
         let (staged, index, edits) =
             stage_all(&open(&by_journal), Changes::Paths(&paths), index).unwrap();
+        crate::admin::write_index(&index).unwrap();
         assert_eq!(staged.paths, 9);
         let (_, tree) = commit_index(&open(&by_journal), "m", &index, Some(&edits)).unwrap();
         assert_eq!(
@@ -768,6 +788,17 @@ mod tests {
             0,
             "nothing left to stage"
         );
+    }
+
+    /// Stages as [`stage_all`] does and writes the index file, as `git add --all` leaves it.
+    fn stage_written(
+        repo: &gix::Repository,
+        changes: Changes<'_>,
+        index: gix::index::File,
+    ) -> (Staged, Vec<Edit>) {
+        let (staged, index, edits) = stage_all(repo, changes, index).expect("staged in process");
+        crate::admin::write_index(&index).unwrap();
+        (staged, edits)
     }
 
     #[test]
@@ -809,8 +840,8 @@ mod tests {
         std::fs::write(repo.path.join("a.txt"), "changed\n").unwrap();
         repo.git(&["init", "--quiet", "nested"]);
         std::fs::write(repo.path.join("nested/inner.txt"), "inner\n").unwrap();
-        let (staged, _, _) =
-            stage_all(&open(&repo.path), Changes::Unknown, disk_index(&repo.path)).unwrap();
+        let (staged, _) =
+            stage_written(&open(&repo.path), Changes::Unknown, disk_index(&repo.path));
         assert_eq!(staged.nested, ["nested"]);
         assert_eq!(staged.paths, 1);
         let listed = repo.git(&["ls-files", "--stage"]);

@@ -83,7 +83,11 @@ fn move_kept(
     };
     // A move writes the index file anew unless it is as braid wrote it and stays so.
     let known = kept.known.take().map(|(mut known, stamp)| {
-        known.in_file = stamp.is_some() && stamp == crate::admin::stamp(repo);
+        let untouched = stamp.is_some() && stamp == crate::admin::stamp(repo);
+        known.in_file &= untouched;
+        if !untouched {
+            known.unwritten = None;
+        }
         known
     });
     let (moved, known) = match commit {
@@ -124,6 +128,12 @@ impl Worktree {
     /// Keeps `known`, the index braid just wrote to the worktree's index file.
     pub fn keep_known(&self, known: checkout::Known) {
         let stamp = crate::admin::stamp(&self.repo.to_thread_local());
+        self.keep_known_as(known, stamp);
+    }
+
+    /// Keeps `known`, whose index braid did not write: the index file, as `known` says it
+    /// holds, has `stamp` still.
+    pub fn keep_known_as(&self, known: checkout::Known, stamp: Option<crate::admin::Stamp>) {
         kept(&self.kept).known = Some((known, stamp));
     }
 

@@ -203,6 +203,7 @@ fn gemini_best_of_two() {
 
 #[test]
 fn opencode_best_of_two() {
+    let _inotify = crate::INOTIFY.read().unwrap_or_else(|e| e.into_inner());
     best_of_two("opencode");
 }
 

@@ -729,6 +729,74 @@ fn what_an_agent_changes_behind_braids_back_is_committed_as_git_add_all_stages_i
 }
 
 #[test]
+fn a_machine_out_of_inotify_instances_still_commits_right_and_says_what_to_raise() {
+    use rustix::fs::inotify::{CreateFlags, init};
+    let repo = behind_repo();
+    let before = before(&repo);
+    let plan = one_task(&repo, BEHIND, "    attempts: 3\n");
+    // Every inotify instance this user may have, held: braid's worktrees get none. The
+    // file limit is raised first, so that the user's limit is the one reached.
+    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: nofile.maximum,
+            maximum: nofile.maximum,
+        },
+    );
+    // No opencode may start meanwhile (it waits forever for an instance).
+    let _all = crate::INOTIFY.write().unwrap_or_else(|e| e.into_inner());
+    let mut held = Vec::new();
+    let reached = loop {
+        match init(CreateFlags::CLOEXEC) {
+            Ok(fd) => held.push(fd),
+            Err(rustix::io::Errno::MFILE) => break held.len(),
+            Err(e) => panic!("inotify_init: {e}"),
+        }
+        assert!(held.len() < 1 << 20, "no limit on inotify instances");
+    };
+    let limit: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        reached <= limit,
+        "{reached} instances held, over the limit {limit}"
+    );
+    let (out, report) = run_plan(&repo, &plan, &["--workers", "1", "--slots", "1"]);
+    drop(held);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Surveyed in full: each attempt still starts at the base and commits what it changed.
+    for n in 1..=3 {
+        let a = attempt(task(&report, "t"), n);
+        assert_eq!(a["status"], "succeeded", "{a:#}");
+        let commit = a["commit"].as_str().unwrap();
+        assert_eq!(repo.show(commit, "a.txt").as_deref(), Some("ONE\n"));
+        assert_eq!(
+            repo.show(commit, &format!("new-{n}.txt")),
+            Some(format!("attempt {n}\n"))
+        );
+        assert_eq!(
+            repo.show(commit, "link.txt").as_deref(),
+            Some("hard\nmore\n")
+        );
+    }
+    let said = stderr(&out);
+    assert_eq!(
+        said.lines()
+            .filter(
+                |line| line.contains("limit fs.inotify.max_user_instances (")
+                    && line.contains("`sysctl fs.inotify.max_user_instances=<more>`")
+            )
+            .count(),
+        1,
+        "said once, with the limit to raise: {said}"
+    );
+    assert_contained(&repo, &before);
+}
+
+#[test]
 fn without_a_sandbox_an_edit_through_a_second_name_is_committed_and_undone() {
     let repo = behind_repo();
     let before = before(&repo);

@@ -24,6 +24,10 @@ use serde_json::Value;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_braid");
 
+/// A test that holds every inotify instance of the user takes this for writing; a test
+/// whose agent CLI cannot start without one (opencode waits forever) takes it for reading.
+pub static INOTIFY: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// Runs `braid run plan.yaml --json` beside `repo`; returns the output and report.json.
 pub fn run_plan(repo: &TestRepo, plan: &Path, extra: &[&str]) -> (Output, Value) {
     let mut args = vec!["run", plan.to_str().expect("utf-8 path"), "--json"];

@@ -27,6 +27,39 @@ use std::path::{Path, PathBuf};
 use gix::bstr::{BString, ByteSlice, ByteVec};
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 
+/// Says why a worktree has no journal (or lost it): at debug level, and once per process as
+/// a warning when it is a limit of the machine's that its owner can raise. Without a
+/// journal a worktree is compared file by file after each attempt, which on a large
+/// repository costs more than the rest of the attempt.
+pub fn unavailable(err: &std::io::Error, what: &str) {
+    use std::sync::Once;
+    static INSTANCES: Once = Once::new();
+    static WATCHES: Once = Once::new();
+    let limit = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/fs/inotify/{name}"))
+            .map(|n| n.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into())
+    };
+    let say = |name: &str, what: &str| {
+        tracing::warn!(
+            "inotify's limit fs.inotify.{name} ({}) is reached: {what}, so worktrees are \
+             compared file by file after each attempt (slower on large repositories); \
+             `sysctl fs.inotify.{name}=<more>` raises it",
+            limit(name)
+        );
+    };
+    match rustix::io::Errno::from_io_error(err) {
+        Some(rustix::io::Errno::MFILE) => {
+            INSTANCES.call_once(|| say("max_user_instances", "no inotify instance is left"));
+        }
+        Some(rustix::io::Errno::NOSPC) => {
+            WATCHES.call_once(|| say("max_user_watches", "no folder watch is left"));
+        }
+        _ => {}
+    }
+    tracing::debug!(%err, "{what}: the worktree is surveyed in full");
+}
+
 /// The notes asked for on every folder.
 fn mask() -> WatchFlags {
     WatchFlags::CREATE

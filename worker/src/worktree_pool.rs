@@ -60,7 +60,7 @@ impl Kept {
         if let Some(journal) = self.journal.as_mut()
             && let Err(err) = journal.settle(index, surveyed)
         {
-            tracing::debug!(%err, "the worktree's journal stops; it is surveyed in full from now");
+            crate::journal::unavailable(&err, "the worktree's journal stops");
             self.journal = None;
         }
     }
@@ -364,7 +364,7 @@ impl WorktreePool {
             let repo = checkout::open(&made.git)?;
             let known = checkout::populate(&repo, &at)?;
             let journal = Journal::start(&made.tree, &known.index)
-                .map_err(|err| tracing::debug!(%err, "no journal of the worktree: it is surveyed in full"))
+                .map_err(|err| crate::journal::unavailable(&err, "no journal of the worktree"))
                 .ok();
             let stamp = crate::admin::stamp(&repo);
             let kept = Kept {

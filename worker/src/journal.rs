@@ -48,8 +48,14 @@ pub fn unavailable(err: &std::io::Error, what: &str) {
             limit(name)
         );
     };
+    // EMFILE is also braid's own limit of open files; that one is said where it is hit.
+    let own_files_full = || {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        let open = std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count) as u64;
+        limit.is_some_and(|limit| open + 1 >= limit)
+    };
     match rustix::io::Errno::from_io_error(err) {
-        Some(rustix::io::Errno::MFILE) => {
+        Some(rustix::io::Errno::MFILE) if !own_files_full() => {
             INSTANCES.call_once(|| say("max_user_instances", "no inotify instance is left"));
         }
         Some(rustix::io::Errno::NOSPC) => {

@@ -116,6 +116,12 @@ impl TestRepo {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// Adds a worktree of the repository at `dir`, its HEAD detached at `rev`.
+    pub fn worktree(&self, dir: &Path, rev: &str) {
+        let dir = dir.to_str().expect("a UTF-8 path");
+        self.git(&["worktree", "add", "--quiet", "--detach", dir, rev]);
+    }
+
     /// Writes files (creating folders) without committing them.
     pub fn write(&self, files: &[(&str, &str)]) {
         for (name, text) in files {

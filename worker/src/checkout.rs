@@ -1108,14 +1108,7 @@ mod tests {
             "base",
         );
         let dir = repo.outside().join("worktree");
-        repo.git(&[
-            "worktree",
-            "add",
-            "--quiet",
-            "--detach",
-            dir.to_str().unwrap(),
-            &base,
-        ]);
+        repo.worktree(&dir, &base);
         let index_path = open(&dir).unwrap().index_path();
         let (_, mut known) = move_to(&open(&dir).unwrap(), &base, Changes::Unknown, None).unwrap();
         assert_file_holds(&dir, &known, &base);
@@ -1210,14 +1203,7 @@ mod tests {
         let (by_journal, by_known) = (worktrees.join("journal"), worktrees.join("known"));
         let (mut noted, mut held) = (None, None);
         for dir in [&by_git, &by_gix, &by_journal, &by_known] {
-            repo.git(&[
-                "worktree",
-                "add",
-                "--quiet",
-                "--detach",
-                dir.to_str().unwrap(),
-                &base,
-            ]);
+            repo.worktree(dir, &base);
             if dir == &by_known {
                 let repo = open(dir).unwrap();
                 let index = crate::admin::read_index(&repo).unwrap();
@@ -1441,14 +1427,7 @@ mod tests {
         repo.git(&["commit", "--quiet", "-m", "a submodule"]);
         let with_sub = repo.git(&["rev-parse", "HEAD"]);
         let dir = repo.outside().join("wt");
-        repo.git(&[
-            "worktree",
-            "add",
-            "--quiet",
-            "--detach",
-            dir.to_str().unwrap(),
-            &base,
-        ]);
+        repo.worktree(&dir, &base);
         let err = move_to(&open(&dir).unwrap(), &with_sub, Changes::Unknown, None).unwrap_err();
         assert!(err.contains("submodules"), "{err}");
         assert_eq!(git(&dir, &["rev-parse", "HEAD"]).trim(), base);

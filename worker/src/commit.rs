@@ -705,14 +705,7 @@ mod tests {
         let by_journal = worktrees.join("journal");
         let mut noted = None;
         for dir in [&by_git, &by_gix, &by_journal] {
-            repo.git(&[
-                "worktree",
-                "add",
-                "--quiet",
-                "--detach",
-                dir.to_str().unwrap(),
-                "HEAD",
-            ]);
+            repo.worktree(dir, "HEAD");
             if dir == &by_journal {
                 let index = disk_index(dir);
                 noted = Some((crate::journal::Journal::start(dir, &index).unwrap(), index));
